@@ -1,0 +1,298 @@
+"""One frozen, validated ``Settings``: from keywords, the environment or a Starlette Config.
+
+Every component takes a ``Settings`` and precomputes what it derives from it once, so nothing
+reads configuration per request. ``Settings.from_env()`` and ``Settings.from_config()`` read
+the same field names, upper-cased with the ``STREAM_MW_`` prefix
+(``STREAM_MW_KEEPALIVE_INTERVAL=5``), through one parser, so all three ways in agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import types
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from starlette.config import Config
+    from starlette.types import Scope
+
+    from ._observe import ResponseRecord
+
+__all__ = ["ENV_PREFIX", "Settings"]
+
+ENV_PREFIX = "STREAM_MW_"
+
+_MiB = 1024 * 1024
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_NONE = frozenset({"", "none", "null"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Configuration for the middleware, the converter and the gateway.
+
+    All fields have defaults that suit Codex, the openai SDK and the Agents SDK against a
+    vLLM/Ollama/llama.cpp/LiteLLM backend. Invalid values raise ``ConfigurationError`` naming
+    the field. The README's settings table documents every field.
+    """
+
+    # --- routing ---------------------------------------------------------------------------
+    #: URL prefix of the Responses routes: ``POST {path_prefix}/responses`` and friends.
+    path_prefix: str = "/v1"
+    #: Path the translated Chat Completions request is sent to inside the wrapped app.
+    chat_completions_path: str = "/v1/chat/completions"
+
+    # --- limits (Guarantee 9: every buffer is bounded) -------------------------------------
+    #: Largest accepted Responses request body, in bytes (413 above it). Codex resends the
+    #: whole conversation each turn, so this is generous.
+    max_request_bytes: int = 32 * _MiB
+    #: Largest single upstream SSE event, in bytes; a larger one fails the response.
+    max_event_bytes: int = 8 * _MiB
+    #: Largest arguments string of one tool call, in bytes; a larger one fails the response.
+    max_argument_bytes: int = 8 * _MiB
+
+    # --- the emitted stream ----------------------------------------------------------------
+    #: Send ``data: [DONE]`` after the terminal event (Open Responses requires it; harmless
+    #: to the openai SDK, the Agents SDK and Codex).
+    done_marker: bool = True
+    #: How upstream reasoning is streamed: ``"text"`` (``response.reasoning_text.*``) or
+    #: ``"summary"`` (``response.reasoning_summary_text.*``, which Codex displays).
+    reasoning_events: Literal["text", "summary"] = "text"
+    #: Treat ``<think>...</think>`` inside ``content`` as reasoning (DeepSeek-R1 style models
+    #: served without a reasoning parser).
+    think_tags: bool = False
+    #: Send ``output_item.done`` for function calls whose arguments were cut short. Off by
+    #: default: Codex executes a call the moment that event arrives.
+    close_partial_tool_calls: bool = False
+    #: Send an ``error`` event before ``response.failed``. Off by default: the openai SDKs
+    #: raise on it instead of reporting the failed response.
+    error_event: bool = False
+    #: Seconds of upstream silence after which a ``response.in_progress`` keep-alive event is
+    #: sent (comments do not reset Codex's idle timer). ``0`` turns keep-alives off.
+    keepalive_interval: float = 15.0
+
+    # --- request translation ---------------------------------------------------------------
+    #: Role that ``developer`` messages are sent as: ``"system"`` (most backends reject
+    #: ``developer``) or ``"developer"`` (OpenAI).
+    developer_role: Literal["system", "developer"] = "system"
+    #: Pass replayed reasoning items back as ``reasoning_content`` on the next assistant
+    #: message, for thinking models that need their own reasoning in the history.
+    reasoning_passback: bool = False
+    #: Chat parameter that carries ``max_output_tokens``.
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    #: What to do with hosted tools (``web_search``, ``file_search``, ...), which Chat
+    #: backends cannot run: ``"drop"`` them with a log line, or ``"reject"`` with a 400.
+    hosted_tools: Literal["drop", "reject"] = "drop"
+
+    # --- stored responses ------------------------------------------------------------------
+    #: Where ``store: true`` responses are kept: ``memory://``, ``sqlite:///path/to.db``,
+    #: ``redis://host:port/db``, or ``None`` to turn storage (and ``previous_response_id``) off.
+    store_url: str | None = "memory://"
+    #: Seconds a stored response is kept.
+    store_ttl: float = 24 * 3600.0
+    #: Most responses the ``memory://`` store keeps (least recently used go first).
+    store_max_responses: int = 10_000
+    #: Most bytes the ``memory://`` store keeps in all.
+    store_max_bytes: int = 256 * _MiB
+    #: Largest single stored response (input items + output), in bytes; larger ones are not
+    #: stored, with a log line.
+    store_max_response_bytes: int = 16 * _MiB
+    #: Maps a request's ASGI scope to a tenant key; stored responses are visible only to the
+    #: tenant that created them. Default: a hash of the ``Authorization`` header.
+    tenant: Callable[[Scope], str] | None = field(default=None, compare=False)
+
+    # --- observers -------------------------------------------------------------------------
+    #: Called with a ``ResponseRecord`` once per finished response (id, model, status, usage,
+    #: duration, error), for metering and logging. May be a coroutine function.
+    on_response: Callable[[ResponseRecord], Awaitable[None] | None] | None = field(
+        default=None, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        if not self.path_prefix.startswith("/") and self.path_prefix != "":
+            raise ConfigurationError(
+                f"path_prefix must be empty or start with '/', got {self.path_prefix!r}"
+            )
+        if self.path_prefix.endswith("/"):
+            raise ConfigurationError(
+                f"path_prefix must not end with '/', got {self.path_prefix!r} "
+                f"(use {self.path_prefix.rstrip('/')!r})"
+            )
+        if not self.chat_completions_path.startswith("/"):
+            raise ConfigurationError(
+                f"chat_completions_path must start with '/', got {self.chat_completions_path!r}"
+            )
+        for name in (
+            "max_request_bytes",
+            "max_event_bytes",
+            "max_argument_bytes",
+            "store_max_responses",
+            "store_max_bytes",
+            "store_max_response_bytes",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(
+                    f"{name} must be a positive integer, got {getattr(self, name)}"
+                )
+        if self.keepalive_interval < 0:
+            raise ConfigurationError(
+                "keepalive_interval must be >= 0 seconds (0 turns it off), "
+                f"got {self.keepalive_interval}"
+            )
+        if self.store_ttl <= 0:
+            raise ConfigurationError(
+                f"store_ttl must be a positive number of seconds, got {self.store_ttl}"
+            )
+        if self.store_url is not None and not self.store_url.startswith(
+            ("memory://", "sqlite://", "redis://", "rediss://", "unix://")
+        ):
+            raise ConfigurationError(
+                "store_url must be memory://, sqlite:///path, redis://host:port/db or None, "
+                f"got {self.store_url!r}"
+            )
+        for name in ("tenant", "on_response"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise ConfigurationError(f"{name} must be callable or None, got {value!r}")
+
+    @property
+    def responses_path(self) -> str:
+        """``POST`` here is translated: ``{path_prefix}/responses``."""
+        return f"{self.path_prefix}/responses"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, validated again."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, prefix: str = ENV_PREFIX, **overrides: Any
+    ) -> Settings:
+        """Build settings from ``STREAM_MW_*`` variables; keywords override them.
+
+        ``STREAM_MW_DONE_MARKER=false``, ``STREAM_MW_STORE_URL=none``,
+        ``STREAM_MW_MAX_EVENT_BYTES=1048576``: booleans accept 1/0, true/false, yes/no, on/off.
+        """
+        environ = os.environ if environ is None else environ
+        return cls._from_lookup(lambda key: environ.get(key), prefix, overrides)
+
+    @classmethod
+    def from_config(cls, config: Config, *, prefix: str = ENV_PREFIX, **overrides: Any) -> Settings:
+        """Build settings from a Starlette ``Config`` (``.env`` file plus environment)."""
+        return cls._from_lookup(lambda key: config(key, default=None), prefix, overrides)
+
+    @classmethod
+    def _from_lookup(
+        cls, lookup: Callable[[str], str | None], prefix: str, overrides: Mapping[str, Any]
+    ) -> Settings:
+        values: dict[str, Any] = {}
+        for name, hint in _field_types().items():
+            if name in _CALLABLE_FIELDS:
+                continue
+            raw = lookup(prefix + name.upper())
+            if raw is not None:
+                values[name] = _parse(name, raw, hint)
+        values.update(overrides)
+        return cls(**values)
+
+
+_CALLABLE_FIELDS = frozenset({"tenant", "on_response"})
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    # Explicit globals: the package rewrites Settings.__module__ to "stream_mw" for nicer reprs,
+    # so the default lookup would search the wrong namespace.
+    hints = get_type_hints(
+        Settings, globalns=globals(), localns={"Scope": Any, "ResponseRecord": Any}
+    )
+    return {f.name: hints[f.name] for f in dataclasses.fields(Settings)}
+
+
+def _parse(name: str, raw: str, hint: Any) -> Any:
+    env_name = ENV_PREFIX + name.upper()
+    text = raw.strip()
+    args = get_args(hint)
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType) and type(None) in args:
+        if text.lower() in _NONE:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = get_origin(hint), get_args(hint)
+    if hint is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ConfigurationError(f"{env_name} must be a boolean (true/false, 1/0), got {raw!r}")
+    if hint is int:
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            raise ConfigurationError(f"{env_name} must be an integer, got {raw!r}") from None
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigurationError(f"{env_name} must be a number, got {raw!r}") from None
+    if origin is Literal:
+        if text not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigurationError(f"{env_name} must be one of {choices}, got {raw!r}")
+        return text
+    return text
+
+
+def _check_types(settings: Settings) -> None:
+    for name, hint in _field_types().items():
+        if name in _CALLABLE_FIELDS:
+            continue
+        value = getattr(settings, name)
+        if not _matches(value, hint):
+            raise ConfigurationError(f"{name} must be {_describe(hint)}, got {value!r}")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if hint is type(None):
+        return "None"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    return _TYPE_WORDS.get(hint, str(hint))
+
+
+_TYPE_WORDS: dict[Any, str] = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+}
