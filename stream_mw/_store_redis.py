@@ -1,0 +1,98 @@
+"""The ``redis://`` response store: shared by every process and machine that reaches one Redis.
+
+Loaded only when a ``redis://``, ``rediss://`` or ``unix://`` store URL is opened, so
+``import stream_mw`` never imports redis (extra ``stream-mw[redis]``).
+
+One key per (tenant, response), written with ``SET ... PX`` so Redis expires each response on
+its own. The tenant is part of the key, so another tenant's id is simply absent. Socket
+timeouts are short and retries few, so an outage answers ``StoreUnavailableError`` quickly
+instead of hanging the request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ._errors import ConfigurationError, StoreUnavailableError
+from ._store import StoredResponse, _encode_bounded
+
+__all__ = ["RedisStore"]
+
+#: Defaults for the client; the URL's own query options (``?socket_timeout=0.5``) win.
+CLIENT_DEFAULTS: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+
+
+class RedisStore:
+    """A ``ResponseStore`` on Redis, through ``redis.asyncio``.
+
+    Args:
+        url: ``redis://[:password@]host:port/db``, ``rediss://...`` or ``unix:///path.sock``,
+            with redis-py's query options (``socket_timeout``, ``socket_connect_timeout``...).
+        ttl: Seconds each response is kept (Redis expires it).
+        max_response_bytes: Larger responses are not stored (with a warning).
+        key_prefix: Namespace of the keys, so one Redis can hold other data too.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl: float,
+        max_response_bytes: int,
+        key_prefix: str = "stream_mw:response:",
+    ) -> None:
+        try:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+            from redis.exceptions import RedisError
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"store_url {url!r} needs the redis package: pip install 'stream-mw[redis]'"
+            ) from exc
+        self._ttl_ms = max(1, round(ttl * 1000))
+        self._max_response_bytes = max_response_bytes
+        self._prefix = key_prefix
+        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
+        # One retry covers a pooled connection that died while Redis restarted; the default
+        # (ten, with exponential backoff) would turn an outage into a long hang.
+        self._client: Any = aioredis.Redis.from_url(
+            url, **CLIENT_DEFAULTS, retry=Retry(NoBackoff(), 1)
+        )
+
+    def key(self, tenant: str, response_id: str) -> str:
+        """The Redis key of a response. The tenant is hashed to a fixed width, which keeps
+        keys unambiguous whatever the tenant string holds and keeps it out of plain sight."""
+        digest = hashlib.blake2b(tenant.encode(), digest_size=16).hexdigest()
+        return f"{self._prefix}{digest}:{response_id}"
+
+    async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
+        try:
+            data = await self._client.get(self.key(tenant, response_id))
+        except self._errors as exc:
+            raise _unavailable(exc) from exc
+        return None if data is None else StoredResponse.decode(data)
+
+    async def put(self, tenant: str, stored: StoredResponse) -> None:
+        data = _encode_bounded(stored, self._max_response_bytes)
+        if data is None:
+            return
+        try:
+            await self._client.set(self.key(tenant, stored.id), data, px=self._ttl_ms)
+        except self._errors as exc:
+            raise _unavailable(exc) from exc
+
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        try:
+            deleted = await self._client.delete(self.key(tenant, response_id))
+        except self._errors as exc:
+            raise _unavailable(exc) from exc
+        return bool(deleted)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailableError:
+    return StoreUnavailableError(f"The Redis response store failed: {exc or type(exc).__name__}")

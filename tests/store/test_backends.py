@@ -1,0 +1,110 @@
+"""The ResponseStore contract, run against every backend (memory, a SQLite file, a real Redis)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from stream_mw import Settings
+from stream_mw._store import ResponseStore, StoredResponse, open_store
+from tests.store.helpers import new_response_id, stored
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_put_then_get_returns_an_equal_response(store: ResponseStore) -> None:
+    item = stored(text="héllo ✓")
+    await store.put("tenant-a", item)
+    assert await store.get("tenant-a", item.id) == item
+
+
+async def test_unknown_id_is_none(store: ResponseStore) -> None:
+    assert await store.get("tenant-a", new_response_id()) is None
+
+
+async def test_another_tenant_does_not_see_the_response(store: ResponseStore) -> None:
+    item = stored()
+    await store.put("tenant-a", item)
+    assert await store.get("tenant-b", item.id) is None
+    assert await store.delete("tenant-b", item.id) is False
+    assert await store.get("tenant-a", item.id) == item
+
+
+async def test_the_same_id_under_two_tenants_is_two_responses(store: ResponseStore) -> None:
+    response_id = new_response_id()
+    await store.put("tenant-a", stored(response_id, text="for a"))
+    await store.put("tenant-b", stored(response_id, text="for b"))
+    a = await store.get("tenant-a", response_id)
+    b = await store.get("tenant-b", response_id)
+    assert a is not None
+    assert b is not None
+    assert a.response["output"][0]["content"][0]["text"] == "for a"
+    assert b.response["output"][0]["content"][0]["text"] == "for b"
+
+
+async def test_delete_removes_and_reports_whether_it_existed(store: ResponseStore) -> None:
+    item = stored()
+    await store.put("t", item)
+    assert await store.delete("t", item.id) is True
+    assert await store.get("t", item.id) is None
+    assert await store.delete("t", item.id) is False
+
+
+async def test_put_again_replaces_the_response(store: ResponseStore) -> None:
+    response_id = new_response_id()
+    await store.put("t", stored(response_id, text="first"))
+    await store.put("t", stored(response_id, text="second"))
+    got = await store.get("t", response_id)
+    assert got is not None
+    assert got.response["output"][0]["content"][0]["text"] == "second"
+
+
+async def test_mutating_a_returned_response_does_not_change_the_stored_one(
+    store: ResponseStore,
+) -> None:
+    item = stored()
+    await store.put("t", item)
+    got = await store.get("t", item.id)
+    assert got is not None
+    got.response["output"].clear()
+    item.response["status"] = "failed"
+    again = await store.get("t", item.id)
+    assert again is not None
+    assert again.response["output"]
+    assert again.response["status"] == "completed"
+
+
+async def test_response_over_the_size_limit_is_not_stored_and_logged(
+    backend_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    small = stored(text="x")
+    limit = len(small.encode()) + 100
+    store = open_store(Settings(store_url=backend_url, store_max_response_bytes=limit))
+    assert store is not None
+    try:
+        big = stored(text="x" * 200)
+        with caplog.at_level(logging.WARNING, logger="stream_mw"):
+            await store.put("t", big)
+            await store.put("t", small)
+        assert await store.get("t", big.id) is None
+        assert await store.get("t", small.id) == small
+        assert any(
+            big.id in r.getMessage() and "store_max_response_bytes" in r.getMessage()
+            for r in caplog.records
+        )
+    finally:
+        await store.aclose()
+
+
+async def test_large_response_under_the_limit_round_trips(store: ResponseStore) -> None:
+    item = StoredResponse(
+        response=stored(text="y" * 2_000_000).response,
+        input_items=[
+            {"type": "function_call_output", "id": f"fco_{i}", "call_id": f"call_{i}",
+             "output": "z" * 1000, "status": "completed"}
+            for i in range(500)
+        ],
+    )  # fmt: skip
+    await store.put("t", item)
+    assert await store.get("t", item.id) == item
