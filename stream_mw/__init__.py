@@ -1,6 +1,5 @@
 """stream_mw: the OpenAI Responses API, streaming included, for any Chat Completions backend.
 
-Add ``ResponsesMiddleware`` to a Starlette/FastAPI app (or wrap any ASGI app) that serves
 ``/v1/chat/completions``, and Responses clients (Codex CLI, the OpenAI Agents SDK, the
 ``openai`` SDK's ``client.responses``) work against it. ``StreamConverter`` is the sans-IO
 translator underneath, usable on its own.
@@ -20,8 +19,11 @@ from ._errors import (
     UpstreamProtocolError,
     UpstreamReportedError,
 )
+from ._items import translate_completion
 from ._observe import ResponseRecord
+from ._requests import translate_request
 from ._settings import Settings
+from ._stream import StreamConverter
 
 __version__ = "0.1.0"
 
@@ -34,11 +36,14 @@ __all__ = [
     "ResponseRecord",
     "Settings",
     "StoreUnavailableError",
+    "StreamConverter",
     "StreamMWError",
     "UpstreamError",
     "UpstreamProtocolError",
     "UpstreamReportedError",
     "__version__",
+    "translate_completion",
+    "translate_request",
 ]
 
 # Show public names as ``stream_mw.X`` in reprs and tracebacks, not ``stream_mw._module.X``.

@@ -1,0 +1,250 @@
+"""Benchmark: microseconds per upstream chunk for ``StreamConverter``, against two references.
+
+Run: ``python tests/benchmarks/bench_converter.py [--rounds N]`` (not collected by pytest).
+
+Two upstream streams, each fed one SSE event per read as an HTTP body usually arrives:
+
+- **text**: a role chunk, 2,000 ``content`` chunks, a finish chunk, a usage chunk, ``[DONE]``;
+- **tools**: two function calls of 500 argument fragments each (1,000 fragments), as vLLM and
+  OpenAI stream them (id and name on the first fragment, ``id: null`` after), then finish,
+  usage, ``[DONE]``;
+- **text, laid out differently**: the text stream with OpenAI's random ``obfuscation`` field
+  on every chunk, which defeats the converter's same-layout shortcut (its full path is
+  measured; LiteLLM is skipped there).
+
+For each stream, one run measures, round by round and interleaved (the machine is noisy, so
+each round times every contender once and the medians are compared):
+
+- **converter**: ``StreamConverter.start/feed/close`` from upstream bytes to Responses bytes;
+- **(a) floor**: the least any converter must do per chunk: split the SSE body on blank
+  lines, ``orjson.loads`` each event and ``orjson.dumps`` one object per chunk (the parsed
+  chunk itself), framed as SSE;
+- **(b) LiteLLM**: ``LiteLLMCompletionStreamingIterator`` (litellm 1.106.2, the code behind
+  its ``/v1/responses`` bridge for Chat-only providers) iterated over the same chunks,
+  pre-built as ``ModelResponseStream`` objects outside the timed region. Only its
+  transformation is timed: no SSE parsing, no pydantic construction of the input and no
+  serialisation of its output (the proxy would add those), which favours LiteLLM.
+
+Targets: converter at most 1.0x the time of (a), and at least 15x faster than (b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import orjson
+
+from stream_mw import StreamConverter
+
+MODEL = "gpt-4o-mini"
+TEXT_CHUNKS = 2_000
+TOOL_FRAGMENTS = 1_000
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+        "object": "chat.completion.chunk",
+        "created": 1_741_570_283,
+        "model": MODEL,
+        "system_fingerprint": "fp_06737a9306",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+
+
+def _usage_chunk() -> dict[str, Any]:
+    chunk = _chunk({})
+    chunk["choices"] = []
+    chunk["usage"] = {"prompt_tokens": 21, "completion_tokens": 2_000, "total_tokens": 2_021}
+    return chunk
+
+
+def text_stream() -> list[dict[str, Any]]:
+    words = ["The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", "."]
+    chunks = [_chunk({"role": "assistant", "content": ""})]
+    chunks += [_chunk({"content": words[i % len(words)]}) for i in range(TEXT_CHUNKS)]
+    chunks += [_chunk({}, "stop"), _usage_chunk()]
+    return chunks
+
+
+def varying_text_stream() -> list[dict[str, Any]]:
+    """The text stream as OpenAI sends it: random ``obfuscation`` padding on every chunk, so
+    no two chunks share a layout and the converter's shortcut never applies."""
+    chunks = text_stream()
+    for n, chunk in enumerate(chunks):
+        chunk["obfuscation"] = format(n * 2_654_435_761 % 16**8, "x")
+    return chunks
+
+
+def tool_stream() -> list[dict[str, Any]]:
+    chunks = [_chunk({"role": "assistant", "content": None})]
+    per_call = TOOL_FRAGMENTS // 2
+    for index, (call_id, name) in enumerate([("call_Aa1", "get_weather"), ("call_Bb2", "lookup")]):
+        for n in range(per_call):
+            if n == 0:
+                call = {
+                    "index": index,
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": '{"q": "'},
+                }
+            elif n == per_call - 1:
+                call = {"index": index, "id": None, "function": {"arguments": '"}'}}
+            else:
+                call = {"index": index, "id": None, "function": {"arguments": f"w{n} "}}
+            chunks.append(_chunk({"tool_calls": [call]}))
+    chunks += [_chunk({}, "tool_calls"), _usage_chunk()]
+    return chunks
+
+
+def sse_reads(chunks: list[dict[str, Any]]) -> list[bytes]:
+    """One read per SSE event, the way most servers flush a stream."""
+    return [b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
+
+
+# --- contenders ------------------------------------------------------------------------------
+
+
+def run_converter(reads: list[bytes]) -> float:
+    request = {"model": MODEL, "input": "hi", "stream": True}
+    start = time.perf_counter()
+    converter = StreamConverter(request)
+    out = [converter.start()]
+    for data in reads:
+        out.append(converter.feed(data))
+    out.append(converter.close())
+    elapsed = time.perf_counter() - start
+    assert converter.response["status"] == "completed", converter.response
+    return elapsed
+
+
+def run_floor(reads: list[bytes]) -> float:
+    loads, dumps = orjson.loads, orjson.dumps
+    start = time.perf_counter()
+    buffer = b""
+    out = []
+    for data in reads:
+        buffer += data
+        events = buffer.split(b"\n\n")
+        buffer = events.pop()
+        for event in events:
+            if event.startswith(b"data: "):
+                payload = event[6:]
+                if payload == b"[DONE]":
+                    continue
+                out.append(b"data: " + dumps(loads(payload)) + b"\n\n")
+    return time.perf_counter() - start
+
+
+def _litellm_runner() -> Callable[[list[dict[str, Any]]], float] | None:
+    try:
+        from litellm.litellm_core_utils.litellm_logging import Logging
+        from litellm.responses.litellm_completion_transformation.streaming_iterator import (
+            LiteLLMCompletionStreamingIterator,
+        )
+        from litellm.types.utils import ModelResponseStream
+    except ImportError:  # pragma: no cover - litellm is a test extra
+        return None
+
+    class _Wrapper:
+        """Stands in for litellm.CustomStreamWrapper: yields ready ModelResponseStream chunks."""
+
+        def __init__(self, items: list[Any]) -> None:
+            self._items = iter(items)
+            self.logging_obj = Logging(
+                model=MODEL,
+                messages=[],
+                stream=True,
+                call_type="responses",
+                start_time=time.time(),
+                litellm_call_id="bench",
+                function_id="bench",
+            )
+
+        def __iter__(self) -> _Wrapper:
+            return self
+
+        def __next__(self) -> Any:
+            return next(self._items)
+
+    def run(chunks: list[dict[str, Any]]) -> float:
+        objects = [ModelResponseStream(**chunk) for chunk in chunks]
+        iterator = LiteLLMCompletionStreamingIterator(
+            model=MODEL,
+            litellm_custom_stream_wrapper=_Wrapper(objects),  # type: ignore[arg-type]
+            request_input="hi",
+            responses_api_request={},
+            custom_llm_provider="openai",
+        )
+        start = time.perf_counter()
+        events = list(iterator)
+        elapsed = time.perf_counter() - start
+        assert events[-1].type == "response.completed", events[-1].type
+        return elapsed
+
+    return run
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def bench(name: str, chunks: list[dict[str, Any]], rounds: int, litellm_rounds: int) -> None:
+    reads = sse_reads(chunks)
+    n = len(chunks)
+    litellm = _litellm_runner()
+    times: dict[str, list[float]] = {"converter": [], "floor": [], "litellm": []}
+    for _ in range(3):  # warm-up
+        run_converter(reads)
+        run_floor(reads)
+    if litellm is not None and litellm_rounds:
+        litellm(chunks)
+    gc.collect()
+    for round_no in range(rounds):
+        # Alternate the order so drift in machine speed hits both contenders alike.
+        if round_no % 2:
+            times["floor"].append(run_floor(reads))
+            times["converter"].append(run_converter(reads))
+        else:
+            times["converter"].append(run_converter(reads))
+            times["floor"].append(run_floor(reads))
+        if litellm_rounds and litellm and round_no % max(1, rounds // litellm_rounds) == 0:
+            times["litellm"].append(litellm(chunks))
+    us = {k: statistics.median(v) / n * 1e6 for k, v in times.items() if v}
+    print(f"\n{name} stream: {n} upstream chunks, {rounds} interleaved rounds (medians)")
+    print(f"  StreamConverter           {us['converter']:8.2f} µs/chunk")
+    print(
+        f"  (a) split+loads+dumps     {us['floor']:8.2f} µs/chunk   "
+        f"converter/(a) = {us['converter'] / us['floor']:.2f}x  (target <= 1.0x)"
+    )
+    if "litellm" in us:
+        print(
+            f"  (b) LiteLLM iterator      {us['litellm']:8.2f} µs/chunk   "
+            f"(b)/converter = {us['litellm'] / us['converter']:.1f}x faster  (target >= 15x)"
+        )
+    elif litellm is None:
+        print("  (b) LiteLLM iterator      not installed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--litellm-rounds", type=int, default=12)
+    args = parser.parse_args()
+    bench("text", text_stream(), args.rounds, args.litellm_rounds)
+    bench("tool-call", tool_stream(), args.rounds, args.litellm_rounds)
+    bench("text, every chunk laid out differently", varying_text_stream(), args.rounds, 0)
+
+
+if __name__ == "__main__":
+    main()
