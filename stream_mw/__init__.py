@@ -1,5 +1,6 @@
 """stream_mw: the OpenAI Responses API, streaming included, for any Chat Completions backend.
 
+Add ``ResponsesMiddleware`` to a Starlette/FastAPI app (or wrap any ASGI app) that serves
 ``/v1/chat/completions``, and Responses clients (Codex CLI, the OpenAI Agents SDK, the
 ``openai`` SDK's ``client.responses``) work against it. ``StreamConverter`` is the sans-IO
 translator underneath, usable on its own.
@@ -20,6 +21,7 @@ from ._errors import (
     UpstreamReportedError,
 )
 from ._items import translate_completion
+from ._middleware import ResponsesMiddleware
 from ._observe import ResponseRecord
 from ._requests import translate_request
 from ._settings import Settings
@@ -34,6 +36,7 @@ __all__ = [
     "RequestError",
     "RequestTooLargeError",
     "ResponseRecord",
+    "ResponsesMiddleware",
     "Settings",
     "StoreUnavailableError",
     "StreamConverter",

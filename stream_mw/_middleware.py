@@ -1,0 +1,936 @@
+"""``ResponsesMiddleware``: the Responses API in front of any ASGI app that speaks Chat Completions.
+
+Strategy: ``POST {path_prefix}/responses`` is read (bounded), validated, expanded from the
+store and translated into a Chat Completions request that the wrapped app receives on
+``chat_completions_path``. Everything the app sends back is judged at
+``http.response.start``:
+
+- 2xx ``text/event-stream`` and a streaming request: our own start message and
+  ``response.created`` go out at once, then each upstream body message is fed to the
+  ``StreamConverter`` and whatever it returns is sent as one body message, before the app
+  can produce the next one. When the converter finishes, the client's body ends then and
+  there; the app's later sends are swallowed.
+- 2xx JSON: ``translate_completion``; for a streaming request the completion is replayed
+  through a converter as a one-chunk stream, so the client still gets a full event stream.
+- 2xx SSE for a non-streaming request: the converter runs silently and its terminal response
+  is returned as JSON.
+- anything else: the upstream status with an OpenAI-shaped error carrying its message.
+
+One ``_Responder`` per request holds all per-request state; the middleware itself is never
+modified after ``__init__`` (only the store inside ``StoreGateway`` opens lazily).
+
+Deliberate behaviour, do not "fix":
+
+- An exception from the wrapped app is answered cleanly (a 500 error before anything was
+  sent, ``response.failed`` and the end of the body after) and then re-raised, as
+  Starlette's ``ServerErrorMiddleware`` does, so the server logs it. uvicorn logs it and
+  then closes the connection, so an error answered before any byte also says
+  ``Connection: close``; after a stream began, a client reusing that connection may see one
+  connection error (the SDKs retry). In-process test clients surface the exception unless
+  told not to (``raise_app_exceptions=False`` / ``raise_server_exceptions=False``).
+- A client that goes away (``http.disconnect`` from the server, or ``send`` raising
+  ``OSError``) cancels the wrapped app at once; it sees ``http.disconnect`` if it was
+  listening. Nothing is re-raised for that: the client leaving is not a server error.
+- A failed non-streaming response becomes an HTTP error (as OpenAI's API answers), not a
+  200 with ``status: "failed"``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from time import monotonic as _monotonic
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, TypedDict
+
+import anyio
+import orjson
+from anyio.abc import TaskGroup
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._errors import (
+    RequestError,
+    RequestTooLargeError,
+    UpstreamError,
+    UpstreamProtocolError,
+    classify_upstream_error,
+    error_body,
+)
+from ._items import new_id, translate_completion
+from ._observe import REQUEST_LOG_MESSAGE, ResponseRecord, logger, notify_observer
+from ._requests import parse_request_body, translate_request
+from ._settings import Settings
+from ._store import StoreGateway, normalize_input
+from ._stream import StreamConverter
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["ResponsesMiddleware", "SettingsOverrides"]
+
+# Request headers the wrapped app must not see: they describe the client's body, not ours.
+_DROP_REQUEST_HEADERS: Final = frozenset(
+    {
+        b"content-length",
+        b"content-type",
+        b"content-encoding",
+        b"transfer-encoding",
+        b"accept",
+        # Ask for an identity body: we must be able to read the upstream's JSON and SSE.
+        b"accept-encoding",
+        b"expect",
+    }
+)
+# Upstream response headers that describe the upstream body, which we replace.
+_DROP_RESPONSE_HEADERS: Final = frozenset(
+    {
+        b"content-length",
+        b"content-type",
+        b"content-encoding",
+        b"transfer-encoding",
+        b"content-md5",
+        b"content-range",
+        b"accept-ranges",
+        b"etag",
+        b"last-modified",
+        b"cache-control",
+        b"x-accel-buffering",
+        b"connection",
+        b"keep-alive",
+    }
+)
+# The wrapped app must answer with body messages we can read, never a file or trailers.
+_DROP_EXTENSIONS: Final = (
+    "http.response.pathsend",
+    "http.response.zerocopysend",
+    "http.response.trailers",
+)
+_SSE_HEADERS: Final = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    # nginx and friends buffer proxied bodies unless told not to (sse-starlette does the same).
+    (b"x-accel-buffering", b"no"),
+]
+_JSON_TYPE: Final = (b"content-type", b"application/json")
+_EVENT_STREAM: Final = b"text/event-stream"
+# Upstream error bodies are only read for their message; the rest is drained and dropped.
+_MAX_ERROR_BODY: Final = 64 * 1024
+_MAX_ERROR_MESSAGE: Final = 2000
+
+_CODE_STATUS: Final = {
+    "context_length_exceeded": 400,
+    "invalid_prompt": 400,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+}
+_STATUS_TYPE: Final = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    429: "rate_limit_error",
+}
+
+# What the wrapped app answered, decided at its http.response.start.
+_WAITING: Final = "waiting"
+_STREAM: Final = "stream"
+_SSE_TO_JSON: Final = "sse-to-json"
+_JSON: Final = "json"
+_ERROR: Final = "error"
+
+_CLIENT_GONE: Final = {
+    "code": "client_disconnected",
+    "message": "The client disconnected before the response finished.",
+}
+
+
+class SettingsOverrides(TypedDict, total=False):
+    """``Settings`` fields as keyword arguments of ``ResponsesMiddleware``.
+
+    Spelled out (rather than ``**overrides: Any``) so that type checkers validate them and so
+    that ``Middleware(ResponsesMiddleware, ...)`` and ``app.add_middleware`` type-check:
+    mypy cannot infer Starlette's ``ParamSpec`` from an untyped ``**kwargs``. A test keeps
+    this in step with ``Settings``.
+    """
+
+    path_prefix: str
+    chat_completions_path: str
+    max_request_bytes: int
+    max_event_bytes: int
+    max_argument_bytes: int
+    done_marker: bool
+    reasoning_events: Literal["text", "summary"]
+    think_tags: bool
+    close_partial_tool_calls: bool
+    error_event: bool
+    keepalive_interval: float
+    developer_role: Literal["system", "developer"]
+    reasoning_passback: bool
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"]
+    hosted_tools: Literal["drop", "reject"]
+    store_url: str | None
+    store_ttl: float
+    store_max_responses: int
+    store_max_bytes: int
+    store_max_response_bytes: int
+    tenant: Callable[[Scope], str] | None
+    on_response: Callable[[ResponseRecord], Awaitable[None] | None] | None
+
+
+class ResponsesMiddleware:
+    """Serve the OpenAI Responses API from an ASGI app that serves Chat Completions.
+
+    ``POST {path_prefix}/responses`` is translated and sent to the wrapped app as
+    ``POST {chat_completions_path}``; the stored-response routes (``GET``/``DELETE``
+    ``{path_prefix}/responses/{id}``, ``.../input_items``) are served from the store when one
+    is configured; every other request, websocket and lifespan message passes through
+    untouched.
+
+    Args:
+        app: The wrapped ASGI app (a Starlette/FastAPI app, LiteLLM's proxy, a proxy app).
+        settings: The configuration; defaults to ``Settings()``.
+        **overrides: ``Settings`` fields to set or change, e.g. ``keepalive_interval=5``.
+
+    Raises:
+        ConfigurationError: a setting is invalid (the message names it).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings | None = None,
+        **overrides: Unpack[SettingsOverrides],
+    ) -> None:
+        if settings is None:
+            settings = Settings(**overrides)
+        elif overrides:
+            settings = settings.replace(**overrides)
+        self.app = app
+        self.settings = settings
+        self.gateway = StoreGateway(settings)
+        self._responses_path = settings.responses_path
+        self._chat_path = settings.chat_completions_path
+        self._keepalive = settings.keepalive_interval
+        self._max_request_bytes = settings.max_request_bytes
+        # A whole non-streamed completion is held in memory; it gets the same bound as one
+        # upstream SSE event.
+        self._max_upstream_json = settings.max_event_bytes
+        self._on_response = settings.on_response
+        self._store_on = self.gateway.enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            if scope["method"] == "POST" and _route_path(scope) == self._responses_path:
+                await _Responder(self)(scope, receive, send)
+                return
+            if self._store_on and self.gateway.matches(scope):
+                await self.gateway.handle(scope, receive, send)
+                return
+        elif kind == "lifespan" and self._store_on:
+            await self.app(scope, receive, self._closing_store(send))
+            return
+        await self.app(scope, receive, send)
+
+    def _closing_store(self, send: Send) -> Send:
+        # The messages pass unchanged; the store is closed just before shutdown is reported.
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.gateway.aclose()
+            await send(message)
+
+        return lifespan_send
+
+
+async def unattached_send(message: Message) -> NoReturn:
+    raise RuntimeError("send awaitable not set")  # pragma: no cover
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
+
+
+class _Responder:
+    """One Responses request: reads and translates it, runs the app, answers the client."""
+
+    __slots__ = (
+        "app",
+        "chat_body",
+        "closing",
+        "complete",
+        "converter",
+        "created_at",
+        "disconnect_event",
+        "disconnected",
+        "gateway",
+        "http_status",
+        "input_items",
+        "keepalive",
+        "keepalive_sending",
+        "last_send",
+        "mode",
+        "mw",
+        "on_body",
+        "parts",
+        "parts_size",
+        "receive",
+        "replayed",
+        "reported",
+        "request",
+        "response_id",
+        "scope",
+        "send",
+        "sending",
+        "settings",
+        "started",
+        "started_at",
+        "storing",
+        "stream",
+        "streaming",
+        "task_group",
+        "upstream_headers",
+        "upstream_status",
+    )
+
+    def __init__(self, mw: ResponsesMiddleware) -> None:
+        self.mw = mw
+        self.app = mw.app
+        self.settings = mw.settings
+        self.gateway = mw.gateway
+        self.keepalive = mw._keepalive
+        self.send: Send = unattached_send
+        self.receive: Receive = _unattached_receive
+        self.scope: Scope = {}
+        self.started_at = time.perf_counter()
+        self.response_id = new_id("resp")
+        self.created_at = int(time.time())
+        self.request: dict[str, Any] = {}
+        self.stream = False
+        #: The request is to be stored (a store is configured and ``store`` is not false).
+        self.storing = False
+        #: The full input, when ``previous_response_id`` expanded it.
+        self.input_items: list[dict[str, Any]] | None = None
+        self.chat_body = b""
+        self.converter: StreamConverter | None = None
+        #: What the app's answer turned out to be (``_WAITING`` until its start message).
+        self.mode = _WAITING
+        #: Handles the app's body messages (except on the streaming hot path).
+        self.on_body = self._body_before_start
+        #: Converting the app's stream to the client: bodies take the hot path.
+        self.streaming = False
+        self.parts: list[bytes] = []
+        self.parts_size = 0
+        self.upstream_status = 0
+        self.upstream_headers: list[tuple[bytes, bytes]] = []
+        self.http_status = 0
+        #: Our ``http.response.start`` went to the client.
+        self.started = False
+        #: Our final body message went (or is going) to the client; nothing more is sent.
+        self.complete = False
+        self.disconnected = False
+        #: The app raised: the answer asks the client to close the connection.
+        self.closing = False
+        self.replayed = False
+        self.reported = False
+        self.disconnect_event = anyio.Event()
+        self.task_group: TaskGroup | None = None
+        #: Set while the keep-alive loop is sending; ``_emit`` waits for it.
+        self.keepalive_sending: anyio.Event | None = None
+        #: True while ``_emit`` is sending; the keep-alive loop skips its turn.
+        self.sending = False
+        self.last_send = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope, self.receive, self.send = scope, receive, send
+        try:
+            chat = await self._prepare()
+        except RequestError as exc:
+            await self._send_json(exc.status_code, exc.body())
+            error = {"code": exc.code or exc.error_type, "message": exc.message}
+            await self._report("failed", error=error)
+            return
+        if chat is None:
+            self.http_status = 499
+            await self._report("failed", error=_CLIENT_GONE)
+            return
+        self.chat_body = orjson.dumps(chat)
+
+        app_error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            self.task_group = tg
+            tg.start_soon(self._watch_disconnect)
+            try:
+                await self.app(self._inner_scope(), self._receive_for_app, self._send_from_app)
+            except Exception as exc:
+                app_error = exc
+            tg.cancel_scope.cancel()
+        self.task_group = None
+
+        if self.disconnected:
+            logger.debug("%s: the client disconnected; the app was cancelled", self.response_id)
+            self.http_status = self.http_status or 499
+            await self._report("failed", error=_CLIENT_GONE)
+            return
+        if not self.complete:
+            self.closing = app_error is not None
+            await self._finish_after_app(app_error)
+        if app_error is not None:
+            raise app_error
+
+    # --- the request ----------------------------------------------------------------------
+
+    async def _prepare(self) -> dict[str, Any] | None:
+        limit = self.mw._max_request_bytes
+        for name, value in self.scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    break
+                if declared > limit:
+                    raise _too_large(limit)
+                break
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body: bytes = message.get("body", b"")
+            size += len(body)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        request = parse_request_body(b"".join(chunks), self.settings)
+        self.request = request
+        self.stream = request.get("stream") is True
+        self.storing = self.mw._store_on and request.get("store") is not False
+        expanded = request
+        if request.get("previous_response_id") is not None:
+            expanded, self.input_items = await self.gateway.expand(self.scope, request)
+        return translate_request(expanded, self.settings)
+
+    def _inner_scope(self) -> Scope:
+        scope = self.scope
+        headers = [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST_HEADERS]
+        headers.append(_JSON_TYPE)
+        headers.append((b"content-length", str(len(self.chat_body)).encode("ascii")))
+        headers.append((b"accept", _EVENT_STREAM if self.stream else b"application/json"))
+        path = scope.get("root_path", "") + self.mw._chat_path
+        inner = dict(scope)
+        inner["method"] = "POST"
+        inner["path"] = path
+        inner["raw_path"] = path.encode("utf-8")
+        inner["headers"] = headers
+        extensions = scope.get("extensions")
+        if extensions and any(name in extensions for name in _DROP_EXTENSIONS):
+            inner["extensions"] = {k: v for k, v in extensions.items() if k not in _DROP_EXTENSIONS}
+        return inner
+
+    async def _receive_for_app(self) -> Message:
+        if not self.replayed:
+            self.replayed = True
+            return {"type": "http.request", "body": self.chat_body, "more_body": False}
+        await self.disconnect_event.wait()
+        return {"type": "http.disconnect"}
+
+    async def _watch_disconnect(self) -> None:
+        # The only reader of the real receive once the body is in: the app's own receive
+        # calls wait on disconnect_event instead, so two readers never race.
+        receive = self.receive
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except OSError:
+            pass
+        self.disconnect_event.set()
+        # Servers also report http.disconnect once the response is complete; only a
+        # disconnect before that means the client left.
+        if not self.complete:
+            self._client_gone()
+
+    def _client_gone(self) -> None:
+        self.disconnected = True
+        self.streaming = False
+        self.on_body = self._body_ignored
+        self.disconnect_event.set()
+        if self.task_group is not None:
+            self.task_group.cancel_scope.cancel()
+
+    # --- what the app sends -----------------------------------------------------------------
+
+    async def _send_from_app(self, message: Message) -> None:
+        if self.streaming and message["type"] == "http.response.body":
+            # The hot path, one call per upstream chunk, kept in one coroutine on purpose:
+            # each extra level of await costs a sixth of what the converter does per chunk.
+            converter = self.converter
+            assert converter is not None
+            body: bytes = message.get("body", b"")
+            out = converter.feed(body) if body else b""
+            if converter.finished or not message.get("more_body", False):
+                await self._end_stream(out)
+            elif out:
+                # See _emit for why this is not a lock.
+                while self.keepalive_sending is not None:
+                    await self.keepalive_sending.wait()
+                self.sending = True
+                try:
+                    await self.send({"type": "http.response.body", "body": out, "more_body": True})
+                except OSError:
+                    self._client_gone()
+                self.sending = False
+                self.last_send = _monotonic()
+            return
+        kind = message["type"]
+        if kind == "http.response.body":
+            await self.on_body(message)
+        elif kind == "http.response.start":
+            if not self.disconnected:
+                await self._on_start(message)
+        else:
+            logger.debug("dropped %s from the wrapped app", kind)
+
+    async def _body_ignored(self, message: Message) -> None:
+        # The client left: cancellation reaches the app at its next suspension; until then
+        # its sends go nowhere.
+        pass
+
+    async def _body_before_start(self, message: Message) -> None:
+        raise RuntimeError("Expected ASGI message 'http.response.start', but got a body first.")
+
+    async def _on_start(self, message: Message) -> None:
+        if self.upstream_status:
+            raise RuntimeError("Unexpected ASGI message 'http.response.start' sent twice.")
+        status: int = message["status"]
+        content_type = b""
+        kept: list[tuple[bytes, bytes]] = []
+        for name, value in message.get("headers", ()):
+            lower = name.lower()
+            if lower == b"content-type":
+                content_type = value
+            elif lower not in _DROP_RESPONSE_HEADERS:
+                kept.append((name, value))
+        self.upstream_status = status
+        self.upstream_headers = kept
+        is_sse = content_type.partition(b";")[0].strip().lower() == _EVENT_STREAM
+        if not 200 <= status < 300:
+            self.mode, self.on_body = _ERROR, self._body_error
+        elif not is_sse:
+            self.mode, self.on_body = _JSON, self._body_json
+        else:
+            self.converter = StreamConverter(
+                self.request,
+                self.settings,
+                response_id=self.response_id,
+                created_at=self.created_at,
+            )
+            if self.stream:
+                # Bodies take the hot path in _send_from_app while self.streaming.
+                self.mode, self.on_body = _STREAM, self._body_ignored
+                await self._start_stream()
+            else:
+                self.mode, self.on_body = _SSE_TO_JSON, self._body_sse_to_json
+        logger.debug(
+            "%s: upstream answered %d %s", self.response_id, status, content_type.decode("latin-1")
+        )
+
+    # --- streaming: upstream SSE to Responses SSE -------------------------------------------
+
+    async def _start_stream(self) -> None:
+        assert self.converter is not None
+        self.started = True
+        self.http_status = 200
+        try:
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": self.upstream_headers + _SSE_HEADERS,
+                }
+            )
+        except OSError:
+            self._client_gone()
+            return
+        await self._emit(self.converter.start(), more_body=True)
+        self.streaming = not self.disconnected
+        # Started after the first byte: spawning a task is the dearest step on the way to it.
+        if self.keepalive > 0 and self.task_group is not None and not self.disconnected:
+            self.task_group.start_soon(self._keepalive_loop)
+
+    async def _end_stream(self, out: bytes, error: BaseException | None = None) -> None:
+        converter = self.converter
+        assert converter is not None
+        self.streaming = False
+        self.complete = True
+        final = out + converter.close(error)
+        await self._store(converter.response)
+        await self._emit(final, more_body=False)
+        await self._report_response(converter.response)
+
+    async def _emit(self, data: bytes, *, more_body: bool) -> None:
+        # Two tasks may send: this one (the app's) and the keep-alive loop. A lock would cost
+        # more than the rest of the chunk's path, so the rare keep-alive send is waited for
+        # here, and the keep-alive loop skips its turn while this one is sending. No await
+        # lies between the checks and the flags they guard, so they cannot interleave.
+        while self.keepalive_sending is not None:
+            await self.keepalive_sending.wait()
+        self.sending = True
+        try:
+            await self.send({"type": "http.response.body", "body": data, "more_body": more_body})
+        except OSError:
+            self._client_gone()
+        self.sending = False
+        self.last_send = _monotonic()
+
+    async def _keepalive_loop(self) -> None:
+        # Sleeps only here, never in the path of a chunk: each wake-up re-arms for the last
+        # send, so a busy stream costs one wake-up per interval.
+        interval = self.keepalive
+        converter = self.converter
+        assert converter is not None
+        while True:
+            delay = self.last_send + interval - _monotonic()
+            if delay > 0:
+                await anyio.sleep(delay)
+                continue
+            if self.complete or converter.finished:
+                return
+            if self.sending:
+                # Blocked on a slow client: that is not upstream silence.
+                self.last_send = _monotonic()
+                continue
+            done = anyio.Event()
+            self.keepalive_sending = done
+            try:
+                await self.send(
+                    {"type": "http.response.body", "body": converter.keepalive(), "more_body": True}
+                )
+            except OSError:
+                self._client_gone()
+                return
+            finally:
+                self.keepalive_sending = None
+                done.set()
+            self.last_send = _monotonic()
+            logger.debug("%s: keep-alive sent", self.response_id)
+
+    # --- non-streaming request, streaming upstream ------------------------------------------
+
+    async def _body_sse_to_json(self, message: Message) -> None:
+        if self.complete:
+            return
+        converter = self.converter
+        assert converter is not None
+        body: bytes = message.get("body", b"")
+        if body:
+            converter.feed(body)
+        if not message.get("more_body", False) and not converter.finished:
+            converter.close()
+        if converter.finished:
+            await self._answer_json(converter.response)
+
+    async def _answer_json(self, response: dict[str, Any]) -> None:
+        error = response.get("error")
+        if response.get("status") == "failed" and isinstance(error, dict):
+            code = str(error.get("code") or "server_error")
+            status = _CODE_STATUS.get(code, 502)
+            message = str(error.get("message") or "The upstream failed.")
+            body = error_body(message, _error_type(status), code=code)
+            await self._send_json(status, body, self.upstream_headers)
+            await self._report("failed", response=response)
+            return
+        await self._store(response)
+        await self._send_json(200, response, self.upstream_headers)
+        await self._report_response(response)
+
+    # --- upstream JSON ----------------------------------------------------------------------
+
+    async def _body_json(self, message: Message) -> None:
+        if self.complete:
+            return
+        self._collect(message.get("body", b""), self.mw._max_upstream_json)
+        if not message.get("more_body", False):
+            await self._finish_json()
+
+    def _collect(self, body: bytes, limit: int) -> None:
+        if body and self.parts_size <= limit:
+            self.parts.append(body)
+            self.parts_size += len(body)
+
+    async def _finish_json(self) -> None:
+        limit = self.mw._max_upstream_json
+        try:
+            if self.parts_size > limit:
+                raise UpstreamProtocolError(
+                    f"The upstream's JSON body is larger than max_event_bytes ({limit} bytes)."
+                )
+            try:
+                completion = orjson.loads(b"".join(self.parts))
+            except orjson.JSONDecodeError:
+                raise UpstreamProtocolError(
+                    f"The upstream answered HTTP {self.upstream_status} with a body that is "
+                    "neither JSON nor an event stream."
+                ) from None
+            response = translate_completion(
+                completion,
+                self.request,
+                self.settings,
+                response_id=self.response_id,
+                created_at=self.created_at,
+            )
+        except UpstreamError as exc:
+            await self._send_upstream_error(exc)
+            return
+        if not self.stream:
+            await self._answer_json(response)
+            return
+        # The client asked for a stream: replay the completion as a one-chunk stream through
+        # a converter, so ids, items and events follow exactly the streaming rules.
+        converter = StreamConverter(
+            self.request, self.settings, response_id=self.response_id, created_at=self.created_at
+        )
+        self.converter = converter
+        data = converter.start() + converter.feed(_completion_as_sse(completion))
+        data += converter.close()
+        self.started = True
+        self.complete = True
+        self.http_status = 200
+        await self._store(converter.response)
+        try:
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": self.upstream_headers + _SSE_HEADERS,
+                }
+            )
+            await self.send({"type": "http.response.body", "body": data, "more_body": False})
+        except OSError:
+            self._client_gone()
+            return
+        await self._report_response(converter.response)
+
+    # --- upstream HTTP error ----------------------------------------------------------------
+
+    async def _body_error(self, message: Message) -> None:
+        if self.complete:
+            return
+        self._collect(message.get("body", b""), _MAX_ERROR_BODY)
+        if not message.get("more_body", False):
+            await self._finish_error()
+
+    async def _finish_error(self) -> None:
+        status = self.upstream_status
+        raw = b"".join(self.parts)[:_MAX_ERROR_BODY]
+        message, error_type, code, param = _parse_error_body(raw, status)
+        classified = classify_upstream_error(
+            status_code=status, code=code, error_type=error_type, message=message
+        )
+        if classified == "context_length_exceeded" or not isinstance(code, str) or not code:
+            code = classified
+        out_status = status if status >= 400 else 502
+        if not isinstance(error_type, str) or not error_type:
+            error_type = _error_type(out_status)
+        body = error_body(message, error_type, param=param, code=code)
+        await self._send_json(out_status, body, self.upstream_headers)
+        await self._report("failed", error={"code": code, "message": message})
+
+    async def _send_upstream_error(self, exc: UpstreamError) -> None:
+        status = exc.status_code if exc.status_code and exc.status_code >= 400 else None
+        status = status or _CODE_STATUS.get(exc.code, 502)
+        body = error_body(exc.message, _error_type(status), code=exc.code)
+        await self._send_json(status, body, self.upstream_headers)
+        await self._report("failed", error={"code": exc.code, "message": exc.message})
+
+    # --- after the app returned or raised ----------------------------------------------------
+
+    async def _finish_after_app(self, app_error: Exception | None) -> None:
+        mode = self.mode
+        if mode == _WAITING:
+            if isinstance(app_error, UpstreamError):
+                await self._send_upstream_error(app_error)
+                return
+            if app_error is not None:
+                message = (
+                    "The server had an error while processing your request "
+                    f"({type(app_error).__name__} in the wrapped app)."
+                )
+            else:
+                message = "The wrapped app returned without sending a response."
+            await self._send_json(500, error_body(message, "server_error", code="server_error"))
+            await self._report("failed", error={"code": "server_error", "message": message})
+        elif mode == _STREAM:
+            await self._end_stream(b"", app_error)
+        elif mode == _SSE_TO_JSON:
+            assert self.converter is not None
+            self.converter.close(app_error)
+            await self._answer_json(self.converter.response)
+        elif isinstance(app_error, UpstreamError):
+            await self._send_upstream_error(app_error)
+        elif app_error is not None:
+            await self._send_upstream_error(
+                UpstreamError(
+                    f"The wrapped app failed mid-response ({type(app_error).__name__}).",
+                    status_code=500,
+                )
+            )
+        elif mode == _JSON:
+            await self._finish_json()
+        else:
+            await self._finish_error()
+
+    # --- output helpers ---------------------------------------------------------------------
+
+    async def _send_json(
+        self,
+        status: int,
+        payload: dict[str, Any],
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        body = orjson.dumps(payload)
+        self.started = True
+        self.complete = True
+        self.http_status = status
+        extra = [_JSON_TYPE, (b"content-length", str(len(body)).encode("ascii"))]
+        if self.closing:
+            # The exception is re-raised next, and servers drop the connection for that
+            # (uvicorn closes the transport): tell the client not to reuse it.
+            extra.append((b"connection", b"close"))
+        try:
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [*(headers or ()), *extra],
+                }
+            )
+            await self.send({"type": "http.response.body", "body": body, "more_body": False})
+        except OSError:
+            self._client_gone()
+
+    async def _store(self, response: dict[str, Any]) -> None:
+        # Runs just before the last byte: a client that sees the terminal event may continue
+        # with previous_response_id at once, through any gateway process sharing the store,
+        # so the response must be readable by then. save() is bounded by the store timeout
+        # and never raises, so a slow or broken store delays the end, never breaks it.
+        if self.disconnected or not self.storing:
+            return
+        items = self.input_items
+        if items is None:
+            # Without previous_response_id the input items are only needed here, at the end,
+            # so they are not built on the way to the first byte.
+            items = normalize_input(self.request.get("input"))
+        await self.gateway.save(self.scope, items, response)
+
+    async def _report_response(self, response: dict[str, Any]) -> None:
+        if not self.disconnected:
+            await self._report(str(response.get("status") or "completed"), response=response)
+
+    async def _report(
+        self,
+        status: str,
+        *,
+        response: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        if self.reported:
+            return
+        self.reported = True
+        usage = None
+        model = self.request.get("model")
+        if response is not None:
+            usage = response.get("usage")
+            model = response.get("model") or model
+            error = error or response.get("error")
+        record = ResponseRecord(
+            response_id=self.response_id,
+            model=model if isinstance(model, str) else None,
+            status=status,
+            stream=self.stream,
+            usage=usage if isinstance(usage, dict) else None,
+            duration=time.perf_counter() - self.started_at,
+            http_status=self.http_status,
+            error=error,
+        )
+        logger.info(REQUEST_LOG_MESSAGE, record.log_fields("POST", self.scope["path"]))
+        await notify_observer(self.mw._on_response, record)
+
+
+async def _unattached_receive() -> NoReturn:
+    raise RuntimeError("receive awaitable not set")  # pragma: no cover
+
+
+def _too_large(limit: int) -> RequestTooLargeError:
+    return RequestTooLargeError(
+        f"The request body is larger than the server's limit of {limit} bytes (max_request_bytes)."
+    )
+
+
+def _error_type(status: int) -> str:
+    if status >= 500:
+        return "server_error"
+    return _STATUS_TYPE.get(status, "invalid_request_error")
+
+
+def _parse_error_body(raw: bytes, status: int) -> tuple[str, Any, Any, str | None]:
+    """``(message, type, code, param)`` from an upstream error body in any common shape:
+    OpenAI ``{"error": {...}}``, ``{"error": "..."}``, FastAPI ``{"detail": ...}``, vLLM's
+    flat ``{"message", "type", "code"}``, or plain text."""
+    text = raw.decode("utf-8", "replace").strip()
+    message: Any = None
+    error_type: Any = None
+    code: Any = None
+    param: Any = None
+    try:
+        data = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        source = error if isinstance(error, dict) else data
+        message = source.get("message")
+        if message is None and isinstance(error, str):
+            message = error
+        if message is None and "detail" in data:
+            message = data["detail"]
+        error_type, code, param = source.get("type"), source.get("code"), source.get("param")
+    elif isinstance(data, str):
+        message = data
+    if message is not None and not isinstance(message, str):
+        message = orjson.dumps(message).decode()
+    if not message:
+        message = text or f"The upstream answered HTTP {status} with an empty body."
+    if len(message) > _MAX_ERROR_MESSAGE:
+        message = message[:_MAX_ERROR_MESSAGE] + "..."
+    return message, error_type, code, param if isinstance(param, str) else None
+
+
+def _completion_as_sse(completion: dict[str, Any]) -> bytes:
+    """A ``chat.completion`` as the equivalent one-chunk Chat Completions stream."""
+    choices = []
+    for position, choice in enumerate(completion.get("choices") or ()):
+        if not isinstance(choice, dict):
+            continue
+        delta = dict(choice.get("message") or {})
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            delta["tool_calls"] = [
+                {**call, "index": index} if isinstance(call, dict) else call
+                for index, call in enumerate(calls)
+            ]
+        choices.append(
+            {
+                "index": choice.get("index", position),
+                "delta": delta,
+                "finish_reason": choice.get("finish_reason"),
+                "logprobs": choice.get("logprobs"),
+            }
+        )
+    chunk = {**completion, "object": "chat.completion.chunk", "choices": choices}
+    return b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"

@@ -1,0 +1,369 @@
+"""The real ``openai`` SDK, in strict validation mode, against the middleware.
+
+Every scenario runs twice: in process through ``httpx.ASGITransport`` and over a real uvicorn
+server on 127.0.0.1. The upstream is ``tests.e2e.apps.ScriptedChat``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from asgi_lifespan import LifespanManager
+from openai import AsyncOpenAI
+from starlette.config import Config
+from starlette.middleware import Middleware
+
+from stream_mw import ResponsesMiddleware, Settings
+from tests.checker import check_stream
+from tests.e2e.apps import ScriptedChat, fastapi_upstream, starlette_upstream
+from tests.e2e.conftest import RunningServer, serve
+
+pytestmark = pytest.mark.anyio
+
+TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "Weather for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    }
+]
+
+
+def sdk(http: httpx.AsyncClient, base_url: str) -> AsyncOpenAI:
+    return AsyncOpenAI(
+        base_url=base_url,
+        api_key="sk-test",
+        http_client=http,
+        max_retries=0,
+        _strict_response_validation=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with serve(ResponsesMiddleware(ScriptedChat(), keepalive_interval=0)) as running:
+        yield running
+
+
+@pytest.fixture(params=["asgi", "uvicorn"])
+async def client(
+    request: pytest.FixtureRequest, server: RunningServer
+) -> AsyncIterator[AsyncOpenAI]:
+    if request.param == "asgi":
+        app = ResponsesMiddleware(ScriptedChat(), keepalive_interval=0)
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+        base_url = "http://testserver/v1"
+    else:
+        # No TLS here: skipping the certificate store saves ~0.1 s per client.
+        http = httpx.AsyncClient(verify=False)
+        base_url = server.url + "/v1"
+    async with http, sdk(http, base_url) as client:
+        yield client
+
+
+def message_text(response: Any) -> str:
+    return "".join(
+        part.text
+        for item in response.output
+        if item.type == "message"
+        for part in item.content
+        if part.type == "output_text"
+    )
+
+
+def check_scenario(model: str, response: Any) -> None:
+    """The final Response object each scenario must produce."""
+    if model == "text":
+        assert response.status == "completed"
+        assert response.output_text == "Hello, world! 🌍"
+        assert response.usage.total_tokens == 18
+    elif model == "reasoning":
+        assert response.status == "completed"
+        assert [item.type for item in response.output] == ["reasoning", "message"]
+        reasoning = response.output[0]
+        texts = [c.text for c in reasoning.content or []] + [s.text for s in reasoning.summary]
+        assert "".join(texts) == "The user says hi."
+        assert response.output_text == "Hi there."
+    elif model == "refusal":
+        assert response.status == "completed"
+        [message] = response.output
+        assert [part.type for part in message.content] == ["refusal"]
+        assert message.content[0].refusal == "I can't help with that."
+    elif model == "parallel-tools":
+        assert response.status == "completed"
+        calls = [(i.call_id, i.name, i.arguments) for i in response.output]
+        assert calls == [
+            ("call_paris", "get_weather", '{"city": "Paris"}'),
+            ("call_tokyo", "get_weather", '{"city": "Tokyo"}'),
+        ]
+    elif model == "length":
+        assert response.status == "incomplete"
+        assert response.incomplete_details.reason == "max_output_tokens"
+        assert message_text(response) == "This answer is cut short"
+    elif model == "content-filter":
+        assert response.status == "incomplete"
+        assert response.incomplete_details.reason == "content_filter"
+    else:  # pragma: no cover
+        raise AssertionError(model)
+
+
+SCENARIOS = ["text", "reasoning", "refusal", "parallel-tools", "length", "content-filter"]
+TERMINAL = {
+    "text": "response.completed",
+    "reasoning": "response.completed",
+    "refusal": "response.completed",
+    "parallel-tools": "response.completed",
+    "length": "response.incomplete",
+    "content-filter": "response.incomplete",
+}
+
+
+@pytest.mark.parametrize("model", SCENARIOS)
+async def test_create_stream_yields_valid_events_ending_in_the_terminal_event(
+    client: AsyncOpenAI, model: str
+) -> None:
+    stream = await client.responses.create(model=model, input="hi", tools=TOOLS, stream=True)
+    events = [event async for event in stream]
+
+    types = [event.type for event in events]
+    assert types[:2] == ["response.created", "response.in_progress"]
+    assert types[-1] == TERMINAL[model]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    check_scenario(model, events[-1].response)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("model", ["text", "reasoning", "refusal", "parallel-tools"])
+async def test_stream_helper_returns_the_final_response(client: AsyncOpenAI, model: str) -> None:
+    async with client.responses.stream(model=model, input="hi", tools=TOOLS) as stream:
+        final = await stream.get_final_response()
+
+    check_scenario(model, final)
+    if model == "parallel-tools":
+        assert [call.parsed_arguments for call in final.output] == [  # type: ignore[union-attr]
+            {"city": "Paris"},
+            {"city": "Tokyo"},
+        ]
+
+
+@pytest.mark.parametrize("model", ["length", "content-filter", "error-during"])
+async def test_stream_helper_reports_a_stream_that_did_not_complete(
+    client: AsyncOpenAI, model: str
+) -> None:
+    with pytest.raises(RuntimeError, match=r"response\.completed"):
+        async with client.responses.stream(model=model, input="hi") as stream:
+            await stream.get_final_response()
+
+
+@pytest.mark.parametrize("model", SCENARIOS)
+async def test_create_without_stream_returns_the_same_response(
+    client: AsyncOpenAI, model: str
+) -> None:
+    response = await client.responses.create(model=model, input="hi", tools=TOOLS)
+
+    assert response.id.startswith("resp_")
+    check_scenario(model, response)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize(
+    ("model", "error_class", "status", "code", "message"),
+    [
+        ("http-400", openai.BadRequestError, 400, "context_length_exceeded", "maximum context length"),
+        ("http-429", openai.RateLimitError, 429, "rate_limit_exceeded", "try again in 2s"),
+        ("http-503-text", openai.InternalServerError, 503, "server_error", "backend overloaded"),
+    ],
+)  # fmt: skip
+async def test_an_upstream_error_before_the_stream_is_an_sdk_status_error(
+    client: AsyncOpenAI,
+    stream: bool,
+    model: str,
+    error_class: type[openai.APIStatusError],
+    status: int,
+    code: str,
+    message: str,
+) -> None:
+    with pytest.raises(error_class) as caught:
+        await client.responses.create(model=model, input="hi", stream=stream)  # type: ignore[call-overload]
+
+    assert caught.value.status_code == status
+    assert caught.value.code == code
+    assert message in caught.value.body["message"]  # type: ignore[index]
+
+
+async def test_an_upstream_error_during_the_stream_is_a_failed_response(
+    client: AsyncOpenAI,
+) -> None:
+    stream = await client.responses.create(model="error-during", input="hi", stream=True)
+    events = [event async for event in stream]
+
+    assert events[-1].type == "response.failed"
+    response = events[-1].response
+    assert response.status == "failed"
+    assert response.error is not None
+    assert "crashed mid-generation" in response.error.message
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == "Partial answer"
+
+
+async def test_an_upstream_error_without_stream_is_an_sdk_status_error(
+    client: AsyncOpenAI,
+) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        await client.responses.create(model="error-during", input="hi")
+
+    assert "crashed mid-generation" in caught.value.body["message"]  # type: ignore[index]
+
+
+async def test_an_invalid_request_is_an_sdk_bad_request_error(client: AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.responses.create(model="text", input=[{"type": "no_such_item"}])  # type: ignore[list-item]
+
+    assert caught.value.param == "input[0].type"
+
+
+@pytest.mark.parametrize("model", [*SCENARIOS, "error-during"])
+async def test_the_raw_stream_passes_the_checker(client: AsyncOpenAI, model: str) -> None:
+    body = {"model": model, "input": "hi", "stream": True, "tools": TOOLS}
+    async with client.with_streaming_response.responses.create(**body) as raw:  # type: ignore[call-overload]
+        data = await raw.read()
+
+    assert check_stream(data, done_marker=True).types[-1] == TERMINAL.get(model, "response.failed")
+
+
+async def test_chat_completions_and_models_still_pass_through(client: AsyncOpenAI) -> None:
+    chat = await client.chat.completions.create(
+        model="text", messages=[{"role": "user", "content": "hi"}]
+    )
+    models = await client.models.list()
+
+    assert chat.choices[0].message.content == "Hello, world! 🌍"
+    assert "text" in [m.id for m in models.data]
+
+
+# --- the three ways to attach, and settings from the environment -------------------------------
+
+
+def attached(how: str) -> Any:
+    if how == "starlette":
+        return starlette_upstream(
+            middleware=[Middleware(ResponsesMiddleware, keepalive_interval=0)]
+        )
+    if how == "fastapi":
+        app = fastapi_upstream()
+        app.add_middleware(ResponsesMiddleware, keepalive_interval=0)
+        return app
+    return ResponsesMiddleware(starlette_upstream(), keepalive_interval=0)
+
+
+@pytest.mark.parametrize("how", ["starlette", "fastapi", "wrapped"])
+async def test_every_way_of_attaching_serves_responses_with_the_apps_lifespan(how: str) -> None:
+    app = attached(how)
+    async with LifespanManager(app) as manager:
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app))
+        async with http, sdk(http, "http://testserver/v1") as client:
+            async with client.responses.stream(model="text", input="hi") as stream:
+                final = await stream.get_final_response()
+            plain = await client.responses.create(model="parallel-tools", input="hi", tools=TOOLS)
+            chat = await client.chat.completions.create(
+                model="text", messages=[{"role": "user", "content": "hi"}]
+            )
+
+    assert final.output_text == "Hello, world! 🌍"
+    check_scenario("parallel-tools", plain)
+    assert chat.choices[0].message.content == "Hello, world! 🌍"
+
+
+@pytest.mark.parametrize("how", ["starlette", "fastapi", "wrapped"])
+async def test_every_way_of_attaching_works_over_uvicorn(how: str) -> None:
+    with serve(attached(how), lifespan="on") as running:
+        http = httpx.AsyncClient(verify=False)
+        async with http, sdk(http, running.url + "/v1") as client:
+            stream = await client.responses.create(model="reasoning", input="hi", stream=True)
+            events = [event async for event in stream]
+
+    check_scenario("reasoning", events[-1].response)  # type: ignore[union-attr]
+
+
+async def test_settings_from_the_environment_drive_the_middleware() -> None:
+    settings = Settings.from_env(
+        {"STREAM_MW_PATH_PREFIX": "/openai", "STREAM_MW_REASONING_EVENTS": "summary"},
+        keepalive_interval=0,
+    )
+    app = ResponsesMiddleware(ScriptedChat(), settings=settings)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    async with http, sdk(http, "http://testserver/openai") as client:
+        stream = await client.responses.create(model="reasoning", input="hi", stream=True)
+        types = [event.type async for event in stream]
+
+    assert "response.reasoning_summary_text.delta" in types
+    assert "response.reasoning_text.delta" not in types
+
+
+async def test_settings_from_a_starlette_config_drive_the_middleware() -> None:
+    config = Config(environ={"STREAM_MW_DONE_MARKER": "false", "STREAM_MW_STORE_URL": "none"})
+    app = ResponsesMiddleware(ScriptedChat(), settings=Settings.from_config(config))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as http:
+        streamed = await http.post(
+            "/v1/responses", json={"model": "text", "input": "hi", "stream": True}
+        )
+        chained = await http.post(
+            "/v1/responses",
+            json={"model": "text", "input": "hi", "previous_response_id": "resp_x"},
+        )
+
+    check_stream(streamed.content, done_marker=False)
+    assert chained.status_code == 400, "store_url=none turns previous_response_id off"
+
+
+# --- exceptions in the wrapped app ---------------------------------------------------------------
+
+
+async def test_an_app_exception_is_logged_by_uvicorn_and_the_client_still_gets_a_clean_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR)
+    app = ResponsesMiddleware(ScriptedChat(), keepalive_interval=0)
+    # log_config=None: uvicorn's records reach the root logger, where caplog listens.
+    with serve(app, log_config=None) as running:
+        http = httpx.AsyncClient(verify=False)
+        async with http, sdk(http, running.url + "/v1") as client:
+            with pytest.raises(openai.InternalServerError) as caught:
+                await client.responses.create(model="crash-before", input="hi", stream=True)
+            stream = await client.responses.create(model="crash-during", input="hi", stream=True)
+            events = [event async for event in stream]
+
+    assert caught.value.code == "server_error"
+    assert "RuntimeError" in caught.value.body["message"]  # type: ignore[index]
+    assert events[-1].type == "response.failed"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "Hello"
+    logged = [r for r in caplog.records if r.exc_info and "scripted crash" in str(r.exc_info[1])]
+    assert len(logged) == 2, "uvicorn logs both exceptions"
+
+
+async def test_in_process_clients_see_the_exception_unless_told_not_to_raise() -> None:
+    app = ResponsesMiddleware(ScriptedChat(), keepalive_interval=0)
+    raising = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    async with raising, sdk(raising, "http://testserver/v1") as client:
+        with pytest.raises(openai.APIConnectionError) as caught:
+            await client.responses.create(model="crash-during", input="hi", stream=True)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+
+    quiet = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False))
+    async with quiet, sdk(quiet, "http://testserver/v1") as client:
+        stream = await client.responses.create(model="crash-during", input="hi", stream=True)
+        events = [event async for event in stream]
+    assert events[-1].type == "response.failed"
