@@ -31,7 +31,6 @@ import logging
 import re
 import sqlite3
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +48,7 @@ from ._errors import (
     RequestError,
     StoreUnavailableError,
 )
+from ._items import new_id
 from ._observe import logger
 from ._settings import Settings
 
@@ -481,10 +481,6 @@ _NEEDS_STATUS = frozenset(
 )
 
 
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
-
-
 def normalize_input(value: object) -> list[dict[str, Any]]:
     """A request's ``input`` as stored items, each with an ``id`` (and the shape the SDK's
     strict ``ResponseItem`` models accept).
@@ -503,7 +499,7 @@ def normalize_input(value: object) -> list[dict[str, Any]]:
         return [
             {
                 "type": "message",
-                "id": _new_id("msg"),
+                "id": new_id("msg"),
                 "role": "user",
                 "content": [{"type": "input_text", "text": value}],
                 "status": "completed",
@@ -535,7 +531,7 @@ def _normalize_item(item: object, index: int) -> dict[str, Any]:
     elif kind in _NEEDS_STATUS and "status" not in item:
         changes["status"] = "completed"
     if not item.get("id"):
-        changes["id"] = _new_id(_ID_PREFIX.get(kind if isinstance(kind, str) else "", "item"))
+        changes["id"] = new_id(_ID_PREFIX.get(kind if isinstance(kind, str) else "", "item"))
     return {**item, **changes} if changes else item
 
 
