@@ -1,0 +1,748 @@
+"""The ``stream-mw`` command: a ready Responses gateway, and the converter on recorded streams.
+
+``stream-mw serve`` runs uvicorn with ``ResponsesMiddleware`` in front of an upstream app: the
+httpx proxy (``--upstream URL``), LiteLLM (``--litellm-model``), scripted turns (``--script``)
+or, with none of these, the embedded demo backend. ``stream-mw convert`` runs the
+``StreamConverter`` over a recorded Chat Completions stream. ``stream-mw scripted`` serves
+the scripted backend alone, as a stand-in Chat Completions server.
+
+Gateway options also come from environment variables, which is how they reach uvicorn's
+worker processes with ``--workers N`` (and how ``uvicorn --factory stream_mw.cli:app_from_env``
+is configured): ``STREAM_MW_UPSTREAM``, ``STREAM_MW_UPSTREAM_API_KEY``,
+``STREAM_MW_LITELLM_MODEL``, ``STREAM_MW_LITELLM_KWARGS`` (a JSON object),
+``STREAM_MW_SCRIPT``, ``STREAM_MW_CONNECT_TIMEOUT``, ``STREAM_MW_READ_TIMEOUT``, and
+``STREAM_MW_HOST`` / ``STREAM_MW_PORT`` for where to listen; the middleware's own settings
+are the ``STREAM_MW_*`` variables ``Settings.from_env()`` reads.
+
+Errors a user can fix (a bad URL, a taken port, a missing extra, a bad setting) print one
+line and exit with status 2; nothing prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib.util
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from . import __version__
+from ._errors import ConfigurationError
+from ._settings import Settings
+
+__all__ = ["GatewayConfig", "app_from_env", "build_gateway", "main"]
+
+logger = logging.getLogger("stream_mw")
+
+EXIT_USAGE = 2
+
+_ENV_UPSTREAM = "STREAM_MW_UPSTREAM"
+_ENV_API_KEY = "STREAM_MW_UPSTREAM_API_KEY"
+_ENV_LITELLM_MODEL = "STREAM_MW_LITELLM_MODEL"
+_ENV_LITELLM_KWARGS = "STREAM_MW_LITELLM_KWARGS"
+_ENV_SCRIPT = "STREAM_MW_SCRIPT"
+_ENV_CONNECT_TIMEOUT = "STREAM_MW_CONNECT_TIMEOUT"
+_ENV_READ_TIMEOUT = "STREAM_MW_READ_TIMEOUT"
+_ENV_HOST = "STREAM_MW_HOST"
+_ENV_PORT = "STREAM_MW_PORT"
+
+
+class UsageError(Exception):
+    """A problem the user can fix; printed as one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """What sits behind the middleware in ``stream-mw serve``. At most one source is set."""
+
+    #: Base URL of an OpenAI-compatible server, for the httpx proxy app.
+    upstream: str | None = None
+    #: Key sent upstream as ``Authorization: Bearer``; the client's header otherwise.
+    api_key: str | None = field(default=None, repr=False)
+    #: LiteLLM model, for the LiteLLM app.
+    litellm_model: str | None = None
+    #: Extra ``litellm.acompletion`` keyword arguments.
+    litellm_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: JSON file of scripted turns, for the scripted backend.
+    script: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        sources = [
+            name
+            for name, value in (
+                ("--upstream", self.upstream),
+                ("--litellm-model", self.litellm_model),
+                ("--script", self.script),
+            )
+            if value
+        ]
+        if len(sources) > 1:
+            raise UsageError(f"{' and '.join(sources)} cannot be combined; choose one upstream")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise UsageError("--connect-timeout and --read-timeout must be positive seconds")
+
+    @property
+    def description(self) -> str:
+        """What the gateway serves from, for the start-up banner (no credentials)."""
+        if self.upstream:
+            from .upstreams.proxy import parse_base_url
+
+            shown = parse_base_url(self.upstream)
+            return f"proxy to {shown.copy_with(username=None, password=None)}"
+        if self.litellm_model:
+            return f"LiteLLM model {self.litellm_model}"
+        if self.script:
+            return f"scripted turns from {self.script}"
+        return "the embedded demo backend (scripted, no model needed)"
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that rebuild this configuration (``from_env``)."""
+        env = {
+            _ENV_UPSTREAM: self.upstream or "",
+            _ENV_API_KEY: self.api_key or "",
+            _ENV_LITELLM_MODEL: self.litellm_model or "",
+            _ENV_LITELLM_KWARGS: json.dumps(dict(self.litellm_kwargs)),
+            _ENV_SCRIPT: self.script or "",
+            _ENV_CONNECT_TIMEOUT: repr(self.connect_timeout),
+            _ENV_READ_TIMEOUT: repr(self.read_timeout),
+        }
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+        """Read the ``STREAM_MW_UPSTREAM``... variables (see the module docstring)."""
+        env = os.environ if environ is None else environ
+        return cls(
+            upstream=env.get(_ENV_UPSTREAM) or None,
+            api_key=env.get(_ENV_API_KEY) or None,
+            litellm_model=env.get(_ENV_LITELLM_MODEL) or None,
+            litellm_kwargs=_json_object(env.get(_ENV_LITELLM_KWARGS) or "{}", _ENV_LITELLM_KWARGS),
+            script=env.get(_ENV_SCRIPT) or None,
+            connect_timeout=_number(env.get(_ENV_CONNECT_TIMEOUT), 5.0, _ENV_CONNECT_TIMEOUT),
+            read_timeout=_number(env.get(_ENV_READ_TIMEOUT), 300.0, _ENV_READ_TIMEOUT),
+        )
+
+
+def build_gateway(config: GatewayConfig, settings: Settings | None = None) -> Any:
+    """The gateway ASGI app: ``ResponsesMiddleware`` in front of the configured upstream.
+
+    Raises:
+        UsageError: a needed extra is missing, the URL or the script is invalid.
+    """
+    from ._middleware import ResponsesMiddleware
+
+    inner: Any
+    if config.upstream:
+        _require("httpx", "--upstream", "gateway")
+        from .upstreams.proxy import ProxyApp
+
+        try:
+            inner = ProxyApp(
+                config.upstream,
+                api_key=config.api_key,
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+            )
+        except ConfigurationError as exc:
+            raise UsageError(str(exc)) from None
+    elif config.litellm_model:
+        _require("litellm", "--litellm-model", "litellm")
+        from .upstreams.litellm_app import LiteLLMApp
+
+        kwargs = dict(config.litellm_kwargs)
+        if config.api_key:
+            kwargs.setdefault("api_key", config.api_key)
+        inner = LiteLLMApp(config.litellm_model, **kwargs)
+    else:
+        from .upstreams.scripted import ScriptedBackend, load_script
+
+        if config.script:
+            try:
+                inner = ScriptedBackend(load_script(config.script))
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        else:
+            inner = ScriptedBackend.demo()
+    settings = settings if settings is not None else Settings()
+    return _RequestLog(ResponsesMiddleware(inner, settings=settings), settings.responses_path)
+
+
+def app_from_env() -> Any:
+    """App factory for uvicorn workers: ``uvicorn --factory stream_mw.cli:app_from_env``.
+
+    Reads ``GatewayConfig.from_env()`` and ``Settings.from_env()``.
+    """
+    return build_gateway(GatewayConfig.from_env(), Settings.from_env())
+
+
+class _RequestLog:
+    """One log line per request the middleware does not log itself (it logs the Responses
+    requests, with model, tokens and duration)."""
+
+    def __init__(self, app: Any, responses_path: str) -> None:
+        self.app = app
+        self.responses_path = responses_path
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "POST" and scope["path"] == self.responses_path:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def send_and_watch(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_watch)
+        finally:
+            logger.info(
+                "%s %s %s duration_ms=%.1f",
+                scope["method"],
+                scope["path"],
+                status or "-",
+                (time.perf_counter() - started) * 1000.0,
+            )
+
+
+# --- serve -------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _require("uvicorn", "stream-mw serve", "gateway")
+    config = _gateway_config(args)
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    # Fails early, before the port is taken, on a bad URL, script or missing extra. With
+    # several workers each builds its own app (and connection pool); the parent only checks,
+    # without importing LiteLLM for nothing.
+    app = None
+    if args.workers > 1 and config.litellm_model:
+        _require("litellm", "--litellm-model", "litellm")
+    else:
+        app = build_gateway(config, settings)
+    sock = _bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    _print_banner(config, settings, args.host, port, args.workers)
+    return _run_uvicorn(app, config, sock, args)
+
+
+def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
+    from_env = GatewayConfig.from_env()
+    chosen = args.upstream or args.litellm_model or args.script
+    try:
+        kwargs = _json_object(args.litellm_kwargs, "--litellm-kwargs")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return GatewayConfig(
+        # A source on the command line replaces the one from the environment.
+        upstream=args.upstream if chosen else from_env.upstream,
+        api_key=args.api_key or from_env.api_key,
+        litellm_model=args.litellm_model if chosen else from_env.litellm_model,
+        litellm_kwargs=kwargs or from_env.litellm_kwargs,
+        script=args.script if chosen else from_env.script,
+        connect_timeout=args.connect_timeout or from_env.connect_timeout,
+        read_timeout=args.read_timeout or from_env.read_timeout,
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host!r}: {exc.strerror}; check --host") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    # As uvicorn does: a port left in TIME_WAIT by a previous run is free to reuse.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"port {port} on {host} is already in use; pick another with --port"
+            ) from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _print_banner(
+    config: GatewayConfig, settings: Settings, host: str, port: int, workers: int
+) -> None:
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown_host:
+        shown_host = f"[{shown_host}]"
+    base = f"http://{shown_host}:{port}{settings.path_prefix}"
+    model = config.litellm_model or ("YOUR-MODEL" if config.upstream else "demo")
+    lines = [
+        f"stream-mw {__version__}: Responses API at {base}/responses",
+        f"  serving from {config.description}" + (f", {workers} workers" if workers > 1 else ""),
+    ]
+    if not (config.upstream or config.litellm_model or config.script):
+        lines.append("  (use --upstream http://HOST:PORT/v1 to put a real model server behind it)")
+    lines += [
+        "",
+        "Try it:",
+        f"  curl -sN {base}/responses -H 'content-type: application/json' \\",
+        f'    -d \'{{"model": "{model}", "input": "Hello!", "stream": true}}\'',
+        "",
+        "  python - <<'EOF'",
+        "  from openai import OpenAI",
+        f'  client = OpenAI(base_url="{base}", api_key="unused")',
+        f'  print(client.responses.create(model="{model}", input="Hello!").output_text)',
+        "  EOF",
+        "",
+        "Press Ctrl+C to stop.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    handler = {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        },
+        "handlers": {"stderr": handler},
+        "loggers": {
+            "stream_mw": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            # stream_mw logs every request itself, with the model, tokens and duration.
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+            "LiteLLM": {"level": "WARNING"},
+            "LiteLLM Proxy": {"level": "WARNING"},
+            "LiteLLM Router": {"level": "WARNING"},
+        },
+    }
+
+
+def _run_uvicorn(app: Any, config: GatewayConfig, sock: socket.socket, args: Any) -> int:
+    import uvicorn
+
+    log_config = _log_config(args.log_level.upper())
+    common: dict[str, Any] = {
+        "log_config": log_config,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+        "server_header": False,
+    }
+    if args.workers == 1:
+        server = uvicorn.Server(uvicorn.Config(app, **common))
+        server.run(sockets=[sock])
+        return 0 if server.started else 1
+    from uvicorn.supervisors import Multiprocess
+
+    # Workers are separate processes that import the app by name: the configuration travels
+    # in the environment they inherit.
+    os.environ.update(config.to_env())
+    uv_config = uvicorn.Config(
+        "stream_mw.cli:app_from_env", factory=True, workers=args.workers, **common
+    )
+    Multiprocess(uv_config, sockets=[sock]).run()
+    return 0
+
+
+# --- scripted ----------------------------------------------------------------------------------
+
+
+def _scripted(args: argparse.Namespace) -> int:
+    _require("uvicorn", "stream-mw scripted", "gateway")
+    import uvicorn
+
+    from .upstreams.scripted import ScriptedBackend, load_script
+
+    try:
+        backend = (
+            ScriptedBackend(load_script(args.script), repeat=args.repeat)
+            if args.script
+            else ScriptedBackend.demo()
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    sock = _bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    what = f"turns from {args.script}" if args.script else "the demo script"
+    print(
+        f"stream-mw {__version__}: scripted Chat Completions backend at "
+        f"http://{shown_host}:{port}/v1 ({what}; recorded requests at /_scripted/requests)\n"
+        f"Put the gateway in front of it: stream-mw serve --upstream http://{shown_host}:{port}/v1"
+        "\n\nPress Ctrl+C to stop.\n",
+        flush=True,
+    )
+    common: dict[str, Any] = {
+        "log_config": _log_config(args.log_level.upper()),
+        "access_log": False,
+    }
+    server = uvicorn.Server(uvicorn.Config(_RequestLog(backend, ""), **common))
+    server.run(sockets=[sock])
+    return 0 if server.started else 1
+
+
+# --- convert -----------------------------------------------------------------------------------
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from ._stream import StreamConverter
+
+    request: dict[str, Any] | None = None
+    if args.request:
+        try:
+            with open(args.request, encoding="utf-8") as file:
+                loaded = json.load(file)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read --request {args.request}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"--request {args.request} must hold a JSON object")
+        request = loaded
+    try:
+        settings = Settings.from_env() if args.settings_from_env else None
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    created_at: int | None = args.created_at
+    if created_at is None:
+        converter = StreamConverter(request, settings, response_id=args.response_id)
+    else:
+        # A fixed creation time fixes completed_at too, so the output is byte-for-byte
+        # reproducible.
+        converter = StreamConverter(
+            request,
+            settings,
+            response_id=args.response_id,
+            created_at=created_at,
+            clock=lambda: float(created_at),
+        )
+    source: IO[bytes] = sys.stdin.buffer
+    out: IO[bytes] = sys.stdout.buffer
+    if sys.stdin.isatty():
+        print(
+            "stream-mw convert: reading a Chat Completions SSE stream from stdin "
+            "(end it with Ctrl+D)",
+            file=sys.stderr,
+        )
+    read = getattr(source, "read1", source.read)
+    try:
+        out.write(converter.start())
+        out.flush()
+        # read1 returns what is available now: each upstream event is converted and written
+        # as soon as it arrives, so `curl ... | stream-mw convert` shows a live stream.
+        while not converter.finished:
+            data = read(65536)
+            if not data:
+                break
+            converted = converter.feed(data)
+            if converted:
+                out.write(converted)
+                out.flush()
+        out.write(converter.close())
+        out.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`); exit quietly like other Unix filters.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 0
+
+
+# --- the parser --------------------------------------------------------------------------------
+
+_DESCRIPTION = """\
+Put the OpenAI Responses API (what Codex CLI, the OpenAI Agents SDK and
+client.responses.* speak) in front of any Chat Completions server."""
+
+_MAIN_EPILOG = """\
+start here:
+  stream-mw serve    # a Responses gateway on a demo backend, no model needed
+
+Run `stream-mw COMMAND --help` for the options and examples of each command."""
+
+_SERVE_EPILOG = """\
+examples:
+  stream-mw serve                                        # demo backend, no model needed
+  stream-mw serve --upstream http://localhost:8000/v1 --port 9000  # vLLM (on 8000)
+  stream-mw serve --upstream http://localhost:11434/v1   # Ollama
+  stream-mw serve --upstream http://localhost:8080/v1    # llama.cpp server
+  stream-mw serve --upstream http://localhost:1234/v1    # LM Studio
+  STREAM_MW_UPSTREAM_API_KEY=sk-... stream-mw serve --upstream https://api.example.com/v1
+  stream-mw serve --litellm-model ollama_chat/llama3.1   # any LiteLLM provider
+  stream-mw serve --script turns.json                    # replay scripted turns
+  STREAM_MW_KEEPALIVE_INTERVAL=5 stream-mw serve --port 9000 --workers 4
+
+Then point a Responses client at http://127.0.0.1:8000/v1, for example Codex CLI:
+  codex -c model_provider=mw -c 'model_providers.mw.name="mw"' \\
+    -c 'model_providers.mw.base_url="http://127.0.0.1:8000/v1"' \\
+    -c 'model_providers.mw.wire_api="responses"' -m YOUR-MODEL
+
+Middleware settings come from STREAM_MW_* environment variables (see the README's
+settings table); the options above also have one: STREAM_MW_UPSTREAM,
+STREAM_MW_UPSTREAM_API_KEY, STREAM_MW_LITELLM_MODEL, STREAM_MW_LITELLM_KWARGS,
+STREAM_MW_SCRIPT, STREAM_MW_CONNECT_TIMEOUT, STREAM_MW_READ_TIMEOUT, STREAM_MW_HOST,
+STREAM_MW_PORT.
+
+A --script file is a JSON list of turns, one per model request, for example:
+  [{"tool_call": {"name": "exec_command", "arguments": {"cmd": "ls"}}},
+   {"text": "Listed the files.", "reasoning": "The user wants a listing."}]
+Turn keys: text, reasoning, tool_call(s), finish_reason, usage, fragments, error,
+status, delay, chunk_delay, drop_after, model."""
+
+_CONVERT_EPILOG = """\
+examples:
+  stream-mw convert < chat.sse > responses.sse
+  stream-mw convert --request request.json --response-id resp_1 --created-at 0 < chat.sse
+  curl -sN http://localhost:8000/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}' \\
+    | stream-mw convert
+
+The input is the raw SSE body of a streamed /v1/chat/completions response
+("data: {...}" lines); the output is what ResponsesMiddleware would send a client."""
+
+_SCRIPTED_EPILOG = """\
+examples:
+  stream-mw scripted --port 9000                     # the demo script
+  stream-mw scripted --port 9000 --script turns.json
+  stream-mw serve --upstream http://127.0.0.1:9000/v1  # the gateway in front of it
+
+GET /_scripted/requests lists the Chat Completions requests received (credentials
+redacted). See `stream-mw serve --help` for the script format."""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-mw",
+        description=_DESCRIPTION,
+        epilog=_MAIN_EPILOG,
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"stream-mw {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the Responses gateway",
+        description="Run a Responses API gateway: uvicorn + ResponsesMiddleware + an upstream.\n"
+        "With no upstream option it serves an embedded demo backend.",
+        epilog=_SERVE_EPILOG,
+        formatter_class=_Formatter,
+    )
+    source = serve.add_argument_group("upstream (choose at most one)")
+    source.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1 [STREAM_MW_UPSTREAM]",
+    )
+    source.add_argument(
+        "--litellm-model",
+        metavar="MODEL",
+        help="serve a LiteLLM model, e.g. anthropic/claude-sonnet-4-5 (needs stream-mw[litellm])",
+    )
+    source.add_argument(
+        "--script", metavar="FILE", help="replay scripted turns from a JSON file (see below)"
+    )
+    upstream = serve.add_argument_group("upstream options")
+    upstream.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="key sent upstream; prefer STREAM_MW_UPSTREAM_API_KEY (the client's "
+        "Authorization header is forwarded when no key is set)",
+    )
+    upstream.add_argument(
+        "--litellm-kwargs",
+        metavar="JSON",
+        help='extra litellm.acompletion arguments, e.g. \'{"api_base": "http://host:4000"}\'',
+    )
+    upstream.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="seconds to connect to the upstream (default 5)",
+    )
+    upstream.add_argument(
+        "--read-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="seconds of upstream silence tolerated (default 300)",
+    )
+    server = _add_server_options(serve)
+    server.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes (default 1)",
+    )
+    serve.set_defaults(handler=_serve)
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert a recorded Chat Completions stream (stdin) to Responses events (stdout)",
+        description="Run the stream converter over a recorded Chat Completions SSE stream read\n"
+        "from stdin, and write the Responses API SSE stream to stdout.",
+        epilog=_CONVERT_EPILOG,
+        formatter_class=_Formatter,
+    )
+    convert.add_argument(
+        "--request",
+        metavar="FILE",
+        help="the Responses request (JSON) the stream answers: its parameters are echoed and "
+        "its tools name the calls",
+    )
+    convert.add_argument(
+        "--settings-from-env",
+        action="store_true",
+        help="read STREAM_MW_* settings from the environment (default: built-in defaults)",
+    )
+    convert.add_argument(
+        "--response-id", metavar="ID", help="use this response id (reproducible output)"
+    )
+    convert.add_argument(
+        "--created-at",
+        type=int,
+        metavar="UNIX_TIME",
+        help="use this created_at, and completed_at (reproducible output)",
+    )
+    convert.set_defaults(handler=_convert)
+
+    scripted = commands.add_parser(
+        "scripted",
+        help="serve the scripted Chat Completions backend alone",
+        description="Serve the scripted Chat Completions backend on its own: a stand-in\n"
+        "OpenAI-compatible server for demos and tests (no Responses translation).",
+        epilog=_SCRIPTED_EPILOG,
+        formatter_class=_Formatter,
+    )
+    scripted.add_argument("--script", metavar="FILE", help="JSON file of turns (default: demo)")
+    scripted.add_argument(
+        "--repeat",
+        choices=("last", "cycle"),
+        default="last",
+        help="after the last turn: repeat it, or start over (default last)",
+    )
+    _add_server_options(scripted)
+    scripted.set_defaults(handler=_scripted)
+    return parser
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    server = parser.add_argument_group("server")
+    server.add_argument(
+        "--host",
+        default=os.environ.get(_ENV_HOST) or "127.0.0.1",
+        help="interface to listen on (default 127.0.0.1) [STREAM_MW_HOST]",
+    )
+    # argparse converts a string default with ``type``, so a bad STREAM_MW_PORT is reported
+    # like a bad --port.
+    server.add_argument(
+        "--port",
+        type=_port,
+        default=os.environ.get(_ENV_PORT) or "8000",
+        help="port to listen on; 0 picks a free one (default 8000) [STREAM_MW_PORT]",
+    )
+    server.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="stream_mw log level (default info: one line per request)",
+    )
+    return server
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port between 0 and 65535, got {value}")
+    return value
+
+
+def _json_object(text: str | None, name: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{name} must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{name} must be a JSON object, got {text!r}")
+    return value
+
+
+def _number(text: str | None, default: float, name: str) -> float:
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{name} must be a number of seconds, got {text!r}") from None
+    return value
+
+
+def _require(module: str, what: str, extra: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(f"{what} needs {module}: pip install 'stream-mw[{extra}]'")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``stream-mw`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        status: int = args.handler(args)
+    except UsageError as exc:
+        print(f"stream-mw {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return status

@@ -1,0 +1,425 @@
+"""A streaming reverse proxy to an OpenAI-compatible server, as an ASGI app (needs httpx).
+
+``ProxyApp("http://localhost:8000/v1")`` forwards ``/v1/chat/completions`` and ``/v1/models``
+to that base URL. Put ``ResponsesMiddleware`` in front of it and any Chat Completions server
+(vLLM, Ollama, llama.cpp, LM Studio, a LiteLLM proxy) speaks the Responses API::
+
+    app = ResponsesMiddleware(ProxyApp("http://localhost:11434/v1"))
+
+How it behaves, and why:
+
+- **Paths.** ``base_url`` is an API root, as the openai SDK's ``base_url`` is: the part of the
+  incoming path after ``/v1`` is appended to it (``/v1/chat/completions`` →
+  ``{base_url}/chat/completions``). A bare host (``http://host:8000``) gets ``/v1`` added.
+- **Streaming both ways.** A request body that arrives in several ASGI messages is streamed up
+  as it arrives (with the client's ``Content-Length``, so the upstream sees no chunked
+  encoding); the response is sent down chunk by chunk as the upstream produces it.
+  Compressed upstream bodies are decoded, so the middleware always reads plain SSE.
+- **One pooled client.** The ``httpx.AsyncClient`` is opened on ASGI ``lifespan`` startup and
+  closed on shutdown; without lifespan (``httpx.ASGITransport``, some test harnesses) it is
+  opened on first use and closed by ``aclose()`` / ``async with``.
+- **Timeouts.** ``connect_timeout`` bounds reaching the upstream; ``read_timeout`` bounds the
+  silence between two reads (a model's time to first token included), not the whole answer.
+- **Credentials.** With ``api_key`` set, ``Authorization: Bearer <api_key>`` replaces the
+  client's; otherwise the client's ``Authorization`` is forwarded. The key is never logged nor
+  put in an error message, and an upstream that quotes it back (some echo the request's
+  headers in their errors) has it replaced by ``***`` in the headers and body it sends.
+- **Headers.** Hop-by-hop headers (RFC 9110 §7.6.1, and any the ``Connection`` header names)
+  are dropped in both directions, as are ``Host`` and ``Accept-Encoding`` going up and
+  ``Date`` and ``Server`` coming down (the server in front of this app sets its own).
+- **Disconnects.** When the client goes away (``http.disconnect``), the upstream response is
+  closed at once, so the upstream stops generating.
+- **Errors.** An upstream that cannot be reached answers ``502``, a timeout before the
+  response began ``504``, both as OpenAI-shaped JSON naming the upstream URL. An upstream
+  that breaks off (or falls silent past ``read_timeout``) mid-stream gets a warning log line
+  and, between two events, an in-band ``data: {"error": ...}`` event naming it, which the
+  middleware reports as ``response.failed``; then the body ends cleanly. Nothing is raised:
+  the response has begun, and an exception would only make the server drop the client's
+  keep-alive connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+
+import anyio
+import httpx
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+
+from .._errors import ConfigurationError, error_body
+
+__all__ = ["DEFAULT_PATHS", "ProxyApp"]
+
+logger = logging.getLogger("stream_mw")
+
+#: Paths forwarded by default, relative to the API root (``/v1``).
+DEFAULT_PATHS = ("/chat/completions", "/models")
+
+# RFC 9110 §7.6.1 connection-specific fields, plus the ones a proxy must set itself.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_NOT_FORWARDED_UP = _HOP_BY_HOP | {"host", "accept-encoding", "expect"}
+# The server in front of this app sends its own Date and Server headers; two of each confuse.
+_NOT_FORWARDED_DOWN = _HOP_BY_HOP | {"date", "server"}
+
+
+_MIN_SECRET = 8
+_REDACTED = b"***"
+
+
+class _Scrubber:
+    """Replaces a secret in a body that arrives in pieces, even one split between pieces.
+
+    Only a piece's tail that could begin the secret is held back until the next piece, so an
+    SSE chunk (ending in a blank line) always goes through at once.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+        self._held = b""
+
+    def whole(self, data: bytes) -> bytes:
+        return data.replace(self._secret, _REDACTED)
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = (self._held + chunk).replace(self._secret, _REDACTED)
+        keep = _partial_match(data, self._secret)
+        self._held = data[len(data) - keep :] if keep else b""
+        return data[: len(data) - keep]
+
+    def flush(self) -> bytes:
+        held, self._held = self._held, b""
+        return held
+
+
+def _partial_match(data: bytes, secret: bytes) -> int:
+    """Length of the longest tail of ``data`` that is a proper prefix of ``secret``."""
+    first = secret[:1]
+    index = data.find(first, max(0, len(data) - len(secret) + 1))
+    while index != -1:
+        if secret.startswith(data[index:]):
+            return len(data) - index
+        index = data.find(first, index + 1)
+    return 0
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body was read."""
+
+
+class ProxyApp:
+    """An ASGI app forwarding Chat Completions requests to an OpenAI-compatible server.
+
+    Args:
+        base_url: The upstream API root, like the openai SDK's ``base_url``:
+            ``http://localhost:8000/v1`` (vLLM), ``http://localhost:11434/v1`` (Ollama).
+        api_key: Sent as ``Authorization: Bearer <api_key>``; when ``None`` the client's
+            ``Authorization`` header is forwarded.
+        connect_timeout: Seconds to establish a connection.
+        read_timeout: Seconds of upstream silence tolerated while reading a response.
+        write_timeout: Seconds to send one piece of the request body.
+        pool_timeout: Seconds to wait for a free pooled connection.
+        max_connections: Connections kept open to the upstream at most.
+        paths: Paths forwarded, relative to the API root; others answer 404.
+        headers: Extra headers sent with every upstream request.
+
+    Raises:
+        ConfigurationError: ``base_url`` is not an ``http(s)://host`` URL.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 300.0,
+        write_timeout: float = 60.0,
+        pool_timeout: float = 10.0,
+        max_connections: int = 100,
+        paths: Iterable[str] = DEFAULT_PATHS,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._base = parse_base_url(base_url)
+        self._api_key = api_key
+        self._timeout = httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=write_timeout, pool=pool_timeout
+        )
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._paths = tuple("/" + p.strip("/") for p in paths)
+        self._extra_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        self._client: httpx.AsyncClient | None = None
+        # Placeholder keys ("EMPTY", "ollama") are not secrets, and scrubbing a short string
+        # from every body would mangle it.
+        self._secret = (
+            api_key.encode() if api_key is not None and len(api_key) >= _MIN_SECRET else b""
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The upstream API root, without credentials: safe to log and show."""
+        return _display(self._base)
+
+    def target_url(self, path: str) -> httpx.URL:
+        """The upstream URL for an incoming path (``/v1/models`` → ``{base_url}/models``)."""
+        suffix = path[3:] if path == "/v1" or path.startswith("/v1/") else path
+        return self._base.copy_with(path=self._base.path.rstrip("/") + suffix)
+
+    async def aclose(self) -> None:
+        """Close the pooled connections. Lifespan shutdown does this for you."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> ProxyApp:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            # trust_env=False: a proxy of our own must not be rerouted by HTTP(S)_PROXY
+            # variables meant for other tools; the upstream is given explicitly.
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout, limits=self._limits, trust_env=False
+            )
+        return self._client
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._forward(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._get_client()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _allowed(self, path: str) -> bool:
+        suffix = path[3:] if path.startswith("/v1/") else path
+        return any(suffix == p or suffix.startswith(p + "/") for p in self._paths)
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if not self._allowed(path):
+            await _send_error(send, 404, f"{path} is not forwarded to the upstream", "not_found")
+            return
+        url = self.target_url(path)
+        query: bytes = scope.get("query_string", b"")
+        if query:
+            url = url.copy_with(query=query)
+        try:
+            content, body_done = await self._request_body(receive)
+        except _ClientGone:
+            return
+        client = self._get_client()
+        request = client.build_request(
+            scope["method"], url, headers=self._request_headers(scope), content=content
+        )
+        # The client may leave at any time once its body is read, also while the upstream
+        # is still thinking about the first byte: the watcher cancels the whole exchange.
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_cancel_on_disconnect, receive, body_done, tasks.cancel_scope)
+            await self._exchange(client, request, url, send)
+            tasks.cancel_scope.cancel()
+
+    async def _exchange(
+        self, client: httpx.AsyncClient, request: httpx.Request, url: httpx.URL, send: Send
+    ) -> None:
+        try:
+            response = await client.send(request, stream=True)
+        except _ClientGone:
+            return
+        except httpx.TimeoutException as exc:
+            await self._send_failure(send, 504, url, "timed out", exc)
+            return
+        except httpx.HTTPError as exc:
+            await self._send_failure(send, 502, url, "could not be reached", exc)
+            return
+        try:
+            await self._relay(response, url, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+    async def _relay(self, response: httpx.Response, url: httpx.URL, send: Send) -> None:
+        scrub = _Scrubber(self._secret) if self._secret else None
+        raw = response.headers.raw
+        drop = set(_NOT_FORWARDED_DOWN) | _connection_tokens(raw)
+        if "content-encoding" in response.headers or scrub is not None:
+            # aiter_bytes() decodes, and scrubbing changes lengths: the upstream's length and
+            # encoding no longer describe the body sent.
+            drop |= {"content-encoding", "content-length"}
+        headers = [
+            (k.lower(), scrub.whole(v) if scrub else v)
+            for k, v in raw
+            if k.decode("latin-1").lower() not in drop
+        ]
+        event_stream = response.headers.get("content-type", "").startswith("text/event-stream")
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
+        tail = b"\n\n"  # the last bytes sent: nothing yet counts as an event boundary
+        try:
+            async for chunk in response.aiter_bytes():
+                if scrub is not None:
+                    chunk = scrub.feed(chunk)
+                if chunk:
+                    tail = (tail + chunk)[-4:]
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except httpx.HTTPError as exc:
+            message = f"upstream {_display(url)} broke off the response: {_describe(exc)}"
+            logger.warning("%s", message)
+            last = b""
+            if event_stream and tail.endswith((b"\n\n", b"\r\r", b"\r\n\r\n")):
+                # Reported in-band, as vLLM and others report their own mid-stream failures:
+                # the middleware turns it into response.failed with this message. A cut in the
+                # middle of an event is left as it is: the reader drops an unfinished event.
+                error = error_body(message, "server_error", code="server_error")
+                last = b"data: " + orjson.dumps(error) + b"\n\n"
+            await send({"type": "http.response.body", "body": last, "more_body": False})
+            return
+        last = scrub.flush() if scrub is not None else b""
+        await send({"type": "http.response.body", "body": last, "more_body": False})
+
+    async def _request_body(
+        self, receive: Receive
+    ) -> tuple[bytes | AsyncIterator[bytes], anyio.Event]:
+        body_done = anyio.Event()
+        first = await receive()
+        if first["type"] == "http.disconnect":
+            raise _ClientGone
+        if not first.get("more_body", False):
+            body_done.set()
+            return first.get("body", b""), body_done
+
+        async def stream() -> AsyncIterator[bytes]:
+            message: Message = first
+            while True:
+                chunk = message.get("body", b"")
+                if chunk:
+                    yield chunk
+                if not message.get("more_body", False):
+                    break
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+            body_done.set()
+
+        return stream(), body_done
+
+    def _request_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        raw: list[tuple[bytes, bytes]] = scope["headers"]
+        drop = set(_NOT_FORWARDED_UP) | _connection_tokens(raw)
+        if self._api_key is not None:
+            drop.add("authorization")
+        headers = [(k, v) for k, v in raw if k.decode("latin-1").lower() not in drop]
+        headers.extend(self._extra_headers)
+        if self._api_key is not None:
+            headers.append((b"authorization", b"Bearer " + self._api_key.encode()))
+        return headers
+
+    async def _send_failure(
+        self, send: Send, status: int, url: httpx.URL, what: str, exc: Exception
+    ) -> None:
+        message = f"upstream {_display(url)} {what}: {_describe(exc)}"
+        logger.warning("%s", message)
+        code = "upstream_timeout" if status == 504 else "upstream_unreachable"
+        await _send_error(send, status, message, code)
+
+
+async def _cancel_on_disconnect(
+    receive: Receive, body_done: anyio.Event, scope: anyio.CancelScope
+) -> None:
+    # Only read ``receive`` once the body generator is finished with it: two readers of one
+    # ASGI ``receive`` would steal each other's messages.
+    await body_done.wait()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+async def _send_error(send: Send, status: int, message: str, code: str) -> None:
+    error_type = "invalid_request_error" if status < 500 else "server_error"
+    body = orjson.dumps(error_body(message, error_type, code=code))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def parse_base_url(base_url: str) -> httpx.URL:
+    """Validate an upstream base URL; a bare host gets ``/v1``.
+
+    Raises:
+        ConfigurationError: not an ``http://`` or ``https://`` URL with a host.
+    """
+    hint = "expected an http(s) URL such as http://localhost:8000/v1"
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ConfigurationError(f"invalid upstream URL {base_url!r} ({exc}); {hint}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError(f"invalid upstream URL {base_url!r}; {hint}")
+    if url.query or url.fragment:
+        raise ConfigurationError(f"upstream URL {base_url!r} must not have a query or fragment")
+    if url.path in ("", "/"):
+        url = url.copy_with(path="/v1")
+    return url
+
+
+def _display(url: httpx.URL) -> str:
+    # Credentials in the URL (http://user:secret@host) must never reach a log or a client.
+    return str(url.copy_with(username=None, password=None)) if url.userinfo else str(url)
+
+
+def _describe(exc: BaseException) -> str:
+    detail = str(exc)
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[str]:
+    tokens: set[str] = set()
+    for key, value in headers:
+        if key.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.decode("latin-1").split(","))
+    return tokens - {""}
