@@ -37,6 +37,8 @@ Deliberate behaviour, do not "fix":
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from time import monotonic as _monotonic
@@ -57,7 +59,7 @@ from ._errors import (
 )
 from ._items import new_id, translate_completion
 from ._observe import REQUEST_LOG_MESSAGE, ResponseRecord, logger, notify_observer
-from ._requests import parse_request_body, translate_request
+from ._requests import _translate, parse_request_body
 from ._settings import Settings
 from ._store import StoreGateway, normalize_input
 from ._stream import StreamConverter
@@ -137,6 +139,10 @@ _STREAM: Final = "stream"
 _SSE_TO_JSON: Final = "sse-to-json"
 _JSON: Final = "json"
 _ERROR: Final = "error"
+
+# ``anyio.CancelScope()`` looks the running backend up on every call; the asyncio backend's
+# class, learnt from the first scope made on asyncio, is instantiated directly after that.
+_asyncio_cancel_scope: type[anyio.CancelScope] | None = None
 
 _CLIENT_GONE: Final = {
     "code": "client_disconnected",
@@ -259,6 +265,7 @@ class _Responder:
 
     __slots__ = (
         "app",
+        "cancel_scope",
         "chat_body",
         "closing",
         "complete",
@@ -271,13 +278,18 @@ class _Responder:
         "input_items",
         "keepalive",
         "keepalive_sending",
+        "keepalive_task",
+        "keepalive_timer",
         "last_send",
+        "loop",
         "mode",
         "mw",
         "on_body",
         "parts",
         "parts_size",
+        "prepared",
         "receive",
+        "receive_closed",
         "replayed",
         "reported",
         "request",
@@ -294,6 +306,8 @@ class _Responder:
         "task_group",
         "upstream_headers",
         "upstream_status",
+        "watch_error",
+        "watcher",
     )
 
     def __init__(self, mw: ResponsesMiddleware) -> None:
@@ -316,6 +330,8 @@ class _Responder:
         self.input_items: list[dict[str, Any]] | None = None
         self.chat_body = b""
         self.converter: StreamConverter | None = None
+        #: On asyncio: a converter built while the app waited for its upstream.
+        self.prepared: StreamConverter | None = None
         #: What the app's answer turned out to be (``_WAITING`` until its start message).
         self.mode = _WAITING
         #: Handles the app's body messages (except on the streaming hot path).
@@ -336,13 +352,28 @@ class _Responder:
         self.closing = False
         self.replayed = False
         self.reported = False
-        self.disconnect_event = anyio.Event()
+        #: The real receive has nothing more for the app: it may only report a disconnect.
+        self.receive_closed = False
+        #: Created when the app first waits for a disconnect (most apps never do).
+        self.disconnect_event: asyncio.Event | anyio.Event | None = None
+        #: Cancels the app when the client leaves; set while the app runs.
+        self.cancel_scope: anyio.CancelScope | None = None
+        #: The running asyncio loop (the fast path), else ``None`` (any other anyio backend).
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: Off asyncio only: the task group running the app and its helpers.
         self.task_group: TaskGroup | None = None
-        #: Set while the keep-alive loop is sending; ``_emit`` waits for it.
+        #: On asyncio: the keep-alive check's pending loop callback, and its sending task.
+        self.keepalive_timer: asyncio.TimerHandle | None = None
+        self.keepalive_task: asyncio.Task[None] | None = None
+        #: Set while a keep-alive is being sent; ``_emit`` waits for it.
         self.keepalive_sending: anyio.Event | None = None
-        #: True while ``_emit`` is sending; the keep-alive loop skips its turn.
+        #: True while ``_emit`` is sending; the keep-alive check skips its turn.
         self.sending = False
         self.last_send = 0.0
+        #: On asyncio: the task reading the real receive for a disconnect, once spawned.
+        self.watcher: asyncio.Task[None] | None = None
+        #: What the server's receive raised, re-raised once the app is cancelled.
+        self.watch_error: Exception | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope, self.receive, self.send = scope, receive, send
@@ -359,17 +390,12 @@ class _Responder:
             return
         self.chat_body = orjson.dumps(chat)
 
-        app_error: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            self.task_group = tg
-            tg.start_soon(self._watch_disconnect)
-            try:
-                await self.app(self._inner_scope(), self._receive_for_app, self._send_from_app)
-            except Exception as exc:
-                app_error = exc
-            tg.cancel_scope.cancel()
-        self.task_group = None
-
+        app_error = await self._run_app()
+        if self.watch_error is not None:
+            self.http_status = self.http_status or 500
+            message = f"The server's receive failed ({type(self.watch_error).__name__})."
+            await self._report("failed", error={"code": "server_error", "message": message})
+            raise self.watch_error
         if self.disconnected:
             logger.debug("%s: the client disconnected; the app was cancelled", self.response_id)
             self.http_status = self.http_status or 499
@@ -411,10 +437,11 @@ class _Responder:
         self.request = request
         self.stream = request.get("stream") is True
         self.storing = self.mw._store_on and request.get("store") is not False
-        expanded = request
-        if request.get("previous_response_id") is not None:
-            expanded, self.input_items = await self.gateway.expand(self.scope, request)
-        return translate_request(expanded, self.settings)
+        if request.get("previous_response_id") is None:
+            # parse_request_body validated exactly this body: do not validate it twice.
+            return _translate(request, self.settings, validated=True)
+        expanded, self.input_items = await self.gateway.expand(self.scope, request)
+        return _translate(expanded, self.settings, validated=False)
 
     def _inner_scope(self) -> Scope:
         scope = self.scope
@@ -433,12 +460,83 @@ class _Responder:
             inner["extensions"] = {k: v for k, v in extensions.items() if k not in _DROP_EXTENSIONS}
         return inner
 
+    # --- running the app --------------------------------------------------------------------
+
+    async def _run_app(self) -> Exception | None:
+        """Run the wrapped app, cancelled if the client leaves; returns what it raised."""
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # not asyncio: another anyio backend
+            task = None
+        if task is None:
+            return await self._run_app_in_task_group()
+        # On asyncio, a plain task and a cancel scope do what a task group does here for a
+        # fraction of its cost: entering, spawning into and leaving an anyio task group costs
+        # more than everything else on the way to the first byte. The watcher cannot run
+        # before this task first yields, so it is spawned only then: usually while the app
+        # waits for its upstream, off the way to the first byte.
+        self.loop = task.get_loop()
+        spawn = self.loop.call_soon(self._spawn_watcher)
+        app_error: Exception | None = None
+        try:
+            with _new_asyncio_cancel_scope() as scope:
+                self.cancel_scope = scope
+                try:
+                    await self.app(self._inner_scope(), self._receive_for_app, self._send_from_app)
+                except Exception as exc:
+                    app_error = exc
+        finally:
+            # The helpers end with the app, as a task group would end them.
+            self.cancel_scope = None
+            spawn.cancel()
+            if self.watcher is not None:
+                self.watcher.cancel()
+            self._stop_keepalive()
+        return app_error
+
+    def _spawn_watcher(self) -> None:
+        if self.cancel_scope is not None and self.loop is not None:
+            self.watcher = self.loop.create_task(self._watch_disconnect())
+            if self.stream and self.mode == _WAITING:
+                # The app is waiting for its upstream: build the converter now rather than
+                # on the way to the first byte once the upstream answers.
+                self.prepared = self._new_converter()
+
+    def _new_converter(self) -> StreamConverter:
+        return StreamConverter(
+            self.request, self.settings, response_id=self.response_id, created_at=self.created_at
+        )
+
+    async def _run_app_in_task_group(self) -> Exception | None:
+        app_error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            self.task_group = tg
+            self.cancel_scope = tg.cancel_scope
+            tg.start_soon(self._watch_disconnect)
+            try:
+                await self.app(self._inner_scope(), self._receive_for_app, self._send_from_app)
+            except Exception as exc:
+                app_error = exc
+            tg.cancel_scope.cancel()
+        self.task_group = self.cancel_scope = None
+        return app_error
+
     async def _receive_for_app(self) -> Message:
         if not self.replayed:
             self.replayed = True
             return {"type": "http.request", "body": self.chat_body, "more_body": False}
-        await self.disconnect_event.wait()
+        if not self.receive_closed:
+            event = self.disconnect_event
+            if event is None:
+                event = asyncio.Event() if self.loop is not None else anyio.Event()
+                self.disconnect_event = event
+            await event.wait()
         return {"type": "http.disconnect"}
+
+    def _close_receive(self) -> None:
+        self.receive_closed = True
+        if self.disconnect_event is not None:
+            self.disconnect_event.set()
 
     async def _watch_disconnect(self) -> None:
         # The only reader of the real receive once the body is in: the app's own receive
@@ -449,7 +547,13 @@ class _Responder:
                 pass
         except OSError:
             pass
-        self.disconnect_event.set()
+        except Exception as exc:
+            # A broken receive cannot report the client leaving: stop the app rather than
+            # let it generate for nobody, and re-raise this once it stopped.
+            self.watch_error = exc
+            self._client_gone()
+            return
+        self._close_receive()
         # Servers also report http.disconnect once the response is complete; only a
         # disconnect before that means the client left.
         if not self.complete:
@@ -459,9 +563,10 @@ class _Responder:
         self.disconnected = True
         self.streaming = False
         self.on_body = self._body_ignored
-        self.disconnect_event.set()
-        if self.task_group is not None:
-            self.task_group.cancel_scope.cancel()
+        self._close_receive()
+        self._stop_keepalive()
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
 
     # --- what the app sends -----------------------------------------------------------------
 
@@ -524,12 +629,8 @@ class _Responder:
         elif not is_sse:
             self.mode, self.on_body = _JSON, self._body_json
         else:
-            self.converter = StreamConverter(
-                self.request,
-                self.settings,
-                response_id=self.response_id,
-                created_at=self.created_at,
-            )
+            self.converter = self.prepared or self._new_converter()
+            self.prepared = None
             if self.stream:
                 # Bodies take the hot path in _send_from_app while self.streaming.
                 self.mode, self.on_body = _STREAM, self._body_ignored
@@ -544,6 +645,9 @@ class _Responder:
 
     async def _start_stream(self) -> None:
         assert self.converter is not None
+        # Built before the head is sent, so that the head and the first events leave back to
+        # back: a client woken by the head alone would have to be woken again for them.
+        first = self.converter.start()
         self.started = True
         self.http_status = 200
         try:
@@ -557,11 +661,14 @@ class _Responder:
         except OSError:
             self._client_gone()
             return
-        await self._emit(self.converter.start(), more_body=True)
+        await self._emit(first, more_body=True)
         self.streaming = not self.disconnected
-        # Started after the first byte: spawning a task is the dearest step on the way to it.
-        if self.keepalive > 0 and self.task_group is not None and not self.disconnected:
-            self.task_group.start_soon(self._keepalive_loop)
+        # Armed after the first byte, which it must not delay.
+        if self.keepalive > 0 and not self.disconnected:
+            if self.loop is not None:
+                self.keepalive_timer = self.loop.call_later(self.keepalive, self._keepalive_due)
+            elif self.task_group is not None:
+                self.task_group.start_soon(self._keepalive_loop)
 
     async def _end_stream(self, out: bytes, error: BaseException | None = None) -> None:
         converter = self.converter
@@ -588,37 +695,76 @@ class _Responder:
         self.sending = False
         self.last_send = _monotonic()
 
-    async def _keepalive_loop(self) -> None:
-        # Sleeps only here, never in the path of a chunk: each wake-up re-arms for the last
-        # send, so a busy stream costs one wake-up per interval.
-        interval = self.keepalive
+    # Keep-alive: nothing in the path of a chunk but ``last_send``. Each check re-arms for the
+    # time of the last send, so a busy stream costs one check per interval. On asyncio the
+    # check is a loop callback and a task is spawned only to send; elsewhere it is a task
+    # sleeping in the task group.
+
+    def _keepalive_delay(self) -> float | None:
+        """Seconds until a keep-alive is due (``<= 0``: now), ``None`` when no more are."""
         converter = self.converter
-        assert converter is not None
-        while True:
-            delay = self.last_send + interval - _monotonic()
+        if self.complete or self.disconnected or converter is None or converter.finished:
+            return None
+        if self.sending:
+            # Blocked on a slow client: that is not upstream silence.
+            self.last_send = _monotonic()
+        return self.last_send + self.keepalive - _monotonic()
+
+    def _keepalive_due(self) -> None:
+        self.keepalive_timer = None
+        delay = self._keepalive_delay()
+        loop = self.loop
+        assert loop is not None
+        if delay is None:
+            return
+        if delay > 0:
+            self.keepalive_timer = loop.call_later(delay, self._keepalive_due)
+        else:
+            self.keepalive_task = loop.create_task(self._keepalive_now())
+
+    async def _keepalive_now(self) -> None:
+        # Checked again: the app may have sent (or ended the stream) since the callback ran.
+        delay = self._keepalive_delay()
+        if delay is not None and delay <= 0 and not await self._send_keepalive():
+            delay = None  # the client is gone
+        self.keepalive_task = None
+        if delay is not None:
+            self._keepalive_due()
+
+    def _stop_keepalive(self) -> None:
+        timer, task = self.keepalive_timer, self.keepalive_task
+        self.keepalive_timer = self.keepalive_task = None
+        if timer is not None:
+            timer.cancel()
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _keepalive_loop(self) -> None:
+        while (delay := self._keepalive_delay()) is not None:
             if delay > 0:
                 await anyio.sleep(delay)
-                continue
-            if self.complete or converter.finished:
+            elif not await self._send_keepalive():
                 return
-            if self.sending:
-                # Blocked on a slow client: that is not upstream silence.
-                self.last_send = _monotonic()
-                continue
-            done = anyio.Event()
-            self.keepalive_sending = done
-            try:
-                await self.send(
-                    {"type": "http.response.body", "body": converter.keepalive(), "more_body": True}
-                )
-            except OSError:
-                self._client_gone()
-                return
-            finally:
-                self.keepalive_sending = None
-                done.set()
-            self.last_send = _monotonic()
-            logger.debug("%s: keep-alive sent", self.response_id)
+
+    async def _send_keepalive(self) -> bool:
+        """Send one keep-alive event; ``False`` when the client is gone."""
+        converter = self.converter
+        assert converter is not None
+        done = anyio.Event()
+        self.keepalive_sending = done
+        try:
+            await self.send(
+                {"type": "http.response.body", "body": converter.keepalive(), "more_body": True}
+            )
+        except OSError:
+            self._client_gone()
+            return False
+        finally:
+            self.keepalive_sending = None
+            done.set()
+        self.last_send = _monotonic()
+        logger.debug("%s: keep-alive sent", self.response_id)
+        return True
 
     # --- non-streaming request, streaming upstream ------------------------------------------
 
@@ -692,10 +838,7 @@ class _Responder:
             return
         # The client asked for a stream: replay the completion as a one-chunk stream through
         # a converter, so ids, items and events follow exactly the streaming rules.
-        converter = StreamConverter(
-            self.request, self.settings, response_id=self.response_id, created_at=self.created_at
-        )
-        self.converter = converter
+        converter = self.converter = self._new_converter()
         data = converter.start() + converter.feed(_completion_as_sse(completion))
         data += converter.close()
         self.started = True
@@ -842,6 +985,10 @@ class _Responder:
         if self.reported:
             return
         self.reported = True
+        observer = self.mw._on_response
+        log = logger.isEnabledFor(logging.INFO)
+        if observer is None and not log:
+            return  # nobody would see the record
         usage = None
         model = self.request.get("model")
         if response is not None:
@@ -858,8 +1005,18 @@ class _Responder:
             http_status=self.http_status,
             error=error,
         )
-        logger.info(REQUEST_LOG_MESSAGE, record.log_fields("POST", self.scope["path"]))
-        await notify_observer(self.mw._on_response, record)
+        if log:
+            logger.info(REQUEST_LOG_MESSAGE, record.log_fields("POST", self.scope["path"]))
+        await notify_observer(observer, record)
+
+
+def _new_asyncio_cancel_scope() -> anyio.CancelScope:
+    global _asyncio_cancel_scope
+    if _asyncio_cancel_scope is None:
+        scope = anyio.CancelScope()
+        _asyncio_cancel_scope = type(scope)
+        return scope
+    return _asyncio_cancel_scope()
 
 
 async def _unattached_receive() -> NoReturn:

@@ -52,14 +52,15 @@ only when the response completes (its arguments are final), unless
 The terminal ``output`` lists every item that was announced, with the streamed ids and final
 content; a call that never got ``output_item.done`` is listed with status ``incomplete``.
 
-Speed: text and argument deltas are written from ``%``-templates prepared when their item
-opens (only the sequence number and the JSON-encoded delta change), text is kept as a list
-of fragments joined once at the end, and full Response snapshots are built only for the
+Speed: text, argument and reasoning deltas are written from ``%``-templates prepared when
+their item opens (only the sequence number and the JSON-encoded delta change), text is kept as
+a list of fragments joined once at the end, and full Response snapshots are built only for the
 lifecycle events. A read holding exactly one plain event skips the SSE decoder; a chunk that
-is only more text (or more arguments) skips the general dispatch; and a read laid out byte
-for byte like the previous such chunk but for its delta string skips parsing the chunk at
-all (``_Shortcut``). Each shortcut gives exactly the output of the full path, so the output
-still does not depend on how the body was split into reads.
+is only more text (more arguments, more reasoning) skips the general dispatch; and a read laid
+out byte for byte like the previous such chunk but for its delta string (and OpenAI's random
+``obfuscation`` string) skips parsing the chunk at all (``_Shortcut``). Each shortcut gives
+exactly the output of the full path, so the output still does not depend on how the body was
+split into reads.
 
 Deliberate deviations: the upstream's ``[DONE]`` is never forwarded (ours follows the terminal
 event); choices other than index 0 are ignored (requests are sent with ``n`` = 1); a close
@@ -117,8 +118,12 @@ _DONE_MARKER = b"data: [DONE]\n\n"
 # an arguments-only tool-call delta (``content: null`` rides along with others).
 _TEXT_KEYS = frozenset({"content", "role"})
 _TOOL_KEYS = frozenset({"tool_calls", "content", "role"})
+# Delta keys of a reasoning-only delta, with one of the two reasoning fields (backends that
+# send both take the full path, which reads them as ``reasoning_of`` does).
+_REASONING_CONTENT_KEYS = frozenset({"reasoning_content", "content", "role"})
+_REASONING_KEYS = frozenset({"reasoning", "content", "role"})
 # Which fast path a chunk took.
-_TOOK_NONE, _TOOK_TEXT, _TOOK_ARGUMENTS = 0, 1, 2
+_TOOK_NONE, _TOOK_TEXT, _TOOK_ARGUMENTS, _TOOK_REASONING_CONTENT, _TOOK_REASONING = range(5)
 
 
 class State(enum.Enum):
@@ -180,10 +185,19 @@ def _delta_template(
 # Pattern of the one string value the shortcut below swaps out.
 _CONTENT_KEY = b'"content":'
 _ARGUMENTS_KEY = b'"arguments":'
+_SHORTCUT_KEYS = {
+    _TOOK_TEXT: _CONTENT_KEY,
+    _TOOK_ARGUMENTS: _ARGUMENTS_KEY,
+    _TOOK_REASONING_CONTENT: b'"reasoning_content":',
+    _TOOK_REASONING: b'"reasoning":',
+}
 _JSON_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"')
+# A top-level string nothing reads, which OpenAI fills with random padding on every chunk
+# (``stream_options.include_obfuscation``): the shortcut lets it vary too.
+_IGNORED_KEY = b'"obfuscation":'
 # A shortcut that served this many reads may be re-learned when the chunk layout drifts
 # (llama.cpp's ``created`` ticks every second); one that did not is given up after a few
-# tries (OpenAI adds random ``obfuscation`` to every chunk).
+# tries (a layout that changes some other way on every chunk).
 _SHORTCUT_PROVEN = 16
 _SHORTCUT_TRIES = 3
 
@@ -191,25 +205,49 @@ _SHORTCUT_TRIES = 3
 class _Shortcut:
     """The bytes of a read around the one delta string that changes from chunk to chunk.
 
-    Most backends send every text (or arguments) chunk of a stream with identical bytes but
-    for the delta string: same id, created, model, fingerprint, keys and key order. Once one
-    such read has been parsed in full and translated, a later read that starts with the same
-    ``prefix`` and ends with the same ``suffix`` is the same JSON document with another string
-    in that place, provided what lies between is exactly one JSON string (checked by parsing
-    it alone). Such a read is translated by decoding that string only, with exactly the
-    result of the full path. Anything else (a finish reason, usage, another field) changes
-    the bytes around the string and takes the full path.
+    Most backends send every text (arguments, reasoning) chunk of a stream with identical
+    bytes but for the delta string: same id, created, model, fingerprint, keys and key order.
+    Once one such read has been parsed in full and translated, a later read that starts with
+    the same ``prefix`` and ends with the same ``suffix`` is the same JSON document with
+    another string in that place, provided what lies between is exactly one JSON string
+    (checked by parsing it alone). Such a read is translated by decoding that string only,
+    with exactly the result of the full path. Anything else (a finish reason, usage, another
+    field) changes the bytes around the string and takes the full path.
+
+    When the chunk also carries OpenAI's ``obfuscation`` string after the delta, the bytes
+    after the delta are ``gap``, that string, then ``suffix``; both strings may vary, and each
+    is checked to be exactly one JSON string. The full path never reads ``obfuscation``, so
+    its value cannot change the translation.
     """
 
-    __slots__ = ("end", "hits", "min_len", "prefix", "start", "suffix")
+    __slots__ = ("end", "gap", "hits", "min_len", "prefix", "start", "suffix")
 
-    def __init__(self, prefix: bytes, suffix: bytes) -> None:
+    def __init__(self, prefix: bytes, suffix: bytes, gap: bytes = b"") -> None:
         self.prefix = prefix
         self.suffix = suffix
+        self.gap = gap
         self.start = len(prefix)
         self.end = len(suffix)
-        self.min_len = self.start + self.end + 2
+        self.min_len = self.start + self.end + (len(gap) + 4 if gap else 2)
         self.hits = 0
+
+    def delta_end(self, data: bytes) -> int:
+        """Where the delta string of ``data`` (which starts with ``prefix`` and ends with
+        ``suffix``) ends: before ``gap``, when what follows ``gap`` is one JSON string; else
+        ``start`` (an empty delta, which no read takes the shortcut with)."""
+        stop = len(data) - self.end
+        gap = self.gap
+        at = data.rfind(gap, self.start, stop)
+        if at < 0:
+            return self.start
+        ignored = data[at + len(gap) : stop]
+        if ignored[:1] != b'"' or ignored[-1:] != b'"':
+            return self.start
+        try:
+            value = _loads(ignored)
+        except _JSONDecodeError:
+            return self.start
+        return at if type(value) is str else self.start
 
 
 def _learn(data: bytes, key: bytes) -> _Shortcut | None:
@@ -223,6 +261,16 @@ def _learn(data: bytes, key: bytes) -> _Shortcut | None:
     match = _JSON_STRING.match(data, start)
     if match is None:
         return None
+    ignored = data.find(_IGNORED_KEY, match.end())
+    if (
+        ignored >= 0
+        and data.find(_IGNORED_KEY, ignored + 1) < 0
+        and data.find(_IGNORED_KEY) == ignored
+    ):
+        value_at = ignored + len(_IGNORED_KEY)
+        value = _JSON_STRING.match(data, value_at)
+        if value is not None:
+            return _Shortcut(data[:start], data[value.end() :], data[match.end() : value_at])
     return _Shortcut(data[:start], data[match.end() :])
 
 
@@ -279,7 +327,7 @@ class _Message:
 
 
 class _Reasoning:
-    __slots__ = ("chunks", "id", "index", "status", "template")
+    __slots__ = ("chunks", "id", "index", "shortcut", "status", "template", "tries")
 
     def __init__(self, item_id: str, index: int) -> None:
         self.id = item_id
@@ -287,6 +335,8 @@ class _Reasoning:
         self.chunks: list[str] = []
         self.status = "in_progress"
         self.template = b""
+        self.shortcut: _Shortcut | None = None
+        self.tries = _SHORTCUT_TRIES
 
     def text(self) -> str:
         if len(self.chunks) > 1:
@@ -585,7 +635,10 @@ class StreamConverter:
                     and data.endswith(shortcut.suffix)
                     and len(data) >= shortcut.min_len
                 ):
-                    middle = data[shortcut.start : len(data) - shortcut.end]
+                    if shortcut.gap:
+                        middle = data[shortcut.start : shortcut.delta_end(data)]
+                    else:
+                        middle = data[shortcut.start : len(data) - shortcut.end]
                     try:
                         # Quotes at both ends: whitespace around the string would be a
                         # line break outside it (which SSE reads differently).
@@ -609,7 +662,10 @@ class StreamConverter:
                     and data.endswith(shortcut.suffix)
                     and len(data) >= shortcut.min_len
                 ):
-                    middle = data[shortcut.start : len(data) - shortcut.end]
+                    if shortcut.gap:
+                        middle = data[shortcut.start : shortcut.delta_end(data)]
+                    else:
+                        middle = data[shortcut.start : len(data) - shortcut.end]
                     try:
                         arguments = _loads(middle) if middle[-1:] == b'"' == middle[:1] else None
                     except _JSONDecodeError:
@@ -622,6 +678,31 @@ class StreamConverter:
                             except UpstreamError as error:
                                 self._fail(error)
                         return self._take()
+            reasoning = self._reasoning
+            if reasoning is not None:
+                shortcut = reasoning.shortcut
+                if (
+                    shortcut is not None
+                    and data.startswith(shortcut.prefix)
+                    and data.endswith(shortcut.suffix)
+                    and len(data) >= shortcut.min_len
+                ):
+                    if shortcut.gap:
+                        middle = data[shortcut.start : shortcut.delta_end(data)]
+                    else:
+                        middle = data[shortcut.start : len(data) - shortcut.end]
+                    try:
+                        text = _loads(middle) if middle[-1:] == b'"' == middle[:1] else None
+                    except _JSONDecodeError:
+                        text = None
+                    if type(text) is str:
+                        shortcut.hits += 1
+                        if not text:
+                            return b""
+                        reasoning.chunks.append(text)
+                        seq = self._seq
+                        self._seq = seq + 1
+                        return reasoning.template % (seq, _dumps(text))
             # The usual read: exactly one plain event. The decoder has nothing buffered, so
             # its work reduces to these checks.
             single = (
@@ -765,7 +846,13 @@ class StreamConverter:
         return message.data
 
     def _learn_shortcut(self, took: int, data: bytes) -> None:
-        holder: _Part | _Call | None = self._fast_part if took == _TOOK_TEXT else self._fast_call
+        holder: _Part | _Call | _Reasoning | None
+        if took == _TOOK_TEXT:
+            holder = self._fast_part
+        elif took == _TOOK_ARGUMENTS:
+            holder = self._fast_call
+        else:
+            holder = self._reasoning
         if holder is None:
             return
         shortcut = holder.shortcut
@@ -774,7 +861,7 @@ class StreamConverter:
                 holder.shortcut = None  # this upstream's layout varies: stop trying
                 return
             holder.tries -= 1
-        holder.shortcut = _learn(data, _CONTENT_KEY if took == _TOOK_TEXT else _ARGUMENTS_KEY)
+        holder.shortcut = _learn(data, _SHORTCUT_KEYS[took])
 
     def _payload(self, payload: bytes) -> None:
         """One event's data: a chunk, ``[DONE]``, or nothing."""
@@ -810,9 +897,10 @@ class StreamConverter:
             and "error" not in chunk
             and "x_groq" not in chunk
         ):
-            # Fast paths for the two chunks that make up nearly every stream: more text for
-            # the open part, and more arguments for an announced call. Anything unusual in
-            # the chunk (a finish reason, logprobs, another field) takes the full path below.
+            # Fast paths for the chunks that make up nearly every stream: more text for the
+            # open part, more arguments for an announced call, and more reasoning for the
+            # open reasoning item. Anything unusual in the chunk (a finish reason, logprobs,
+            # another field) takes the full path below.
             choice = choices[0]
             delta = choice.get("delta")
             if (
@@ -854,6 +942,26 @@ class StreamConverter:
                                     self._arguments(call, arguments)
                                 self._fast_call = call
                                 return _TOOK_ARGUMENTS
+                    reasoning = self._reasoning
+                    if reasoning is not None:
+                        # Exactly what _delta does with it (see reasoning_of), when the delta
+                        # holds nothing else.
+                        text = delta.get("reasoning_content")
+                        if text is None:
+                            took, keys, text = (
+                                _TOOK_REASONING,
+                                _REASONING_KEYS,
+                                delta.get("reasoning"),
+                            )
+                        else:
+                            took, keys = _TOOK_REASONING_CONTENT, _REASONING_CONTENT_KEYS
+                        if type(text) is str and keys.issuperset(delta):
+                            if text:
+                                reasoning.chunks.append(text)
+                                seq = self._seq
+                                self._seq = seq + 1
+                                self._out.append(reasoning.template % (seq, _dumps(text)))
+                            return took
         self._full_chunk(chunk)
         return _TOOK_NONE
 
@@ -1283,7 +1391,7 @@ class StreamConverter:
             # Finalising itself broke: still end the stream with exactly one terminal event.
             logger.warning("stream_mw could not finalise %s", self._id, exc_info=bug)
             self._state = _FINISHED
-            self._fast_part = self._fast_call = None
+            self._fast_part = self._fast_call = self._reasoning = None
             response = dict(self._base)
             response["status"] = "failed"
             response["error"] = error_object(error)

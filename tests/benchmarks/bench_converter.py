@@ -8,9 +8,13 @@ Two upstream streams, each fed one SSE event per read as an HTTP body usually ar
 - **tools**: two function calls of 500 argument fragments each (1,000 fragments), as vLLM and
   OpenAI stream them (id and name on the first fragment, ``id: null`` after), then finish,
   usage, ``[DONE]``;
-- **text, laid out differently**: the text stream with OpenAI's random ``obfuscation`` field
-  on every chunk, which defeats the converter's same-layout shortcut (its full path is
-  measured; LiteLLM is skipped there).
+- **reasoning**: 2,000 ``reasoning_content`` chunks (DeepSeek, Qwen and vLLM reasoning
+  models), then a short answer; LiteLLM is skipped there;
+- **text, obfuscated**: the text stream as OpenAI sends it, with a random ``obfuscation``
+  string on every chunk (the converter's shortcut lets that string vary);
+- **text, laid out differently**: the text stream with a counter field that changes on every
+  chunk, which defeats the converter's same-layout shortcut, so its full path is measured.
+  LiteLLM is skipped for these two.
 
 For each stream, one run measures, round by round and interleaved (the machine is noisy, so
 each round times every contender once and the medians are compared):
@@ -78,12 +82,31 @@ def text_stream() -> list[dict[str, Any]]:
     return chunks
 
 
-def varying_text_stream() -> list[dict[str, Any]]:
-    """The text stream as OpenAI sends it: random ``obfuscation`` padding on every chunk, so
-    no two chunks share a layout and the converter's shortcut never applies."""
+def reasoning_stream() -> list[dict[str, Any]]:
+    words = ["Let", " me", " think", " about", " it", "."]
+    chunks = [_chunk({"role": "assistant", "content": None, "reasoning_content": ""})]
+    chunks += [
+        _chunk({"content": None, "reasoning_content": words[i % len(words)]})
+        for i in range(TEXT_CHUNKS)
+    ]
+    chunks += [_chunk({"content": "Yes."}), _chunk({}, "stop"), _usage_chunk()]
+    return chunks
+
+
+def obfuscated_text_stream() -> list[dict[str, Any]]:
+    """The text stream as OpenAI sends it: random ``obfuscation`` padding on every chunk."""
     chunks = text_stream()
     for n, chunk in enumerate(chunks):
         chunk["obfuscation"] = format(n * 2_654_435_761 % 16**8, "x")
+    return chunks
+
+
+def varying_text_stream() -> list[dict[str, Any]]:
+    """The text stream with a field that changes on every chunk, so no two chunks share a
+    layout and the converter's shortcut never applies."""
+    chunks = text_stream()
+    for n, chunk in enumerate(chunks):
+        chunk["x_chunk"] = n * 2_654_435_761 % 16**8
     return chunks
 
 
@@ -243,6 +266,8 @@ def main() -> None:
     args = parser.parse_args()
     bench("text", text_stream(), args.rounds, args.litellm_rounds)
     bench("tool-call", tool_stream(), args.rounds, args.litellm_rounds)
+    bench("reasoning", reasoning_stream(), args.rounds, 0)
+    bench("text, obfuscated", obfuscated_text_stream(), args.rounds, 0)
     bench("text, every chunk laid out differently", varying_text_stream(), args.rounds, 0)
 
 

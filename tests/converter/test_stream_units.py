@@ -1206,6 +1206,140 @@ def test_reads_that_only_look_like_the_shortcut_take_the_full_path(tricky: bytes
     run(reads)  # the three ways of feeding (shortcut or not) must agree
 
 
+def obfuscated(body: dict[str, Any], padding: str) -> dict[str, Any]:
+    """A chunk as OpenAI streams it: ``usage: null`` and random ``obfuscation`` at the end."""
+    return {**body, "usage": None, "obfuscation": padding}
+
+
+def test_chunks_differing_only_in_obfuscation_take_the_shortcut_with_identical_output() -> None:
+    pieces = [f"w{i} " for i in range(30)]
+    reads = body_of(
+        *[obfuscated(chunk({"content": p}), "x" * (i % 7)) for i, p in enumerate(pieces)],
+        obfuscated(chunk({}, "stop"), "q"),
+    )
+    assert run(reads).output_text == "".join(pieces)
+    converter = make()
+    out = [converter.feed(read) for read in reads[:10]]
+    assert converter._fast_part is not None
+    shortcut = converter._fast_part.shortcut
+    assert shortcut is not None
+    assert shortcut.gap.endswith(b'"obfuscation":')
+    assert shortcut.hits > 0
+    assert b'"delta":"w9 "' in out[-1]
+
+
+def test_arguments_differing_only_in_obfuscation_take_the_shortcut() -> None:
+    first = {"index": 0, "id": "c1", "function": {"name": "f", "arguments": ""}}
+    more = [{"index": 0, "function": {"arguments": str(i)}} for i in range(10)]
+    reads = body_of(
+        obfuscated(call_chunk(first), "abc"),
+        *[obfuscated(call_chunk(m), "p" * i) for i, m in enumerate(more)],
+        obfuscated(chunk({}, "tool_calls"), ""),
+    )
+    assert [i.arguments for i in run(reads).items] == ["0123456789"]
+    converter = make()
+    for read in reads[:8]:
+        converter.feed(read)
+    assert converter._fast_call is not None
+    assert converter._fast_call.shortcut is not None
+    assert converter._fast_call.shortcut.gap
+    assert converter._fast_call.shortcut.hits > 0
+
+
+def test_obfuscation_shortcut_reads_text_that_contains_the_bytes_around_it() -> None:
+    tricky = '"},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"'
+    pieces = ["a", tricky, "b", tricky + '\\"', "\\", "c"]
+    reads = body_of(*[obfuscated(chunk({"content": p}), "zz") for p in pieces], chunk({}, "stop"))
+    assert run(reads).output_text == "".join(pieces)
+
+
+OBFUSCATED_LAYOUT = (
+    b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,'
+    b'"model":"upstream-model","choices":[{"index":0,"delta":{"content":"x"},"logprobs":null,'
+    b'"finish_reason":null}],"usage":null,"obfuscation":%s}\n\n'
+)
+
+
+@pytest.mark.parametrize(
+    "padding",
+    [
+        # Not JSON strings: the full path fails the stream; so must the shortcut.
+        b'"bad\\escape"',
+        b'"\xff\xfe"',
+        # Valid JSON, but not a string: still the full path (which ignores it).
+        b"12",
+        b"null",
+        # A raw line break: two SSE lines.
+        b'"a\nb"',
+        # Two values where one string belongs.
+        b'"a","b"',
+    ],
+)
+def test_reads_that_only_look_like_the_obfuscation_shortcut_take_the_full_path(
+    padding: bytes,
+) -> None:
+    warmup = [obfuscated(chunk({"content": "a"}), "k" * i) for i in range(5)]
+    reads = body_of(*warmup, OBFUSCATED_LAYOUT % padding, chunk({}, "stop"))
+    run(reads)  # the three ways of feeding (shortcut or not) must agree
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+@pytest.mark.parametrize("reasoning_events", ["text", "summary"])
+def test_repeated_reasoning_layout_takes_the_shortcut_with_identical_output(
+    field: str, reasoning_events: Any
+) -> None:
+    pieces = [f"r{i} " for i in range(30)]
+    reads = body_of(
+        chunk({"role": "assistant", "content": None, field: ""}),
+        *[chunk({"content": None, field: p}) for p in pieces],
+        chunk({"content": "done"}, "stop"),
+    )
+    settings = Settings(reasoning_events=reasoning_events)
+    checked = run(reads, settings=settings)
+    reasoning = checked.items[0]
+    assert reasoning.reasoning_text + reasoning.summary_text == "".join(pieces)
+    assert checked.output_text == "done"
+    converter = make(settings=settings)
+    for read in reads[:10]:
+        converter.feed(read)
+    assert converter._reasoning is not None
+    assert converter._reasoning.shortcut is not None
+    assert converter._reasoning.shortcut.hits > 0
+
+
+@pytest.mark.parametrize(
+    ("delta", "reasoning", "text"),
+    [
+        # Both fields: the same text, counted once.
+        ({"reasoning_content": "a", "reasoning": "a"}, "a", ""),
+        # An empty or null reasoning_content defers to reasoning.
+        ({"reasoning_content": "", "reasoning": "b"}, "b", ""),
+        ({"reasoning_content": None, "reasoning": "c"}, "c", ""),
+        ({"reasoning": None, "reasoning_content": "d"}, "d", ""),
+        # Empty: nothing to add.
+        ({"reasoning_content": ""}, "", ""),
+        ({"reasoning": ""}, "", ""),
+        # Reasoning and text in one delta: both are kept.
+        ({"reasoning_content": "f", "content": "text"}, "f", "text"),
+    ],
+)
+def test_reasoning_deltas_between_fast_path_chunks_are_read_in_full(
+    delta: dict[str, Any], reasoning: str, text: str
+) -> None:
+    same = [chunk({"content": None, "reasoning_content": "x"}) for _ in range(5)]
+    reads = body_of(
+        chunk({"reasoning_content": "<"}), *same, chunk(delta), *same, chunk({}, "stop")
+    )
+    checked = run(reads)
+    # Text after reasoning closes the reasoning item; later reasoning opens a new one.
+    reasoning_texts = [i.reasoning_text for i in checked.items if i.type == "reasoning"]
+    if text:
+        assert reasoning_texts == ["<xxxxx" + reasoning, "xxxxx"]
+    else:
+        assert reasoning_texts == ["<xxxxx" + reasoning + "xxxxx"]
+    assert checked.output_text == text
+
+
 def test_shortcut_for_arguments_follows_the_call_that_owns_the_index() -> None:
     reads = body_of(
         call_chunk({"index": 0, "id": "c1", "function": {"name": "a", "arguments": ""}}),

@@ -17,7 +17,14 @@ from tests.e2e.conftest import RunningServer, serve
 pytestmark = pytest.mark.anyio
 
 # Names of coroutines that belong to one request; none may outlive the disconnect.
-REQUEST_COROUTINES = ("run_asgi", "_Responder", "ScriptedChat", "_keepalive_loop", "_watch")
+REQUEST_COROUTINES = (
+    "run_asgi",
+    "_Responder",
+    "ScriptedChat",
+    "_keepalive_loop",
+    "_keepalive_now",
+    "_watch",
+)
 
 
 async def leftover_request_tasks() -> list[str]:

@@ -5,12 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from stream_mw import ResponsesMiddleware, UpstreamError
 from tests.checker import check_stream
 from tests.e2e.apps import USAGE, chunk, sse
-from tests.middleware.harness import END, Exchange, Upstream, drive, event_types, responses_body
+from tests.middleware.harness import (
+    END,
+    Exchange,
+    Upstream,
+    drive,
+    event_types,
+    http_scope,
+    responses_body,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -239,3 +248,29 @@ async def test_after_the_response_is_complete_the_app_hears_disconnect_and_is_no
     assert upstream.later_messages == [{"type": "http.disconnect"}]
     assert upstream.finished
     assert not upstream.cancelled
+
+
+async def test_a_receive_that_fails_cancels_the_app_and_is_raised() -> None:
+    upstream = Upstream([TEXT[0], anyio.sleep_forever])
+    records: list[Any] = []
+    calls = 0
+
+    async def receive() -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return {"type": "http.request", "body": responses_body(), "more_body": False}
+        await anyio.lowlevel.checkpoint()
+        raise RuntimeError("receive broke")
+
+    async def send(message: Any) -> None:
+        pass
+
+    app = middleware(upstream, on_response=records.append)
+    with anyio.fail_after(5), pytest.raises(RuntimeError, match="receive broke"):
+        await app(http_scope(), receive, send)
+
+    assert upstream.cancelled
+    assert not upstream.finished
+    assert [r.status for r in records] == ["failed"]
+    assert records[0].error["code"] == "server_error"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from stream_mw import ResponsesMiddleware, Settings, StreamConverter
@@ -247,3 +248,47 @@ async def test_keepalive_repeats_in_progress_while_the_upstream_is_silent() -> N
 async def test_the_done_marker_setting_reaches_the_stream() -> None:
     exchange = await drive(middleware(Upstream([*TEXT, END]), done_marker=False), responses_body())
     check_stream(exchange.body, done_marker=False)
+
+
+async def test_keepalive_repeats_each_interval_while_the_upstream_stays_silent() -> None:
+    three_seen = anyio.Event()
+
+    async def silent_until_three_keepalives() -> None:
+        with anyio.fail_after(5):
+            await three_seen.wait()
+
+    def watch(message: Any, exchange: Exchange) -> None:
+        chunks = exchange.chunks[2:]
+        if sum(event_types(c) == ["response.in_progress"] for c in chunks) >= 3:
+            three_seen.set()
+
+    upstream = Upstream([TEXT[0], TEXT[1], silent_until_three_keepalives, *TEXT[2:], END])
+    exchange = await drive(
+        middleware(upstream, keepalive_interval=0.02), responses_body(), on_send=watch
+    )
+
+    exchange.check()
+    checked = check_stream(exchange.body, done_marker=True)
+    assert checked.types.count("response.in_progress") >= 4  # one at the start, then three
+    assert checked.output_text == "Hello"
+
+
+async def test_an_app_that_waits_before_answering_streams_the_same_events() -> None:
+    async def slow_upstream(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        # The middleware prepares what it can while the app waits for its upstream.
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})  # fmt: skip
+        for frame in TEXT:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    waited = await drive(ResponsesMiddleware(slow_upstream, keepalive_interval=0), responses_body())
+    at_once = await drive(middleware(Upstream([*TEXT, END])), responses_body())
+
+    waited.check()
+    assert [event_types(c) for c in waited.chunks] == [event_types(c) for c in at_once.chunks]
+    checked = check_stream(waited.body, done_marker=True)
+    assert checked.output_text == "Hello"
