@@ -204,7 +204,9 @@ def _is(kind: str, value: Any) -> bool:
     if kind == _STRING:
         return isinstance(value, str)
     if kind == _OBJECT:
-        return isinstance(value, Mapping)
+        # The exact-type test first: parsed JSON objects are dicts, and the ABC check costs
+        # several times more.
+        return type(value) is dict or isinstance(value, Mapping)
     if kind == _ARRAY:
         return isinstance(value, (list, tuple))
     if kind == _BOOLEAN:
@@ -299,7 +301,7 @@ def _one_of(obj: Mapping[str, Any], key: str, path: str, values: Sequence[str]) 
 
 
 def _object_at(value: Any, path: str, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise _wrong_type(path, what, value)
     return value
 
@@ -308,8 +310,12 @@ def _validate(body: Mapping[str, Any]) -> None:
     model = _require(body, "model", "", _STRING)
     if not model:
         raise _wrong_value("model", "a non-empty model name", model)
+    get = body.get
     for key, kind in _TOP_LEVEL_KINDS.items():
-        _optional(body, key, "", kind)
+        # _optional inlined: this loop runs for every request, mostly over absent keys.
+        value = get(key)
+        if value is not None and not _is(kind, value):
+            raise _wrong_type(key, kind, value)
     conversation = body.get("conversation")
     if conversation is not None and not isinstance(conversation, (str, Mapping)):
         raise _wrong_type("conversation", "a string or an object", conversation)
@@ -558,6 +564,17 @@ def parse_request_body(raw: bytes, settings: Settings) -> dict[str, Any]:
         raise InvalidRequestError(
             f"Request body must be a JSON object, but got {_kind_of(body)} instead."
         )
+    try:
+        # orjson reads 1,024 levels of nesting but writes only 255. Every field is written
+        # again (forwarded upstream, echoed in the Response, stored), so a body the encoder
+        # cannot write is refused here instead of failing half-way through the response.
+        orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        raise InvalidRequestError(
+            "Request body nests JSON objects or arrays more than 255 levels deep; "
+            "flatten the deepest value (metadata, tool parameters or a schema).",
+            code="invalid_value",
+        ) from None
     _validate(body)
     return body
 
@@ -584,6 +601,13 @@ def translate_request(body: Mapping[str, Any], settings: Settings) -> dict[str, 
             cannot receive (file_id-only images, file URLs, hosted tools when
             ``hosted_tools="reject"``).
     """
+    return _translate(body, settings, validated=False)
+
+
+def _translate(body: Mapping[str, Any], settings: Settings, *, validated: bool) -> dict[str, Any]:
+    """``translate_request``; ``validated`` skips the validation ``parse_request_body`` already
+    did, for the middleware's hot path. Only for a body that came from ``parse_request_body``
+    unmodified: anything changed or added since (a store's expansion) must be validated."""
     for key in ("previous_response_id", "conversation"):
         if body.get(key) is not None:
             raise InvalidRequestError(
@@ -592,7 +616,8 @@ def translate_request(body: Mapping[str, Any], settings: Settings) -> dict[str, 
                 "in 'input'.",
                 param=key,
             )
-    _validate(body)
+    if not validated:
+        _validate(body)
 
     tool_map = ToolMap.from_tools(body.get("tools"))
     history = _History(settings, tool_map)
