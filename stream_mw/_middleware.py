@@ -565,6 +565,9 @@ class _Responder:
         self.on_body = self._body_ignored
         self._close_receive()
         self._stop_keepalive()
+        self._cancel_app()
+
+    def _cancel_app(self) -> None:
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
 
@@ -800,8 +803,14 @@ class _Responder:
     async def _body_json(self, message: Message) -> None:
         if self.complete:
             return
-        self._collect(message.get("body", b""), self.mw._max_upstream_json)
-        if not message.get("more_body", False):
+        limit = self.mw._max_upstream_json
+        self._collect(message.get("body", b""), limit)
+        if self.parts_size > limit:
+            # The answer is decided (an error): reading the rest of a body that may never end
+            # would only keep the upstream busy, so the app is stopped as if the client left.
+            await self._finish_json()
+            self._cancel_app()
+        elif not message.get("more_body", False):
             await self._finish_json()
 
     def _collect(self, body: bytes, limit: int) -> None:
