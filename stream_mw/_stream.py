@@ -249,6 +249,31 @@ class _Shortcut:
             return self.start
         return at if type(value) is str else self.start
 
+    def delta_in(self, data: bytes) -> str | None:
+        """The delta string of ``data`` when ``data`` has this layout, else ``None``."""
+        if not (
+            data.startswith(self.prefix)
+            and data.endswith(self.suffix)
+            and len(data) >= self.min_len
+        ):
+            return None
+        if self.gap:
+            middle = data[self.start : self.delta_end(data)]
+        else:
+            middle = data[self.start : len(data) - self.end]
+        # Quotes at both ends: whitespace around the string would be a line break outside it
+        # (which SSE reads differently).
+        if middle[-1:] != b'"' or middle[:1] != b'"':
+            return None
+        try:
+            value = _loads(middle)
+        except _JSONDecodeError:
+            return None
+        if type(value) is not str:
+            return None
+        self.hits += 1
+        return value
+
 
 def _learn(data: bytes, key: bytes) -> _Shortcut | None:
     """The shortcut for ``data`` (one plain event) around the string value of ``key``, when
@@ -627,82 +652,35 @@ class StreamConverter:
             # Shortcuts first: a read that is one more text (or arguments) chunk laid out
             # exactly like the previous ones (see ``_Shortcut``).
             part = self._fast_part
-            if part is not None:
-                shortcut = part.shortcut
-                if (
-                    shortcut is not None
-                    and data.startswith(shortcut.prefix)
-                    and data.endswith(shortcut.suffix)
-                    and len(data) >= shortcut.min_len
-                ):
-                    if shortcut.gap:
-                        middle = data[shortcut.start : shortcut.delta_end(data)]
-                    else:
-                        middle = data[shortcut.start : len(data) - shortcut.end]
-                    try:
-                        # Quotes at both ends: whitespace around the string would be a
-                        # line break outside it (which SSE reads differently).
-                        content = _loads(middle) if middle[-1:] == b'"' == middle[:1] else None
-                    except _JSONDecodeError:
-                        content = None
-                    if type(content) is str:
-                        shortcut.hits += 1
-                        if not content:
-                            return b""
-                        part.chunks.append(content)
-                        seq = self._seq
-                        self._seq = seq + 1
-                        return part.template % (seq, _dumps(content))
+            if part is not None and part.shortcut is not None:
+                content = part.shortcut.delta_in(data)
+                if content is not None:
+                    if not content:
+                        return b""
+                    part.chunks.append(content)
+                    seq = self._seq
+                    self._seq = seq + 1
+                    return part.template % (seq, _dumps(content))
             call = self._fast_call
-            if call is not None:
-                shortcut = call.shortcut
-                if (
-                    shortcut is not None
-                    and data.startswith(shortcut.prefix)
-                    and data.endswith(shortcut.suffix)
-                    and len(data) >= shortcut.min_len
-                ):
-                    if shortcut.gap:
-                        middle = data[shortcut.start : shortcut.delta_end(data)]
-                    else:
-                        middle = data[shortcut.start : len(data) - shortcut.end]
-                    try:
-                        arguments = _loads(middle) if middle[-1:] == b'"' == middle[:1] else None
-                    except _JSONDecodeError:
-                        arguments = None
-                    if type(arguments) is str:
-                        shortcut.hits += 1
-                        if arguments:
-                            try:
-                                self._arguments(call, arguments)
-                            except UpstreamError as error:
-                                self._fail(error)
-                        return self._take()
+            if call is not None and call.shortcut is not None:
+                arguments = call.shortcut.delta_in(data)
+                if arguments is not None:
+                    if arguments:
+                        try:
+                            self._arguments(call, arguments)
+                        except UpstreamError as error:
+                            self._fail(error)
+                    return self._take()
             reasoning = self._reasoning
-            if reasoning is not None:
-                shortcut = reasoning.shortcut
-                if (
-                    shortcut is not None
-                    and data.startswith(shortcut.prefix)
-                    and data.endswith(shortcut.suffix)
-                    and len(data) >= shortcut.min_len
-                ):
-                    if shortcut.gap:
-                        middle = data[shortcut.start : shortcut.delta_end(data)]
-                    else:
-                        middle = data[shortcut.start : len(data) - shortcut.end]
-                    try:
-                        text = _loads(middle) if middle[-1:] == b'"' == middle[:1] else None
-                    except _JSONDecodeError:
-                        text = None
-                    if type(text) is str:
-                        shortcut.hits += 1
-                        if not text:
-                            return b""
-                        reasoning.chunks.append(text)
-                        seq = self._seq
-                        self._seq = seq + 1
-                        return reasoning.template % (seq, _dumps(text))
+            if reasoning is not None and reasoning.shortcut is not None:
+                text = reasoning.shortcut.delta_in(data)
+                if text is not None:
+                    if not text:
+                        return b""
+                    reasoning.chunks.append(text)
+                    seq = self._seq
+                    self._seq = seq + 1
+                    return reasoning.template % (seq, _dumps(text))
             # The usual read: exactly one plain event. The decoder has nothing buffered, so
             # its work reduces to these checks.
             single = (
