@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from .._errors import error_body
+from ._asgi import send_json, serve_lifespan
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -106,7 +107,7 @@ class LiteLLMApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _serve_lifespan(receive, send)
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -116,7 +117,7 @@ class LiteLLMApp:
             await self._chat(scope, receive, send)
         elif path.endswith("/models") and method == "GET":
             models = [self._model] if self._model else []
-            await _send_json(
+            await send_json(
                 send,
                 200,
                 {
@@ -129,18 +130,18 @@ class LiteLLMApp:
             )
         else:
             message = f"the LiteLLM app does not serve {method} {path}"
-            await _send_json(send, 404, error_body(message, "invalid_request_error"))
+            await send_json(send, 404, error_body(message, "invalid_request_error"))
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = await Request(scope, receive).body()
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            await _send_json(send, 400, error_body(f"invalid JSON: {exc}", "invalid_request_error"))
+            await send_json(send, 400, error_body(f"invalid JSON: {exc}", "invalid_request_error"))
             return
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             message = "the body must be a JSON object with a messages list"
-            await _send_json(send, 400, error_body(message, "invalid_request_error"))
+            await send_json(send, 400, error_body(message, "invalid_request_error"))
             return
         kwargs = {**body, **self._kwargs}
         if self._model is not None:
@@ -149,7 +150,7 @@ class LiteLLMApp:
         try:
             result = await litellm.acompletion(**kwargs)
             if not stream:
-                await _send_json(send, 200, _dump(result))
+                await send_json(send, 200, _dump(result))
                 return
             # The first chunk is awaited before answering: most provider errors surface only
             # when the stream is first read, and before a byte is sent they keep their status.
@@ -160,7 +161,7 @@ class LiteLLMApp:
         except Exception as exc:
             logger.warning("LiteLLM call failed: %s", exc)
             status, error = error_from_exception(exc)
-            await _send_json(send, status, error)
+            await send_json(send, status, error)
             return
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
@@ -203,34 +204,9 @@ async def _send_event(send: Send, data: Mapping[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": True})
 
 
-async def _send_json(send: Send, status: int, payload: Mapping[str, Any]) -> None:
-    body = orjson.dumps(payload, default=str)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             scope.cancel()
-            return
-
-
-async def _serve_lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
             return

@@ -50,6 +50,7 @@ import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 from .._errors import ConfigurationError, error_body
+from ._asgi import send_error
 
 __all__ = ["DEFAULT_PATHS", "ProxyApp"]
 
@@ -232,7 +233,7 @@ class ProxyApp:
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if not self._allowed(path):
-            await _send_error(send, 404, f"{path} is not forwarded to the upstream", "not_found")
+            await send_error(send, 404, f"{path} is not forwarded to the upstream", "not_found")
             return
         url = self.target_url(path)
         query: bytes = scope.get("query_string", b"")
@@ -355,7 +356,7 @@ class ProxyApp:
         message = f"upstream {_display(url)} {what}: {_describe(exc)}"
         logger.warning("%s", message)
         code = "upstream_timeout" if status == 504 else "upstream_unreachable"
-        await _send_error(send, status, message, code)
+        await send_error(send, status, message, code)
 
 
 async def _cancel_on_disconnect(
@@ -369,22 +370,6 @@ async def _cancel_on_disconnect(
         if message["type"] == "http.disconnect":
             scope.cancel()
             return
-
-
-async def _send_error(send: Send, status: int, message: str, code: str) -> None:
-    error_type = "invalid_request_error" if status < 500 else "server_error"
-    body = orjson.dumps(error_body(message, error_type, code=code))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def parse_base_url(base_url: str) -> httpx.URL:

@@ -55,6 +55,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ._asgi import serve_lifespan
+
 __all__ = [
     "RecordedRequest",
     "ScriptedBackend",
@@ -346,7 +348,7 @@ class ScriptedBackend:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _serve_lifespan(receive, send)
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -571,16 +573,6 @@ def _error_response(status: int, message: str) -> Response:
         },
         status_code=status,
     )
-
-
-async def _serve_lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 # --- the demo script --------------------------------------------------------------------------
