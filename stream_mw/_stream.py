@@ -639,6 +639,21 @@ class StreamConverter:
         self._start()
         return self._take()
 
+    def _text_by_shortcut(self, target: _Part | _Reasoning, data: bytes) -> bytes | None:
+        """The delta event for ``data`` when it is one more chunk of ``target``'s layout."""
+        shortcut = target.shortcut
+        if shortcut is None:
+            return None
+        text = shortcut.delta_in(data)
+        if text is None:
+            return None
+        if not text:
+            return b""
+        target.chunks.append(text)
+        seq = self._seq
+        self._seq = seq + 1
+        return target.template % (seq, _dumps(text))
+
     def feed(self, data: bytes) -> bytes:
         """Translate one read of the upstream body (split anywhere) into Responses SSE bytes.
 
@@ -652,15 +667,10 @@ class StreamConverter:
             # Shortcuts first: a read that is one more text (or arguments) chunk laid out
             # exactly like the previous ones (see ``_Shortcut``).
             part = self._fast_part
-            if part is not None and part.shortcut is not None:
-                content = part.shortcut.delta_in(data)
-                if content is not None:
-                    if not content:
-                        return b""
-                    part.chunks.append(content)
-                    seq = self._seq
-                    self._seq = seq + 1
-                    return part.template % (seq, _dumps(content))
+            if part is not None:
+                event = self._text_by_shortcut(part, data)
+                if event is not None:
+                    return event
             call = self._fast_call
             if call is not None and call.shortcut is not None:
                 arguments = call.shortcut.delta_in(data)
@@ -672,15 +682,10 @@ class StreamConverter:
                             self._fail(error)
                     return self._take()
             reasoning = self._reasoning
-            if reasoning is not None and reasoning.shortcut is not None:
-                text = reasoning.shortcut.delta_in(data)
-                if text is not None:
-                    if not text:
-                        return b""
-                    reasoning.chunks.append(text)
-                    seq = self._seq
-                    self._seq = seq + 1
-                    return reasoning.template % (seq, _dumps(text))
+            if reasoning is not None:
+                event = self._text_by_shortcut(reasoning, data)
+                if event is not None:
+                    return event
             # The usual read: exactly one plain event. The decoder has nothing buffered, so
             # its work reduces to these checks.
             single = (
