@@ -21,6 +21,8 @@ import anyio
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stream_mw import ResponsesMiddleware
+
 __all__ = [
     "END",
     "Exchange",
@@ -285,3 +287,9 @@ class Upstream:
         """A step: block in ``receive`` until the server says the client left."""
         message = await self.receive()
         self.later_messages.append(message)
+
+
+def middleware(app: ASGIApp, **settings: Any) -> ResponsesMiddleware:
+    """The middleware around ``app``, keep-alives off unless a test turns them on."""
+    settings.setdefault("keepalive_interval", 0)
+    return ResponsesMiddleware(app, **settings)

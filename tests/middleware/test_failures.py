@@ -8,7 +8,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from stream_mw import ResponsesMiddleware, UpstreamError
+from stream_mw import UpstreamError
 from tests.checker import check_stream
 from tests.e2e.apps import USAGE, chunk, sse
 from tests.middleware.harness import (
@@ -18,6 +18,7 @@ from tests.middleware.harness import (
     drive,
     event_types,
     http_scope,
+    middleware,
     responses_body,
 )
 
@@ -30,11 +31,6 @@ TEXT = [
     sse(chunk(usage=USAGE, choices=False)),
     b"data: [DONE]\n\n",
 ]
-
-
-def middleware(upstream: Upstream, **settings: Any) -> ResponsesMiddleware:
-    settings.setdefault("keepalive_interval", 0)
-    return ResponsesMiddleware(upstream, **settings)
 
 
 # --- exceptions ---------------------------------------------------------------------------------

@@ -7,10 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
-from stream_mw import ResponsesMiddleware
 from tests.checker import check_stream
 from tests.e2e.apps import USAGE, chunk, completion_of, sse
-from tests.middleware.harness import END, Last, Upstream, drive, responses_body
+from tests.middleware.harness import END, Last, Upstream, drive, middleware, responses_body
 
 pytestmark = pytest.mark.anyio
 
@@ -22,11 +21,6 @@ FRAMES = [
 ]
 SSE = [sse(frame) for frame in FRAMES] + [b"data: [DONE]\n\n"]
 COMPLETION = orjson.dumps(completion_of(FRAMES, "text"))
-
-
-def middleware(upstream: Upstream, **settings: Any) -> ResponsesMiddleware:
-    settings.setdefault("keepalive_interval", 0)
-    return ResponsesMiddleware(upstream, **settings)
 
 
 def output_text(response: dict[str, Any]) -> str:

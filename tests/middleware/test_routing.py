@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import orjson
 import pytest
@@ -12,7 +11,7 @@ from starlette.types import Message, Receive, Scope, Send
 from stream_mw import ConfigurationError, ResponsesMiddleware, Settings
 from stream_mw._middleware import SettingsOverrides
 from tests.e2e.apps import USAGE, chunk, sse
-from tests.middleware.harness import END, Upstream, drive, http_scope, responses_body
+from tests.middleware.harness import END, Upstream, drive, http_scope, middleware, responses_body
 
 pytestmark = pytest.mark.anyio
 
@@ -22,11 +21,6 @@ TEXT = [
     sse(chunk(usage=USAGE, choices=False)),
     b"data: [DONE]\n\n",
 ]
-
-
-def middleware(upstream: Any, **settings: Any) -> ResponsesMiddleware:
-    settings.setdefault("keepalive_interval", 0)
-    return ResponsesMiddleware(upstream, **settings)
 
 
 def text_upstream() -> Upstream:

@@ -18,6 +18,7 @@ from tests.middleware.harness import (
     Upstream,
     drive,
     event_types,
+    middleware,
     responses_body,
 )
 
@@ -31,11 +32,6 @@ TEXT = [
     sse(chunk(usage=USAGE, choices=False)),
     b"data: [DONE]\n\n",
 ]
-
-
-def middleware(upstream: Upstream, **settings: Any) -> ResponsesMiddleware:
-    settings.setdefault("keepalive_interval", 0)
-    return ResponsesMiddleware(upstream, **settings)
 
 
 def expected_types(frames: list[bytes]) -> list[list[str]]:
