@@ -299,37 +299,41 @@ def _learn(data: bytes, key: bytes) -> _Shortcut | None:
     return _Shortcut(data[:start], data[match.end() :])
 
 
-class _Part:
-    """One content part of a message: ``output_text`` or ``refusal``."""
+def _joined(chunks: list[str]) -> str:
+    """The fragments as one string, joined once and kept joined (later reads are free)."""
+    if len(chunks) > 1:
+        chunks[:] = ["".join(chunks)]
+    return chunks[0] if chunks else ""
 
-    __slots__ = (
-        "annotations",
-        "chunks",
-        "index",
-        "kind",
-        "logprobs",
-        "shortcut",
-        "template",
-        "template_lp",
-        "tries",
-    )
 
-    def __init__(self, kind: Literal["output_text", "refusal"], index: int) -> None:
-        self.kind = kind
-        self.index = index
+class _Streamed:
+    """Text that streams as delta events: its fragments, its delta template and shortcut."""
+
+    __slots__ = ("chunks", "shortcut", "template", "tries")
+
+    def __init__(self) -> None:
         self.chunks: list[str] = []
-        self.logprobs: list[dict[str, Any]] = []
-        self.annotations: list[dict[str, Any]] = []
         self.template = b""
-        # The same with the delta's logprobs (a third ``%s``).
-        self.template_lp = b""
         self.shortcut: _Shortcut | None = None
         self.tries = _SHORTCUT_TRIES
 
     def text(self) -> str:
-        if len(self.chunks) > 1:
-            self.chunks[:] = ["".join(self.chunks)]
-        return self.chunks[0] if self.chunks else ""
+        return _joined(self.chunks)
+
+
+class _Part(_Streamed):
+    """One content part of a message: ``output_text`` or ``refusal``."""
+
+    __slots__ = ("annotations", "index", "kind", "logprobs", "template_lp")
+
+    def __init__(self, kind: Literal["output_text", "refusal"], index: int) -> None:
+        super().__init__()
+        self.kind = kind
+        self.index = index
+        self.logprobs: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+        # The delta template with the delta's logprobs (a third ``%s``).
+        self.template_lp = b""
 
     def as_dict(self) -> dict[str, Any]:
         if self.kind == "refusal":
@@ -351,22 +355,14 @@ class _Message:
         return message_item(self.id, self.status, [p.as_dict() for p in self.parts])
 
 
-class _Reasoning:
-    __slots__ = ("chunks", "id", "index", "shortcut", "status", "template", "tries")
+class _Reasoning(_Streamed):
+    __slots__ = ("id", "index", "status")
 
     def __init__(self, item_id: str, index: int) -> None:
+        super().__init__()
         self.id = item_id
         self.index = index
-        self.chunks: list[str] = []
         self.status = "in_progress"
-        self.template = b""
-        self.shortcut: _Shortcut | None = None
-        self.tries = _SHORTCUT_TRIES
-
-    def text(self) -> str:
-        if len(self.chunks) > 1:
-            self.chunks[:] = ["".join(self.chunks)]
-        return self.chunks[0] if self.chunks else ""
 
 
 class _Call:
@@ -418,9 +414,7 @@ class _Call:
         self.tries = _SHORTCUT_TRIES
 
     def arguments(self) -> str:
-        if len(self.args) > 1:
-            self.args[:] = ["".join(self.args)]
-        return self.args[0] if self.args else ""
+        return _joined(self.args)
 
     def final_input(self) -> str:
         arguments = self.arguments()
@@ -639,7 +633,7 @@ class StreamConverter:
         self._start()
         return self._take()
 
-    def _text_by_shortcut(self, target: _Part | _Reasoning, data: bytes) -> bytes | None:
+    def _text_by_shortcut(self, target: _Streamed, data: bytes) -> bytes | None:
         """The delta event for ``data`` when it is one more chunk of ``target``'s layout."""
         shortcut = target.shortcut
         if shortcut is None:
