@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 ROOT = Path(__file__).resolve().parents[2]
 _PORT = re.compile(r"http://127\.0\.0\.1:(\d+)")
 
@@ -142,3 +144,22 @@ def write_script(path: Path, turns: Sequence[Mapping[str, Any]]) -> Path:
 
     path.write_text(json.dumps(list(turns)), encoding="utf-8")
     return path
+
+
+def breaking_upstream(*pieces: bytes) -> ASGIApp:
+    """Sends ``pieces`` as an event stream, then dies: uvicorn cuts the connection mid-body."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        # Read the request first: a socket closed with unread input is reset, and a reset
+        # may destroy the pieces still in flight.
+        while (await receive()).get("more_body"):
+            pass
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for piece in pieces:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        raise RuntimeError("the upstream died")
+
+    return app

@@ -13,12 +13,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from starlette.types import Receive, Scope, Send
 
 from stream_mw import Settings
 from stream_mw.cli import GatewayConfig, build_gateway, main
 from tests.e2e.conftest import serve
-from tests.gateway.helpers import cli_env, run_cli, running, write_script
+from tests.gateway.helpers import breaking_upstream, cli_env, run_cli, running, write_script
 
 REQUEST_LOG = re.compile(
     r"POST /v1/responses 200 response=resp_\w+ model=(\S+) status=(\w+) stream=(\w+) "
@@ -270,17 +269,8 @@ def test_the_cli_and_the_upstreams_package_import_no_optional_extra() -> None:
 async def test_an_upstream_breaking_off_mid_stream_is_one_log_line_not_a_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def breaks_off(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        while (await receive()).get("more_body"):
-            pass
-        headers = [(b"content-type", b"text/event-stream")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        chunk = {"choices": [{"index": 0, "delta": {"content": "Hal"}, "finish_reason": None}]}
-        body = f"data: {json.dumps(chunk)}\n\n".encode()
-        await send({"type": "http.response.body", "body": body, "more_body": True})
-        raise RuntimeError("the upstream died")  # uvicorn cuts the connection mid-body
+    chunk = {"choices": [{"index": 0, "delta": {"content": "Hal"}, "finish_reason": None}]}
+    breaks_off = breaking_upstream(f"data: {json.dumps(chunk)}\n\n".encode())
 
     with serve(breaks_off) as upstream:
         app = build_gateway(GatewayConfig(upstream=upstream.url + "/v1"), Settings())

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from stream_mw import ConfigurationError, ResponsesMiddleware
 from stream_mw.upstreams import ProxyApp, ScriptedBackend, Turn
 from tests.e2e.conftest import serve
+from tests.gateway.helpers import breaking_upstream
 
 WAIT = 10.0
 
@@ -307,25 +308,6 @@ async def test_an_upstream_silent_past_the_read_timeout_is_a_504() -> None:
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
     assert up.url in response.json()["error"]["message"]
-
-
-def breaking_upstream(*pieces: bytes) -> App:
-    """Sends ``pieces`` as an event stream, then dies: uvicorn cuts the connection mid-body."""
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        # Read the request first: a socket closed with unread input is reset, and a reset
-        # may destroy the pieces still in flight.
-        while (await receive()).get("more_body"):
-            pass
-        headers = [(b"content-type", b"text/event-stream")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for piece in pieces:
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
-        raise RuntimeError("the upstream died")
-
-    return app
 
 
 FIRST_EVENT = b'data: {"choices": [{"index": 0, "delta": {"content": "Hal"}}]}\n\n'
