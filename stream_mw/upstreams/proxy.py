@@ -15,9 +15,13 @@ How it behaves, and why:
   as it arrives (with the client's ``Content-Length``, so the upstream sees no chunked
   encoding); the response is sent down chunk by chunk as the upstream produces it.
   Compressed upstream bodies are decoded, so the middleware always reads plain SSE.
-- **One pooled client.** The ``httpx.AsyncClient`` is opened on ASGI ``lifespan`` startup and
-  closed on shutdown; without lifespan (``httpx.ASGITransport``, some test harnesses) it is
-  opened on first use and closed by ``aclose()`` / ``async with``.
+- **One connection pool.** Requests go through one pooled httpx transport (HTTP/1.1
+  keep-alive, see ``_transport.py``), opened on ASGI ``lifespan`` startup and closed on
+  shutdown; without lifespan (``httpx.ASGITransport``, some test harnesses) it is opened on
+  first use and closed by ``aclose()`` / ``async with``. There is no ``httpx.AsyncClient`` on
+  top of it on purpose: a client keeps the cookies one upstream response sets and sends them
+  with every later request, which in a proxy means with other users' requests, and its
+  per-request bookkeeping (cookies, auth, redirects) costs more than the proxying itself.
 - **Timeouts.** ``connect_timeout`` bounds reaching the upstream; ``read_timeout`` bounds the
   silence between two reads (a model's time to first token included), not the whole answer.
 - **Credentials.** With ``api_key`` set, ``Authorization: Bearer <api_key>`` replaces the
@@ -41,7 +45,7 @@ How it behaves, and why:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
 
 import anyio
@@ -51,6 +55,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from .._errors import ConfigurationError, error_body
 from ._asgi import send_error
+from ._transport import StreamingTransport
 
 __all__ = ["DEFAULT_PATHS", "ProxyApp"]
 
@@ -80,6 +85,7 @@ _NOT_FORWARDED_DOWN = _HOP_BY_HOP | {"date", "server"}
 
 
 _MIN_SECRET = 8
+_MAX_CACHED_TARGETS = 64
 _REDACTED = b"***"
 
 
@@ -158,15 +164,18 @@ class ProxyApp:
     ) -> None:
         self._base = parse_base_url(base_url)
         self._api_key = api_key
-        self._timeout = httpx.Timeout(
-            connect=connect_timeout, read=read_timeout, write=write_timeout, pool=pool_timeout
-        )
-        self._limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
+        # httpx's request extension, read by the transport for each request.
+        self._timeouts = {
+            "connect": connect_timeout,
+            "read": read_timeout,
+            "write": write_timeout,
+            "pool": pool_timeout,
+        }
+        self._max_connections = max_connections
         self._paths = tuple("/" + p.strip("/") for p in paths)
         self._extra_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-        self._client: httpx.AsyncClient | None = None
+        self._transport: StreamingTransport | None = None
+        self._targets: dict[str, httpx.URL] = {}
         # Placeholder keys ("EMPTY", "ollama") are not secrets, and scrubbing a short string
         # from every body would mangle it.
         self._secret = (
@@ -180,14 +189,20 @@ class ProxyApp:
 
     def target_url(self, path: str) -> httpx.URL:
         """The upstream URL for an incoming path (``/v1/models`` → ``{base_url}/models``)."""
-        suffix = path[3:] if path == "/v1" or path.startswith("/v1/") else path
-        return self._base.copy_with(path=self._base.path.rstrip("/") + suffix)
+        url = self._targets.get(path)
+        if url is None:
+            suffix = path[3:] if path == "/v1" or path.startswith("/v1/") else path
+            url = self._base.copy_with(path=self._base.path.rstrip("/") + suffix)
+            # Building an httpx.URL costs more than relaying a chunk; forwarded paths are few.
+            if len(self._targets) < _MAX_CACHED_TARGETS:
+                self._targets[path] = url
+        return url
 
     async def aclose(self) -> None:
         """Close the pooled connections. Lifespan shutdown does this for you."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.aclose()
 
     async def __aenter__(self) -> ProxyApp:
         return self
@@ -200,14 +215,10 @@ class ProxyApp:
     ) -> None:
         await self.aclose()
 
-    def _get_client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            # trust_env=False: a proxy of our own must not be rerouted by HTTP(S)_PROXY
-            # variables meant for other tools; the upstream is given explicitly.
-            self._client = httpx.AsyncClient(
-                timeout=self._timeout, limits=self._limits, trust_env=False
-            )
-        return self._client
+    def _get_transport(self) -> StreamingTransport:
+        if self._transport is None:
+            self._transport = StreamingTransport(max_connections=self._max_connections)
+        return self._transport
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -219,7 +230,7 @@ class ProxyApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._get_client()
+                self._get_transport()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -243,22 +254,29 @@ class ProxyApp:
             content, body_done = await self._request_body(receive)
         except _ClientGone:
             return
-        client = self._get_client()
-        request = client.build_request(
-            scope["method"], url, headers=self._request_headers(scope), content=content
+        transport = self._get_transport()
+        request = httpx.Request(
+            scope["method"],
+            url,
+            headers=self._request_headers(scope),
+            content=content,
+            extensions={"timeout": self._timeouts},
         )
         # The client may leave at any time once its body is read, also while the upstream
         # is still thinking about the first byte: the watcher cancels the whole exchange.
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_cancel_on_disconnect, receive, body_done, tasks.cancel_scope)
-            await self._exchange(client, request, url, send)
+            # A name spares anyio working one out (a repr of the coroutine) per request.
+            tasks.start_soon(
+                _cancel_on_disconnect, receive, body_done, tasks.cancel_scope, name="disconnect"
+            )
+            await self._exchange(transport, request, url, send)
             tasks.cancel_scope.cancel()
 
     async def _exchange(
-        self, client: httpx.AsyncClient, request: httpx.Request, url: httpx.URL, send: Send
+        self, transport: StreamingTransport, request: httpx.Request, url: httpx.URL, send: Send
     ) -> None:
         try:
-            response = await client.send(request, stream=True)
+            response = await transport.handle_async_request(request)
         except _ClientGone:
             return
         except httpx.TimeoutException as exc:
@@ -267,6 +285,12 @@ class ProxyApp:
         except httpx.HTTPError as exc:
             await self._send_failure(send, 502, url, "could not be reached", exc)
             return
+        logger.debug(
+            "upstream request %s %s answered %d",
+            request.method,
+            _display(url),
+            response.status_code,
+        )
         try:
             await self._relay(response, url, send)
         finally:
@@ -290,13 +314,21 @@ class ProxyApp:
         await send(
             {"type": "http.response.start", "status": response.status_code, "headers": headers}
         )
+        # aiter_bytes() decodes a compressed body. A plain one is read straight from the
+        # transport's body stream: Response's per-chunk wrappers cost more than relaying.
+        chunks: AsyncIterable[bytes]
+        if "content-encoding" in response.headers:
+            chunks = response.aiter_bytes()
+        else:
+            assert isinstance(response.stream, httpx.AsyncByteStream)
+            chunks = response.stream
         tail = b"\n\n"  # the last bytes sent: nothing yet counts as an event boundary
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in chunks:
                 if scrub is not None:
                     chunk = scrub.feed(chunk)
                 if chunk:
-                    tail = (tail + chunk)[-4:]
+                    tail = chunk[-4:] if len(chunk) >= 4 else (tail + chunk)[-4:]
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except httpx.HTTPError as exc:
             message = f"upstream {_display(url)} broke off the response: {_describe(exc)}"
@@ -345,6 +377,8 @@ class ProxyApp:
         if self._api_key is not None:
             drop.add("authorization")
         headers = [(k, v) for k, v in raw if k.decode("latin-1").lower() not in drop]
+        # Compressing an event stream holds events back in the compressor; ask for none.
+        headers.append((b"accept-encoding", b"identity"))
         headers.extend(self._extra_headers)
         if self._api_key is not None:
             headers.append((b"authorization", b"Bearer " + self._api_key.encode()))

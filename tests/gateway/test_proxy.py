@@ -406,25 +406,25 @@ async def test_placeholder_keys_are_not_scrubbed_from_bodies() -> None:
 
 
 @pytest.mark.anyio
-async def test_the_lifespan_opens_and_closes_the_pooled_client() -> None:
+async def test_the_lifespan_opens_and_closes_the_connection_pool() -> None:
     proxy = ProxyApp("http://127.0.0.1:9/v1")
     async with LifespanManager(ResponsesMiddleware(proxy)):
-        client = proxy._client
-        assert client is not None
-        assert not client.is_closed
-    assert client.is_closed
-    assert proxy._client is None
+        pool = proxy._transport
+        assert pool is not None
+        assert not pool.is_closed
+    assert pool.is_closed
+    assert proxy._transport is None
 
 
 @pytest.mark.anyio
-async def test_one_client_serves_every_request() -> None:
+async def test_one_connection_pool_serves_every_request() -> None:
     backend = ScriptedBackend([Turn.text("hi")])
     with serve(backend) as up:
         async with ProxyApp(up.url + "/v1") as proxy:
             transport = httpx.ASGITransport(app=proxy)
             async with httpx.AsyncClient(transport=transport, base_url="http://p") as client:
                 await client.get("/v1/models")
-                first = proxy._client
+                first = proxy._transport
                 await client.get("/v1/models")
-                assert proxy._client is first
+                assert proxy._transport is first
     assert len(backend.requests) == 2

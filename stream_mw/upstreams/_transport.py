@@ -1,0 +1,547 @@
+"""An httpx transport for one upstream serving hundreds of long, concurrent streams.
+
+ProxyApp keeps a response open for as long as the model writes, so a busy gateway holds
+hundreds of upstream requests at once, each delivering a small chunk every few tens of
+milliseconds. httpx's default transport (httpcore 1.0) spends work proportional to the number
+of open connections on every request start and end (it probes each pooled socket with a
+system call) and wraps every body read in a timeout scope of its own: at 500 concurrent
+streams that made the proxy, not the model, the bottleneck of a one-worker gateway.
+
+This transport does the same job for the one thing ProxyApp needs, HTTP/1.1 to one origin,
+with costs that do not grow with the pool:
+
+- **Pool.** Idle connections wait on a stack; a request takes the most recently used one
+  (only that socket is checked for having been closed by the server) or opens a new one.
+  A semaphore caps requests in flight at ``max_connections``; since a new connection is
+  opened only when none is idle, open connections never exceed that cap either. Connections
+  idle longer than ``keepalive_expiry`` are closed when met.
+- **Protocol.** httptools parses responses and requests are written directly; bytes move
+  over anyio streams (TCP, or TLS for ``https``), so the transport runs on any anyio backend.
+- **Timeouts** come from the request (httpx's ``timeout`` extension): ``connect`` for TCP and
+  TLS set-up, ``write`` per piece of request body, ``read`` per wait for response bytes
+  (silence, not total time), ``pool`` for waiting on a free connection. They raise httpx's
+  own exception types, as do network and protocol errors, so the client code is unchanged.
+- **Retry.** A request whose body is held in memory is sent once more, on a new connection,
+  when a reused connection turns out to be closed before any of the response arrived (the
+  server may close an idle keep-alive connection at any moment).
+
+A response must be read to its end or closed; closing one early discards its connection,
+since the rest of its body is still in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+import select
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+
+import anyio
+import anyio.abc
+import httptools
+import httpx
+
+__all__ = ["StreamingTransport"]
+
+_READ_SIZE = 64 * 1024
+# RFC 9110 §5.6.2: methods and field names are tokens; a value holds no line break or NUL.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNSAFE_IN_VALUE = re.compile(rb"[\r\n\0]")
+_UNSAFE_IN_TARGET = re.compile(rb"[\s\0]")
+# What a broken socket raises through anyio, whichever backend runs it.
+_NETWORK_ERRORS = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
+
+
+class StreamingTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 keep-alive connections to the upstream, as an httpx transport.
+
+    Args:
+        max_connections: Connections open (and requests in flight) at most.
+        keepalive_expiry: Seconds an idle connection is kept for reuse.
+        ssl_context: For ``https`` upstreams; httpx's default verification when ``None``.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 100,
+        keepalive_expiry: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._slots = anyio.Semaphore(max_connections)
+        self._idle: list[_Connection] = []
+        self._busy: set[_Connection] = set()
+        self._keepalive_expiry = keepalive_expiry
+        self._ssl_context = ssl_context
+        self._closed = False
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        if request.url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(
+                f"unsupported URL scheme {request.url.scheme!r}", request=request
+            )
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        try:
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
+            try:
+                with anyio.fail_after(timeouts.get("pool")):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout(
+                    "no upstream connection came free", request=request
+                ) from None
+        try:
+            # A body in memory can be sent twice; a streamed one only once.
+            replayable = isinstance(request.stream, httpx.ByteStream)
+            retried = False
+            while True:
+                # The one retry goes to a new connection: the other idle ones may be as stale.
+                connection = None if retried else await self._take_idle()
+                reused = connection is not None
+                if connection is None:
+                    connection = await _Connection.open(request, timeouts, self._ssl_context)
+                self._busy.add(connection)
+                try:
+                    status, headers = await connection.exchange(request, timeouts)
+                except _StaleConnection as exc:
+                    await self._discard(connection)
+                    if reused and replayable:
+                        retried = True
+                        continue
+                    raise httpx.RemoteProtocolError(
+                        f"the upstream closed the connection without answering{exc}",
+                        request=request,
+                    ) from None
+                except BaseException:
+                    await self._discard(connection)
+                    raise
+                break
+        except BaseException:
+            self._slots.release()
+            raise
+        body = _ResponseBody(self, connection, request, timeouts.get("read"))
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=body,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def _take_idle(self) -> _Connection | None:
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()
+            if now - connection.idle_since < self._keepalive_expiry and connection.is_usable():
+                return connection
+            await connection.aclose()
+        return None
+
+    async def _release(self, connection: _Connection) -> None:
+        """A response was read to its end: its connection may serve the next request."""
+        self._busy.discard(connection)
+        self._slots.release()
+        if not self._closed and connection.start_next_cycle():
+            connection.idle_since = time.monotonic()
+            self._idle.append(connection)
+        else:
+            await connection.aclose()
+
+    async def _discard(self, connection: _Connection) -> None:
+        self._busy.discard(connection)
+        await connection.aclose()
+
+    async def _discard_and_release(self, connection: _Connection) -> None:
+        self._slots.release()
+        await self._discard(connection)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        connections = [*self._idle, *self._busy]
+        self._idle.clear()
+        self._busy.clear()
+        for connection in connections:
+            await connection.aclose()
+
+    async def __aenter__(self) -> StreamingTransport:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.aclose()
+
+
+class _StaleConnection(Exception):
+    """A reused connection was closed by the server before any of the response arrived."""
+
+
+class _Connection:
+    """One HTTP/1.1 connection: an anyio byte stream and httptools parsing its responses.
+
+    httptools (llhttp, the parser uvicorn uses) reads a streamed body chunk for well under a
+    microsecond, h11 for 15 to 25: on a gateway relaying ten thousand chunks a second that
+    difference is a fifth of a core. Requests are small and written here directly.
+    """
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self._stream = stream
+        self._parser = httptools.HttpResponseParser(self)
+        self._deadline = _IODeadline(self._shutdown)
+        self.idle_since = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._status = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_done = False
+        self._body: list[bytes] = []
+        self.complete = False
+        self._keep_alive = False
+        self._request_done = False
+        self._head_request = False
+
+    # httptools callbacks, run inside feed_data()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            # 100 Continue, 103 Early Hints: the real answer follows.
+            self._headers = []
+            return
+        self._status = status
+        self._keep_alive = self._parser.should_keep_alive()
+        self._head_done = True
+        if self._head_request:
+            # The parser cannot know a HEAD answer has no body whatever its headers say; the
+            # connection is not reused, as the parser still expects one.
+            self.complete = True
+            self._keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        if body:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._head_done:
+            self.complete = True
+
+    @classmethod
+    async def open(
+        cls,
+        request: httpx.Request,
+        timeouts: dict[str, float | None],
+        ssl_context: ssl.SSLContext | None,
+    ) -> _Connection:
+        url = request.url
+        tls = url.scheme == "https"
+        port = url.port or (443 if tls else 80)
+        try:
+            with anyio.fail_after(timeouts.get("connect")):
+                if tls:
+                    stream: anyio.abc.ByteStream = await anyio.connect_tcp(
+                        url.host,
+                        port,
+                        ssl_context=ssl_context or httpx.create_ssl_context(),
+                        tls_hostname=url.host,
+                        # Closing without a TLS close_notify is common and harmless here:
+                        # the HTTP framing says whether a body is complete.
+                        tls_standard_compatible=False,
+                    )
+                else:
+                    stream = await anyio.connect_tcp(url.host, port)
+        except TimeoutError:
+            raise httpx.ConnectTimeout("connecting timed out", request=request) from None
+        except (*_NETWORK_ERRORS, ssl.SSLError) as exc:
+            raise httpx.ConnectError(_describe(exc), request=request) from None
+        return cls(stream)
+
+    async def exchange(
+        self, request: httpx.Request, timeouts: dict[str, float | None]
+    ) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """Send ``request`` and read the head of its response."""
+        head, chunked = _request_head(request)
+        self._head_request = request.method == "HEAD"
+        write_timeout = timeouts.get("write")
+        try:
+            await self._write(head, request, write_timeout)
+            async for piece in request.stream:  # type: ignore[union-attr]
+                if piece:
+                    framed = b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece
+                    await self._write(framed, request, write_timeout)
+            if chunked:
+                await self._write(b"0\r\n\r\n", request, write_timeout)
+        except httpx.WriteError as exc:
+            # Most often a kept-alive connection the server has just closed.
+            raise _StaleConnection(f" ({exc})") from None
+        self._request_done = True
+        stale = True
+        while not self._head_done:
+            await self.read(request, timeouts.get("read"), stale=stale)
+            stale = False
+        return self._status, self._headers
+
+    def take_body(self) -> bytes:
+        """The body bytes parsed so far and not yet taken."""
+        body = self._body
+        if not body:
+            return b""
+        self._body = []
+        return body[0] if len(body) == 1 else b"".join(body)
+
+    async def read(
+        self, request: httpx.Request, read_timeout: float | None, *, stale: bool = False
+    ) -> None:
+        """Read once from the network and parse what came.
+
+        With ``stale``, a connection that ends before any byte arrived raises
+        ``_StaleConnection`` (the caller may retry elsewhere) instead of an httpx error.
+        """
+        try:
+            data = await self._receive(read_timeout)
+        except anyio.EndOfStream:
+            data = b""
+        except TimeoutError:
+            data = b""
+            self._deadline.expired = True
+        except _NETWORK_ERRORS as exc:
+            if self._deadline.expired:
+                data = b""
+            elif stale:
+                raise _StaleConnection(f" ({_describe(exc)})") from None
+            else:
+                raise httpx.ReadError(_describe(exc), request=request) from None
+        if self._deadline.expired:
+            raise httpx.ReadTimeout(
+                f"no data from the upstream for {read_timeout} s", request=request
+            )
+        if not data:
+            self._end_of_stream(request, stale)
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            raise httpx.RemoteProtocolError(
+                f"the upstream sent invalid HTTP: {exc}", request=request
+            ) from None
+
+    def _end_of_stream(self, request: httpx.Request, stale: bool) -> None:
+        if stale and not self._head_done:
+            raise _StaleConnection
+        if self._head_done and _delimited_by_close(self._status, self._headers):
+            # A body without a length or chunked framing ends with the connection.
+            self.complete = True
+            self._keep_alive = False
+            return
+        what = "mid-response" if self._head_done else "without a complete answer"
+        raise httpx.RemoteProtocolError(
+            f"the upstream closed the connection {what}", request=request
+        )
+
+    async def _receive(self, limit: float | None) -> bytes:
+        if limit is None:
+            return await self._stream.receive(_READ_SIZE)
+        if self._deadline.loop is None:
+            with anyio.fail_after(limit):
+                return await self._stream.receive(_READ_SIZE)
+        self._deadline.start(limit)
+        try:
+            return await self._stream.receive(_READ_SIZE)
+        finally:
+            self._deadline.stop()
+
+    async def _write(self, data: bytes, request: httpx.Request, limit: float | None) -> None:
+        try:
+            if limit is None:
+                await self._stream.send(data)
+            elif self._deadline.loop is None:
+                with anyio.fail_after(limit):
+                    await self._stream.send(data)
+            else:
+                self._deadline.start(limit)
+                try:
+                    await self._stream.send(data)
+                finally:
+                    self._deadline.stop()
+        except TimeoutError:
+            self._deadline.expired = True
+        except _NETWORK_ERRORS as exc:
+            if not self._deadline.expired:
+                raise httpx.WriteError(_describe(exc), request=request) from None
+        if self._deadline.expired:
+            raise httpx.WriteTimeout("sending to the upstream timed out", request=request)
+
+    def start_next_cycle(self) -> bool:
+        """Ready the connection for another request; ``False`` when it cannot be reused."""
+        reusable = self.complete and self._keep_alive and self._request_done and not self._body
+        if reusable:
+            self._reset()
+        return reusable
+
+    def is_usable(self) -> bool:
+        """An idle connection the server has not closed (it would be readable at EOF)."""
+        sock = self._stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        if sock is None:
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def _shutdown(self) -> None:
+        # Ends a pending receive at once (it sees end of stream); the stream closes later.
+        sock = self._stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    async def aclose(self) -> None:
+        self._deadline.cancel()
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(*_NETWORK_ERRORS):
+                await self._stream.aclose()
+
+
+def _request_head(request: httpx.Request) -> tuple[bytes, bool]:
+    """The request line and headers; and whether the body goes chunked.
+
+    Anything that would let a caller's method, path or header end a line early is refused:
+    it would smuggle a header, or a whole second request, to the upstream.
+    """
+    method = request.method.encode("ascii", "replace")
+    target = request.url.raw_path
+    if not _TOKEN.fullmatch(method) or _UNSAFE_IN_TARGET.search(target):
+        raise httpx.LocalProtocolError(
+            f"invalid request line {request.method!r} {target!r}", request=request
+        )
+    lines = [b"%b %b HTTP/1.1" % (method, target)]
+    chunked = False
+    for name, value in request.headers.raw:
+        if not _TOKEN.fullmatch(name) or _UNSAFE_IN_VALUE.search(value):
+            raise httpx.LocalProtocolError(
+                f"invalid header {name.decode('latin-1')!r}: a field name must be a token and "
+                "a value must hold no line break or NUL",
+                request=request,
+            )
+        if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+        lines.append(name + b": " + value)
+    return b"\r\n".join(lines) + b"\r\n\r\n", chunked
+
+
+def _delimited_by_close(status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+    if status in (204, 304):
+        return False
+    names = {name.lower() for name, _ in headers}
+    return b"content-length" not in names and b"transfer-encoding" not in names
+
+
+class _IODeadline:
+    """The read and write timeouts of one connection, without a cancel scope each (asyncio).
+
+    A response body is read in thousands of small pieces; entering and leaving an anyio
+    timeout scope for each one cost more than parsing it. Instead each read or write only
+    records its deadline, and one timer per connection, re-armed when it fires early,
+    checks it. An operation past its deadline is ended by shutting the socket down, and
+    reported as a timeout (the connection cannot be reused after that anyway). Under other
+    anyio backends ``loop`` is ``None`` and operations use ``anyio.fail_after``.
+    """
+
+    def __init__(self, on_expiry: Callable[[], None]) -> None:
+        try:
+            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
+        self._on_expiry = on_expiry
+        self._deadline = math.inf
+        self._timer: asyncio.TimerHandle | None = None
+        self.expired = False
+
+    def start(self, timeout: float) -> None:
+        assert self.loop is not None
+        self._deadline = self.loop.time() + timeout
+        # Usually the armed timer fires before the new deadline and re-arms itself then; a
+        # shorter timeout than the last one (a write's, then a read's) needs an earlier one.
+        if self._timer is None or self._timer.when() > self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(self._deadline, self._check)
+
+    def stop(self) -> None:
+        self._deadline = math.inf
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        assert self.loop is not None
+        self._timer = None
+        if self._deadline == math.inf:
+            return  # no read is waiting; the next one re-arms the timer
+        if self.loop.time() >= self._deadline:
+            self.expired = True
+            self._on_expiry()
+        else:
+            self._timer = self.loop.call_at(self._deadline, self._check)
+
+
+class _ResponseBody(httpx.AsyncByteStream):
+    """The body of one response; gives its connection back to the pool when done."""
+
+    def __init__(
+        self,
+        transport: StreamingTransport,
+        connection: _Connection,
+        request: httpx.Request,
+        read_timeout: float | None,
+    ) -> None:
+        self._transport = transport
+        self._connection: _Connection | None = connection
+        self._request = request
+        self._read_timeout = read_timeout
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        connection = self._connection
+        if connection is None:
+            return
+        while True:
+            body = connection.take_body()
+            if body:
+                yield body
+            if connection.complete:
+                self._connection = None
+                await self._transport._release(connection)
+                return
+            await connection.read(self._request, self._read_timeout)
+
+    async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            # The rest of the body is still on its way: this connection cannot be reused.
+            await self._transport._discard_and_release(connection)
+
+
+def _describe(exc: BaseException) -> str:
+    detail = str(exc)
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
