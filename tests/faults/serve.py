@@ -85,56 +85,9 @@ class DebugStats:
         await self.app(scope, receive, send)
 
 
-def patch_httpcore_pool() -> None:
-    """Experiment only (``--patched-pool``): httpcore 1.0.9's pool without its O(n^2) scan.
-
-    ``AsyncConnectionPool._assign_requests_to_connections`` evaluates
-    ``len([c.is_idle() for c in self._connections])`` (which is just
-    ``len(self._connections)``) once per idle connection, on every request start and end.
-    The replacement is the same method with that expression computed once; behaviour is
-    unchanged. It exists to measure what the quadratic scan costs the gateway.
-    """
-    import inspect
-    import textwrap
-
-    from httpcore._async import connection_pool
-
-    cls = connection_pool.AsyncConnectionPool
-    source = textwrap.dedent(inspect.getsource(cls._assign_requests_to_connections))
-    slow = "len([connection.is_idle() for connection in self._connections])"
-    if slow not in source:
-        raise RuntimeError("httpcore changed; the pool patch no longer applies")
-    source = source.replace(slow, "len(self._connections)")
-    namespace: dict[str, Any] = {}
-    exec(compile(source, connection_pool.__file__, "exec"), vars(connection_pool), namespace)
-    cls._assign_requests_to_connections = namespace["_assign_requests_to_connections"]  # type: ignore[method-assign]
-
-
-def shard_proxy_pool(proxy: Any, shards: int) -> None:
-    """Experiment only (``--sharded-pool K``): ProxyApp's requests spread over K httpx clients.
-
-    httpcore's pool does work proportional to (open connections x waiting requests) on every
-    request start and end, so one pool serving hundreds of concurrent streams spends most of
-    the gateway's CPU there. K clients of the same settings, used round-robin, measure what a
-    sharded (or leaner) upstream client would save. ProxyApp itself is unchanged.
-    """
-    import itertools
-
-    import httpx
-
-    clients = [
-        httpx.AsyncClient(timeout=proxy._timeout, limits=proxy._limits, trust_env=False)
-        for _ in range(shards)
-    ]
-    proxy._get_client = itertools.cycle(clients).__next__
-
-
 def build_gateway(args: argparse.Namespace) -> Any:
     from stream_mw import ResponsesMiddleware, Settings
     from stream_mw.upstreams.proxy import ProxyApp
-
-    if args.patched_pool:
-        patch_httpcore_pool()
 
     proxy = ProxyApp(
         args.upstream,
@@ -144,8 +97,6 @@ def build_gateway(args: argparse.Namespace) -> Any:
         read_timeout=args.read_timeout,
         max_connections=args.max_connections,
     )
-    if args.sharded_pool:
-        shard_proxy_pool(proxy, args.sharded_pool)
     return DebugStats(ResponsesMiddleware(proxy, settings=Settings.from_env()))
 
 
@@ -154,8 +105,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("role", choices=["upstream", "gateway", "middleware"])
     parser.add_argument("--upstream", help="base URL of the upstream, ending in /v1")
     parser.add_argument("--max-connections", type=int, default=100)
-    parser.add_argument("--patched-pool", action="store_true", help=patch_httpcore_pool.__doc__)
-    parser.add_argument("--sharded-pool", type=int, default=0, help=shard_proxy_pool.__doc__)
     parser.add_argument("--connect-timeout", type=float, default=5.0)
     parser.add_argument("--read-timeout", type=float, default=60.0)
     parser.add_argument("--log-file", default=None, help="DEBUG log of the gateway goes here")
