@@ -49,6 +49,7 @@ import orjson
 from anyio.abc import TaskGroup
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
 from ._errors import (
     RequestError,
     RequestTooLargeError,
@@ -139,10 +140,6 @@ _STREAM: Final = "stream"
 _SSE_TO_JSON: Final = "sse-to-json"
 _JSON: Final = "json"
 _ERROR: Final = "error"
-
-# ``anyio.CancelScope()`` looks the running backend up on every call; the asyncio backend's
-# class, learnt from the first scope made on asyncio, is instantiated directly after that.
-_asyncio_cancel_scope: type[anyio.CancelScope] | None = None
 
 _CLIENT_GONE: Final = {
     "code": "client_disconnected",
@@ -464,10 +461,7 @@ class _Responder:
 
     async def _run_app(self) -> Exception | None:
         """Run the wrapped app, cancelled if the client leaves; returns what it raised."""
-        try:
-            task = asyncio.current_task()
-        except RuntimeError:  # not asyncio: another anyio backend
-            task = None
+        task = current_asyncio_task()
         if task is None:
             return await self._run_app_in_task_group()
         # On asyncio, a plain task and a cancel scope do what a task group does here for a
@@ -479,7 +473,7 @@ class _Responder:
         spawn = self.loop.call_soon(self._spawn_watcher)
         app_error: Exception | None = None
         try:
-            with _new_asyncio_cancel_scope() as scope:
+            with new_asyncio_cancel_scope() as scope:
                 self.cancel_scope = scope
                 try:
                     await self.app(self._inner_scope(), self._receive_for_app, self._send_from_app)
@@ -1017,15 +1011,6 @@ class _Responder:
         if log:
             logger.info(REQUEST_LOG_MESSAGE, record.log_fields("POST", self.scope["path"]))
         await notify_observer(observer, record)
-
-
-def _new_asyncio_cancel_scope() -> anyio.CancelScope:
-    global _asyncio_cancel_scope
-    if _asyncio_cancel_scope is None:
-        scope = anyio.CancelScope()
-        _asyncio_cancel_scope = type(scope)
-        return scope
-    return _asyncio_cancel_scope()
 
 
 async def _unattached_receive() -> NoReturn:

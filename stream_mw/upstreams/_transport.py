@@ -201,6 +201,10 @@ class _Connection:
 
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self._stream = stream
+        # Looked up once: anyio's typed-attribute lookup costs more than the select() it feeds.
+        self._socket: socket.socket | None = stream.extra(
+            anyio.abc.SocketAttribute.raw_socket, None
+        )
         self._parser = httptools.HttpResponseParser(self)
         self._deadline = _IODeadline(self._shutdown)
         self.idle_since = 0.0
@@ -398,7 +402,7 @@ class _Connection:
 
     def is_usable(self) -> bool:
         """An idle connection the server has not closed (it would be readable at EOF)."""
-        sock = self._stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        sock = self._socket
         if sock is None:
             return True
         try:
@@ -409,7 +413,7 @@ class _Connection:
 
     def _shutdown(self) -> None:
         # Ends a pending receive at once (it sees end of stream); the stream closes later.
-        sock = self._stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        sock = self._socket
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)

@@ -53,6 +53,7 @@ import httpx
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
+from .._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
 from .._errors import ConfigurationError, error_body
 from ._asgi import send_error
 from ._transport import StreamingTransport
@@ -264,13 +265,21 @@ class ProxyApp:
         )
         # The client may leave at any time once its body is read, also while the upstream
         # is still thinking about the first byte: the watcher cancels the whole exchange.
-        async with anyio.create_task_group() as tasks:
-            # A name spares anyio working one out (a repr of the coroutine) per request.
-            tasks.start_soon(
-                _cancel_on_disconnect, receive, body_done, tasks.cancel_scope, name="disconnect"
+        task = current_asyncio_task()
+        if task is None:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_cancel_on_disconnect, receive, body_done, tasks.cancel_scope)
+                await self._exchange(transport, request, url, send)
+                tasks.cancel_scope.cancel()
+            return
+        with new_asyncio_cancel_scope() as cancel_scope:
+            watcher = task.get_loop().create_task(
+                _cancel_on_disconnect(receive, body_done, cancel_scope)
             )
-            await self._exchange(transport, request, url, send)
-            tasks.cancel_scope.cancel()
+            try:
+                await self._exchange(transport, request, url, send)
+            finally:
+                watcher.cancel()
 
     async def _exchange(
         self, transport: StreamingTransport, request: httpx.Request, url: httpx.URL, send: Send
