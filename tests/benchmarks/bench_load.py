@@ -21,7 +21,9 @@ latency = client receive time - upstream send time; *added* latency is gateway m
 at the same percentile. Inter-event gap = time between consecutive content events of one
 stream (the upstream paces them 50 ms apart); *added* gap is again gateway minus direct.
 Server CPU per chunk: the upstream process's during the direct run, the gateway process's
-during the gateway run. RSS per open stream = (gateway peak RSS during the run - its RSS
+during the gateway run. Cores busy: the CPU time of every process of the run (upstream,
+gateway, load client) over its wall time; on a 2-core machine, near 2 means every process
+waits for a core and latency measures the queue, not the software. RSS per open stream = (gateway peak RSS during the run - its RSS
 after a warm-up) / N. Errors = non-200 answers, transport errors, streams without exactly
 ``chunks`` deltas or without their terminal event.
 
@@ -144,6 +146,7 @@ async def _client(args: argparse.Namespace) -> dict[str, Any]:
     }
     spread = args.interval_ms / 1000.0
     started = time.monotonic()
+    cpu_started = time.process_time()
 
     async def staggered(i: int) -> None:
         await asyncio.sleep(spread * i / args.streams)
@@ -151,6 +154,7 @@ async def _client(args: argparse.Namespace) -> dict[str, Any]:
 
     await asyncio.gather(*(staggered(i) for i in range(args.streams)))
     out["wall_s"] = time.monotonic() - started
+    out["client_cpu_s"] = time.process_time() - cpu_started
     return out
 
 
@@ -285,10 +289,12 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
             up0 = cpu_seconds(upstream.pid)
             direct = run_client(upstream.port, "direct", n, args.chunks, args.interval_ms)
             direct["cpu_s"] = cpu_seconds(upstream.pid) - up0
-            cpu0 = cpu_seconds(gateway.pid)
+            direct["all_cpu_s"] = direct["cpu_s"] + direct["client_cpu_s"]
+            cpu0, up0 = cpu_seconds(gateway.pid), cpu_seconds(upstream.pid)
             with PeakRss(gateway.pid) as peak:
                 via = run_client(gateway.port, "gateway", n, args.chunks, args.interval_ms)
             via["cpu_s"] = cpu_seconds(gateway.pid) - cpu0
+            via["all_cpu_s"] = via["cpu_s"] + cpu_seconds(upstream.pid) - up0 + via["client_cpu_s"]
             if round_ == 0:
                 # Memory from the first round: later rounds reuse what the first one grew.
                 peak_kib = peak.peak_kib
@@ -306,8 +312,8 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     head = (
         "| streams | path | errors | chunks/s | streams/s | latency p50 / p99 (ms) "
         "| added latency p50 / p99 (ms) | gap p50 / p99 (ms) | added gap p50 / p99 (ms) "
-        "| server CPU per chunk (µs) | RSS per open stream (KiB) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| server CPU per chunk (µs) | cores busy, all processes | RSS per open stream (KiB) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for row in rows:
@@ -330,7 +336,7 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 f"| {row['n']} | {name} | {len(row['errors'][key])} "
                 f"| {r['chunks'] / r['wall_s']:,.0f} "
                 f"| {row['n'] / r['wall_s']:,.1f} | {lat} | {added} | {gap} | {added_gap} "
-                f"| {cpu} | {rss} |"
+                f"| {cpu} | {r['all_cpu_s'] / r['wall_s']:.2f} | {rss} |"
             )
     shape = (
         "gateway = uvicorn + ResponsesMiddleware + ProxyApp, upstream in its own process"
