@@ -35,8 +35,6 @@ import asyncio
 import contextlib
 import math
 import re
-import select
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -47,9 +45,10 @@ import anyio.abc
 import httptools
 import httpx
 
+from ._byte_streams import ByteStream, connect
+
 __all__ = ["StreamingTransport"]
 
-_READ_SIZE = 64 * 1024
 # RFC 9110 §5.6.2: methods and field names are tokens; a value holds no line break or NUL.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSAFE_IN_VALUE = re.compile(rb"[\r\n\0]")
@@ -192,21 +191,17 @@ class _StaleConnection(Exception):
 
 
 class _Connection:
-    """One HTTP/1.1 connection: an anyio byte stream and httptools parsing its responses.
+    """One HTTP/1.1 connection: a byte stream and httptools parsing its responses.
 
     httptools (llhttp, the parser uvicorn uses) reads a streamed body chunk for well under a
     microsecond, h11 for 15 to 25: on a gateway relaying ten thousand chunks a second that
     difference is a fifth of a core. Requests are small and written here directly.
     """
 
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+    def __init__(self, stream: ByteStream) -> None:
         self._stream = stream
-        # Looked up once: anyio's typed-attribute lookup costs more than the select() it feeds.
-        self._socket: socket.socket | None = stream.extra(
-            anyio.abc.SocketAttribute.raw_socket, None
-        )
         self._parser = httptools.HttpResponseParser(self)
-        self._deadline = _IODeadline(self._shutdown)
+        self._deadline = _IODeadline(stream.abort)
         self.idle_since = 0.0
         self._reset()
 
@@ -258,20 +253,11 @@ class _Connection:
         url = request.url
         tls = url.scheme == "https"
         port = url.port or (443 if tls else 80)
+        if tls and ssl_context is None:
+            ssl_context = httpx.create_ssl_context()
         try:
             with anyio.fail_after(timeouts.get("connect")):
-                if tls:
-                    stream: anyio.abc.ByteStream = await anyio.connect_tcp(
-                        url.host,
-                        port,
-                        ssl_context=ssl_context or httpx.create_ssl_context(),
-                        tls_hostname=url.host,
-                        # Closing without a TLS close_notify is common and harmless here:
-                        # the HTTP framing says whether a body is complete.
-                        tls_standard_compatible=False,
-                    )
-                else:
-                    stream = await anyio.connect_tcp(url.host, port)
+                stream = await connect(url.host, port, ssl_context if tls else None)
         except TimeoutError:
             raise httpx.ConnectTimeout("connecting timed out", request=request) from None
         except (*_NETWORK_ERRORS, ssl.SSLError) as exc:
@@ -362,13 +348,13 @@ class _Connection:
 
     async def _receive(self, limit: float | None) -> bytes:
         if limit is None:
-            return await self._stream.receive(_READ_SIZE)
+            return await self._stream.receive()
         if self._deadline.loop is None:
             with anyio.fail_after(limit):
-                return await self._stream.receive(_READ_SIZE)
+                return await self._stream.receive()
         self._deadline.start(limit)
         try:
-            return await self._stream.receive(_READ_SIZE)
+            return await self._stream.receive()
         finally:
             self._deadline.stop()
 
@@ -401,22 +387,8 @@ class _Connection:
         return reusable
 
     def is_usable(self) -> bool:
-        """An idle connection the server has not closed (it would be readable at EOF)."""
-        sock = self._socket
-        if sock is None:
-            return True
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return not readable
-
-    def _shutdown(self) -> None:
-        # Ends a pending receive at once (it sees end of stream); the stream closes later.
-        sock = self._socket
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        """An idle connection the server has neither closed nor sent anything on."""
+        return self._stream.is_usable()
 
     async def aclose(self) -> None:
         self._deadline.cancel()

@@ -3,7 +3,9 @@
 Each upstream is a few lines of ``asyncio.start_server`` writing exact bytes, so a test decides
 what the wire holds: keep-alive or not, how a body is framed and split, when the server stalls
 or hangs up. ``Upstream.accepted`` counts the connections the transport opened, which is how
-connection reuse is observed from outside.
+connection reuse is observed from outside. Every test runs on asyncio's own event loop and
+on uvloop's (what uvicorn picks when it is installed): the transport's asyncio protocol
+meets two different transport implementations there.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ import pytest
 from stream_mw.upstreams._transport import StreamingTransport
 
 WAIT = 5.0
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]:
+    return ("asyncio", {"use_uvloop": request.param == "uvloop"})
+
+
 # How late a timeout may fire on a busy test machine and still count as on time.
 SLACK = 0.8
 
