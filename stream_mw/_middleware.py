@@ -577,6 +577,10 @@ class _Responder:
             out = converter.feed(body) if body else b""
             if converter.finished or not message.get("more_body", False):
                 await self._end_stream(out)
+                if message.get("more_body", False) and converter.response["status"] == "failed":
+                    # Failed mid-body (a limit, an in-band error): the rest of a body that
+                    # may never end would only keep the upstream generating for nobody.
+                    self._cancel_app()
             elif out:
                 # See _emit for why this is not a lock.
                 while self.keepalive_sending is not None:

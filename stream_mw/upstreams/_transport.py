@@ -159,7 +159,11 @@ class StreamingTransport(httpx.AsyncBaseTransport):
             await connection.aclose()
 
     async def _discard(self, connection: _Connection) -> None:
+        """Drop a connection in the middle of an exchange."""
         self._busy.discard(connection)
+        # Reset rather than close: a graceful close would let the upstream go on sending (and
+        # generating) what nobody will read, until it next notices the connection is gone.
+        connection.abort()
         await connection.aclose()
 
     async def _discard_and_release(self, connection: _Connection) -> None:
@@ -389,6 +393,10 @@ class _Connection:
     def is_usable(self) -> bool:
         """An idle connection the server has neither closed nor sent anything on."""
         return self._stream.is_usable()
+
+    def abort(self) -> None:
+        self._deadline.cancel()
+        self._stream.abort()
 
     async def aclose(self) -> None:
         self._deadline.cancel()

@@ -270,3 +270,31 @@ async def test_a_receive_that_fails_cancels_the_app_and_is_raised() -> None:
     assert not upstream.finished
     assert [r.status for r in records] == ["failed"]
     assert records[0].error["code"] == "server_error"
+
+
+async def test_a_stream_failed_mid_body_stops_the_app_rather_than_reading_the_rest() -> None:
+    # An upstream that never ends and never reads: only cancellation stops it.
+    cancelled = False
+
+    async def endless(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal cancelled
+        await receive()
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        error = b'data: {"error": {"message": "the model crashed", "type": "server_error"}}\n\n'
+        try:
+            for body in (TEXT[0], error):
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            while True:
+                await send({"type": "http.response.body", "body": TEXT[1], "more_body": True})
+                await anyio.lowlevel.checkpoint()
+        except anyio.get_cancelled_exc_class():
+            cancelled = True
+            raise
+
+    with anyio.fail_after(5):
+        exchange = await drive(middleware(endless), responses_body())
+
+    exchange.check()
+    assert event_types(exchange.body)[-1] == "response.failed"
+    assert cancelled
