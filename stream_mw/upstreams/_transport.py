@@ -37,6 +37,7 @@ import math
 import re
 import ssl
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
@@ -74,7 +75,8 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._slots = anyio.Semaphore(max_connections)
-        self._idle: list[_Connection] = []
+        # Most recently used last: taken from the right, expired ones pruned from the left.
+        self._idle: deque[_Connection] = deque()
         self._busy: set[_Connection] = set()
         self._keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context
@@ -141,6 +143,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
 
     async def _take_idle(self) -> _Connection | None:
         now = time.monotonic()
+        await self._prune(now)
         while self._idle:
             connection = self._idle.pop()
             if now - connection.idle_since < self._keepalive_expiry and connection.is_usable():
@@ -155,8 +158,15 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         if not self._closed and connection.start_next_cycle():
             connection.idle_since = time.monotonic()
             self._idle.append(connection)
+            await self._prune(connection.idle_since)
         else:
             await connection.aclose()
+
+    async def _prune(self, now: float) -> None:
+        """Close the connections idle past ``keepalive_expiry``: the oldest are leftmost."""
+        idle = self._idle
+        while idle and now - idle[0].idle_since >= self._keepalive_expiry:
+            await idle.popleft().aclose()
 
     async def _discard(self, connection: _Connection) -> None:
         """Drop a connection in the middle of an exchange."""

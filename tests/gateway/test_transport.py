@@ -252,6 +252,33 @@ async def test_an_idle_connection_past_its_keepalive_expiry_is_closed_not_reused
         assert up.accepted == 2
 
 
+@pytest.mark.anyio
+async def test_an_expired_idle_connection_is_closed_even_when_newer_ones_serve_every_request() -> (
+    None
+):
+    closed = [asyncio.Event(), asyncio.Event()]
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> None:
+        await keep_alive(reader, writer, index)
+        closed[index].set()
+
+    async with upstream(handler) as up, StreamingTransport(keepalive_expiry=0.3) as transport:
+        with anyio.fail_after(WAIT):
+            first = await transport.handle_async_request(post(up.url))
+            second = await transport.handle_async_request(post(up.url))
+            await first.aread()
+            await anyio.sleep(0.4)
+            # Connection 0 has idled past its expiry; the pool now only ever takes the
+            # fresher connection 1, yet connection 0 is closed rather than kept forever.
+            await second.aread()
+            await closed[0].wait()
+            assert await fetch(transport, post(up.url)) == (200, b"connection 1 request 1")
+        assert not closed[1].is_set()
+        assert up.accepted == 2
+
+
 # Response framing
 
 
