@@ -14,9 +14,11 @@ with costs that do not grow with the pool:
   (only that socket is checked for having been closed by the server) or opens a new one.
   A semaphore caps requests in flight at ``max_connections``; since a new connection is
   opened only when none is idle, open connections never exceed that cap either. Connections
-  idle longer than ``keepalive_expiry`` are closed when met.
-- **Protocol.** httptools parses responses and requests are written directly; bytes move
-  over anyio streams (TCP, or TLS for ``https``), so the transport runs on any anyio backend.
+  idle longer than ``keepalive_expiry`` are closed from the old end of the stack on every
+  take and release.
+- **Protocol.** httptools parses responses and requests are written directly. Bytes move
+  through a plain asyncio protocol on asyncio and anyio streams elsewhere (TCP, or TLS for
+  ``https``; see ``_byte_streams.py``), so the transport runs on any anyio backend.
 - **Timeouts** come from the request (httpx's ``timeout`` extension): ``connect`` for TCP and
   TLS set-up, ``write`` per piece of request body, ``read`` per wait for response bytes
   (silence, not total time), ``pool`` for waiting on a free connection. They raise httpx's

@@ -246,6 +246,28 @@ async def test_hop_by_hop_headers_are_dropped_both_ways_and_the_client_key_forwa
 
 
 @pytest.mark.anyio
+async def test_a_cookie_one_user_got_from_the_upstream_never_goes_up_with_another_users_request() -> (
+    None
+):
+    seen: list[dict[str, str]] = []
+    upstream = recording_upstream(seen, [(b"set-cookie", b"session=user-a; Path=/")])
+    with serve(upstream) as up:
+        async with (
+            ProxyApp(up.url + "/v1") as proxy,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=proxy), base_url="http://proxy"
+            ) as client,
+        ):
+            first = await client.get("/v1/models", headers={"authorization": "Bearer a"})
+            # The second user's own client keeps no cookies either: only the proxy could.
+            client.cookies.clear()
+            await client.get("/v1/models", headers={"authorization": "Bearer b"})
+    # The cookie reaches the user it was meant for, and is not kept by the proxy.
+    assert first.headers["set-cookie"] == "session=user-a; Path=/"
+    assert [request.get("cookie") for request in seen] == [None, None]
+
+
+@pytest.mark.anyio
 async def test_a_configured_key_replaces_the_clients() -> None:
     backend = ScriptedBackend([Turn.text("hi")])
     with serve(backend) as up:
