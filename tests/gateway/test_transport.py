@@ -680,49 +680,23 @@ async def test_a_request_waiting_for_the_pool_goes_ahead_when_a_connection_comes
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
-    [
-        ("x-note", "a\r\nInjected: 1"),
-        ("x-note", "a\nb"),
-        ("x-note", "a\rb"),
-        ("x-note", "a\0b"),
-        ("x-no\nte", "a"),
-    ],
-)
-@pytest.mark.anyio
-async def test_a_header_with_a_line_break_or_nul_is_refused_before_anything_is_sent(
-    name: str, value: str
-) -> None:
-    received: list[bytes] = []
-
-    async def handler(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
-    ) -> None:
-        while (request := await read_request(reader)) is not None:
-            received.append(request)
-            writer.write(answer(b"ok"))
-            await writer.drain()
-
-    async with upstream(handler) as up, StreamingTransport(max_connections=1) as transport:
-        with anyio.fail_after(WAIT), pytest.raises(httpx.LocalProtocolError):
-            await transport.handle_async_request(post(up.url, headers={name: value}))
-        # The refused request gave its slot back.
-        assert await fetch(transport, post(up.url, pool=0.2)) == (200, b"ok")
-    assert len(received) == 1
-    assert b"x-no" not in received[0]
-
-
-@pytest.mark.parametrize(
     ("method", "headers"),
     [
+        # A line break or NUL in a header value.
+        ("POST", {"x-note": "a\r\nInjected: 1"}),
+        ("POST", {"x-note": "a\nb"}),
+        ("POST", {"x-note": "a\rb"}),
+        ("POST", {"x-note": "a\0b"}),
+        # A method or field name that is not a token.
         ("GET / HTTP/1.1\r\nX-Evil: 1\r\n\r\nGET", None),
         ("PO ST", None),
+        ("POST", {"x-no\nte": "a"}),
         ("POST", {"x-note: y": "a"}),
         ("POST", {"": "a"}),
     ],
 )
 @pytest.mark.anyio
-async def test_a_method_or_header_name_that_is_not_a_token_is_refused_before_anything_is_sent(
+async def test_a_request_that_could_smuggle_a_line_upstream_is_refused_before_anything_is_sent(
     method: str, headers: dict[str, str] | None
 ) -> None:
     received: list[bytes] = []
@@ -738,10 +712,11 @@ async def test_a_method_or_header_name_that_is_not_a_token_is_refused_before_any
     async with upstream(handler) as up, StreamingTransport(max_connections=1) as transport:
         with anyio.fail_after(WAIT), pytest.raises(httpx.LocalProtocolError):
             await transport.handle_async_request(post(up.url, headers=headers, method=method))
+        # The refused request gave its slot back, and only the next one reached the server.
         assert await fetch(transport, post(up.url, pool=0.2)) == (200, b"ok")
     assert len(received) == 1
-    assert b"X-Evil" not in received[0]
-    assert b"x-note" not in received[0]
+    for fragment in (b"Injected", b"X-Evil", b"x-no", b"x-note"):
+        assert fragment not in received[0]
 
 
 @pytest.mark.anyio
