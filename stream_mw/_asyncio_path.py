@@ -13,7 +13,7 @@ import asyncio
 
 import anyio
 
-__all__ = ["current_asyncio_task", "new_asyncio_cancel_scope"]
+__all__ = ["current_asyncio_task", "new_asyncio_cancel_scope", "running_asyncio_loop"]
 
 # The asyncio backend's class, learnt from the first scope made on asyncio.
 _cancel_scope_class: type[anyio.CancelScope] | None = None
@@ -23,6 +23,14 @@ def current_asyncio_task() -> asyncio.Task[object] | None:
     """The running asyncio task; ``None`` under another anyio backend."""
     try:
         return asyncio.current_task()
+    except RuntimeError:  # no running asyncio loop: trio, or another backend
+        return None
+
+
+def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop; ``None`` under another anyio backend."""
+    try:
+        return asyncio.get_running_loop()
     except RuntimeError:  # no running asyncio loop: trio, or another backend
         return None
 

@@ -25,6 +25,8 @@ from typing import Protocol, cast
 import anyio
 import anyio.abc
 
+from .._asyncio_path import running_asyncio_loop
+
 __all__ = ["ByteStream", "connect"]
 
 _HIGH_WATER = 256 * 1024
@@ -48,9 +50,8 @@ class ByteStream(Protocol):
 
 async def connect(host: str, port: int, ssl_context: ssl.SSLContext | None) -> ByteStream:
     """Open a TCP (with ``ssl_context``, TLS) connection on the running backend."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio
+    loop = running_asyncio_loop()
+    if loop is None:
         return await _AnyioStream.connect(host, port, ssl_context)
     _, stream = await loop.create_connection(
         lambda: _AsyncioStream(loop),

@@ -40,17 +40,21 @@ import re
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
+from typing import TypeVar
 
 import anyio
 import anyio.abc
 import httptools
 import httpx
 
+from .._asyncio_path import running_asyncio_loop
 from ._byte_streams import ByteStream, connect
 
 __all__ = ["StreamingTransport"]
+
+_T = TypeVar("_T")
 
 # RFC 9110 §5.6.2: methods and field names are tokens; a value holds no line break or NUL.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -322,7 +326,7 @@ class _Connection:
         ``_StaleConnection`` (the caller may retry elsewhere) instead of an httpx error.
         """
         try:
-            data = await self._receive(read_timeout)
+            data = await self._bounded(read_timeout, self._stream.receive)
         except anyio.EndOfStream:
             data = b""
         except TimeoutError:
@@ -362,31 +366,23 @@ class _Connection:
             f"the upstream closed the connection {what}", request=request
         )
 
-    async def _receive(self, limit: float | None) -> bytes:
+    async def _bounded(self, limit: float | None, operation: Callable[[], Awaitable[_T]]) -> _T:
+        """``operation()`` within ``limit`` seconds: past it, ``TimeoutError`` is raised
+        (other backends) or the stream is aborted and ``_deadline.expired`` set (asyncio)."""
         if limit is None:
-            return await self._stream.receive()
+            return await operation()
         if self._deadline.loop is None:
             with anyio.fail_after(limit):
-                return await self._stream.receive()
+                return await operation()
         self._deadline.start(limit)
         try:
-            return await self._stream.receive()
+            return await operation()
         finally:
             self._deadline.stop()
 
     async def _write(self, data: bytes, request: httpx.Request, limit: float | None) -> None:
         try:
-            if limit is None:
-                await self._stream.send(data)
-            elif self._deadline.loop is None:
-                with anyio.fail_after(limit):
-                    await self._stream.send(data)
-            else:
-                self._deadline.start(limit)
-                try:
-                    await self._stream.send(data)
-                finally:
-                    self._deadline.stop()
+            await self._bounded(limit, lambda: self._stream.send(data))
         except TimeoutError:
             self._deadline.expired = True
         except _NETWORK_ERRORS as exc:
@@ -457,16 +453,13 @@ class _IODeadline:
     A response body is read in thousands of small pieces; entering and leaving an anyio
     timeout scope for each one cost more than parsing it. Instead each read or write only
     records its deadline, and one timer per connection, re-armed when it fires early,
-    checks it. An operation past its deadline is ended by shutting the socket down, and
+    checks it. An operation past its deadline is ended by aborting the connection, and
     reported as a timeout (the connection cannot be reused after that anyway). Under other
     anyio backends ``loop`` is ``None`` and operations use ``anyio.fail_after``.
     """
 
     def __init__(self, on_expiry: Callable[[], None]) -> None:
-        try:
-            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            self.loop = None
+        self.loop = running_asyncio_loop()
         self._on_expiry = on_expiry
         self._deadline = math.inf
         self._timer: asyncio.TimerHandle | None = None
