@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -362,7 +363,12 @@ def _run_uvicorn(app: Any, config: GatewayConfig, sock: socket.socket, args: Any
     uv_config = uvicorn.Config(
         "stream_mw.cli:app_from_env", factory=True, workers=args.workers, **common
     )
-    Multiprocess(uv_config, sockets=[sock]).run()
+    # uvicorn 0.51 made the supervisor build each worker's server itself; before it, the
+    # supervisor took the function every worker runs. The gateway extra allows both.
+    options: dict[str, Any] = {"sockets": [sock]}
+    if "target" in inspect.signature(Multiprocess).parameters:
+        options["target"] = uvicorn.Server(uv_config).run
+    Multiprocess(uv_config, **options).run()
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The converter's output judged by the openai SDK itself (openai 2.x, as pinned by litellm).
+"""The converter's output judged by the openai SDK itself (openai 3.x, today's releases).
 
 Two judges, both the SDK's own code:
 

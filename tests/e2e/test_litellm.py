@@ -1,70 +1,142 @@
-"""LiteLLM's own proxy app, wrapped by ResponsesMiddleware, driven by the openai SDK over HTTP.
+"""LiteLLM's own proxy app, wrapped by ResponsesMiddleware, driven by today's openai SDK.
 
-This is ``examples/03_litellm_proxy.py`` exactly: the proxy configured by
+The wrapped app is ``examples/03_litellm_proxy.py`` exactly: the proxy configured by
 ``examples/litellm_config.yaml`` (one offline ``mock_response`` model), served by uvicorn
-with its lifespan. Importing ``litellm.proxy`` takes several seconds, so it happens once,
-here, for the whole module.
+with its lifespan. ``litellm[proxy]`` installs from the registry only up to 1.106.x, which
+needs openai 2, while this suite runs openai 3: so the proxy runs as a separate process from a
+virtual environment of its own (made once, in a cache folder), with this checkout's
+``stream_mw`` on its path, and the tests drive it over loopback from this one.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import fcntl
 import os
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
+import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import RunningServer, serve
-
-# Before LiteLLM is first imported: no attempt to download its cost map.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-pytest.importorskip("litellm.proxy.proxy_server", reason="needs litellm[proxy]")
-
-pytestmark = pytest.mark.filterwarnings(
-    # LiteLLM's own pydantic models and startup code warn about themselves; not ours to fix.
-    "ignore::UserWarning",
-    "ignore::DeprecationWarning",
-    "ignore::PendingDeprecationWarning",
-)
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "03_litellm_proxy.py"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "03_litellm_proxy.py"
 MASTER_KEY = "sk-stream-mw-example"
 MOCK_ANSWER = "Hello from LiteLLM's proxy, through stream-mw."
+#: The newest LiteLLM whose proxy extra the registry can install (see the module docstring).
+PROXY_REQUIREMENTS = ("litellm[proxy]==1.106.2", "uvicorn>=0.30", "orjson>=3.9", "anyio>=4.4")
+
+pytestmark = pytest.mark.separate_venv
 
 
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("example_03_litellm_proxy", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def _venv_dir() -> Path:
+    configured = os.environ.get("LITELLM_PROXY_VENV")
+    if configured:
+        return Path(configured)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    tag = PROXY_REQUIREMENTS[0].split("==")[1]
+    return cache / "stream-mw" / f"litellm-proxy-{tag}-py{sys.version_info[0]}{sys.version_info[1]}"
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[RunningServer]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONFIG_FILE_PATH", str(EXAMPLE.with_name("litellm_config.yaml")))
-        patch.delenv("LITELLM_MASTER_KEY", raising=False)
-        patch.delenv("DATABASE_URL", raising=False)
-        example = load_example()
-        with serve(example.app, lifespan="on") as server:
-            yield server
+def proxy_python() -> Path:
+    """A Python with ``litellm[proxy]`` installed, in a virtual environment made on first use."""
+    venv = _venv_dir()
+    python = venv / "bin" / "python"
+    ready = venv / ".installed"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
+        # Two test runs installing into one folder at once would corrupt it.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            install = subprocess.run(
+                [str(python), "-m", "pip", "install", "--quiet", *PROXY_REQUIREMENTS],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+            assert install.returncode == 0, f"installing litellm[proxy] failed:\n{install.stderr}"
+            ready.touch()
+    return python
 
 
-def client(gateway: RunningServer, key: str = MASTER_KEY) -> openai.AsyncOpenAI:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def gateway(proxy_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        # This checkout's stream_mw, not an installed one.
+        "PYTHONPATH": str(ROOT),
+        "CONFIG_FILE_PATH": str(EXAMPLE.with_name("litellm_config.yaml")),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+    for name in ("LITELLM_MASTER_KEY", "DATABASE_URL"):
+        env.pop(name, None)
+    log = tmp_path_factory.mktemp("litellm-proxy") / "server.log"
+    with open(log, "wb") as output:
+        server = subprocess.Popen(
+            [
+                str(proxy_python),
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(EXAMPLE.parent),
+                f"{EXAMPLE.stem}:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # Importing litellm.proxy takes several seconds; its liveness route answers once the
+        # lifespan (which loads the config) has run.
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log.read_text(errors="replace")
+            try:
+                if httpx.get(url + "/health/liveliness", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def client(gateway: str, key: str = MASTER_KEY) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(
-        base_url=gateway.url + "/v1", api_key=key, _strict_response_validation=True
+        base_url=gateway + "/v1", api_key=key, _strict_response_validation=True
     )
 
 
 @pytest.mark.anyio
-async def test_a_streamed_response_from_litellms_proxy(gateway: RunningServer) -> None:
+async def test_a_streamed_response_from_litellms_proxy(gateway: str) -> None:
     async with client(gateway) as sdk:
         stream = await sdk.responses.create(model="mock-model", input="Hello!", stream=True)
         events = [event async for event in stream]
@@ -80,7 +152,7 @@ async def test_a_streamed_response_from_litellms_proxy(gateway: RunningServer) -
 
 
 @pytest.mark.anyio
-async def test_a_non_streamed_response_from_litellms_proxy(gateway: RunningServer) -> None:
+async def test_a_non_streamed_response_from_litellms_proxy(gateway: str) -> None:
     async with client(gateway) as sdk:
         response = await sdk.responses.create(
             model="mock-model", input="Hello!", instructions="Be brief."
@@ -91,7 +163,7 @@ async def test_a_non_streamed_response_from_litellms_proxy(gateway: RunningServe
 
 
 @pytest.mark.anyio
-async def test_litellms_key_check_still_applies(gateway: RunningServer) -> None:
+async def test_litellms_key_check_still_applies(gateway: str) -> None:
     async with client(gateway, key="sk-wrong") as sdk:
         with pytest.raises(openai.APIStatusError) as refused:
             await sdk.responses.create(model="mock-model", input="Hello!")
@@ -102,7 +174,7 @@ async def test_litellms_key_check_still_applies(gateway: RunningServer) -> None:
 
 
 @pytest.mark.anyio
-async def test_litellms_other_routes_pass_through(gateway: RunningServer) -> None:
+async def test_litellms_other_routes_pass_through(gateway: str) -> None:
     async with client(gateway) as sdk:
         models = await sdk.models.list()
         chat = await sdk.chat.completions.create(
