@@ -63,8 +63,10 @@ exactly the output of the full path, so the output still does not depend on how 
 split into reads.
 
 Deliberate deviations: the upstream's ``[DONE]`` is never forwarded (ours follows the terminal
-event); choices other than index 0 are ignored (requests are sent with ``n`` = 1); a close
-with an exception *after* ``finish_reason`` still completes, since the reply arrived whole.
+event); choices other than index 0 are ignored (requests are sent with ``n`` = 1); once
+``finish_reason`` has arrived the reply is whole, so a close with an exception, or a body that
+breaks off inside its last event (the usage chunk, ``[DONE]``), still ends with the status
+that ``finish_reason`` gives; the unfinished event is dropped.
 """
 
 from __future__ import annotations
@@ -749,7 +751,8 @@ class StreamConverter:
                 and message; any other exception becomes ``server_error``. Either way the
                 response fails, unless the upstream had already sent its ``finish_reason``
                 (the reply arrived whole). Without an error, an unterminated last event is
-                still read, and a stream that never sent a ``finish_reason`` fails.
+                still read (and dropped when it is cut short after ``finish_reason``), and a
+                stream that never sent a ``finish_reason`` fails.
 
         Works from any state; returns ``b""`` when already finished.
         """
@@ -760,7 +763,15 @@ class StreamConverter:
         try:
             if error is None:
                 for message in self._decoder.flush():
-                    self._payload(self._special(message))
+                    try:
+                        self._payload(self._special(message))
+                    except UpstreamProtocolError as unfinished:
+                        if self._finish_reason is None:
+                            raise
+                        # The body broke off inside the usage chunk or ``[DONE]``: the reply
+                        # itself arrived whole, so the unfinished event is dropped.
+                        logger.debug("%s: dropped after finish_reason: %s", self._id, unfinished)
+                        break
                     if self.finished:
                         return self._take()
                 self._finalize(None)

@@ -298,3 +298,30 @@ async def test_a_stream_failed_mid_body_stops_the_app_rather_than_reading_the_re
     exchange.check()
     assert event_types(exchange.body)[-1] == "response.failed"
     assert cancelled
+
+
+# --- a body that breaks off after finish_reason ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [TEXT[3][: len(TEXT[3]) // 2], TEXT[3] + b"data: [DO"],
+    ids=["inside the usage chunk", "inside [DONE]"],
+)
+async def test_a_non_streamed_answer_cut_after_finish_reason_is_answered_and_stored(
+    tail: bytes,
+) -> None:
+    """Issue 11.1: such a cut was a 502 and nothing was stored."""
+    app = middleware(Upstream([*TEXT[:3], tail, END]))
+    exchange = await drive(app, responses_body(stream=False))
+
+    exchange.check()
+    assert exchange.status == 200, exchange.body
+    response = exchange.json()
+    assert response["status"] == "completed"
+    assert response["output"][0]["content"][0]["text"] == "Hello"
+    stored = await drive(
+        app, b"", scope=http_scope(method="GET", path=f"/v1/responses/{response['id']}")
+    )
+    assert stored.status == 200
+    assert stored.json()["id"] == response["id"]
