@@ -68,8 +68,10 @@ class Settings:
     #: Treat ``<think>...</think>`` inside ``content`` as reasoning (DeepSeek-R1 style models
     #: served without a reasoning parser).
     think_tags: bool = False
-    #: Send ``output_item.done`` for function calls whose arguments were cut short. Off by
-    #: default: Codex executes a call the moment that event arrives.
+    #: Send ``function_call_arguments.done`` and ``output_item.done`` (status ``incomplete``)
+    #: for tool calls whose arguments were cut short. Off by default: Codex executes a call
+    #: the moment ``output_item.done`` arrives, and other clients build a call from
+    #: ``function_call_arguments.done``.
     close_partial_tool_calls: bool = False
     #: Send an ``error`` event before ``response.failed``. Off by default: the openai SDKs
     #: raise on it instead of reporting the failed response.

@@ -43,14 +43,15 @@ announced.
 
 What finalisation guarantees (``docs/design.md``, Guarantees): an open reasoning or message
 item gets its done events (``*.done``, ``content_part.done``, ``output_item.done``), with
-status ``incomplete`` when the response was cut short; every call gets
-``function_call_arguments.done`` (``custom_tool_call_input.done``), but ``output_item.done``
-only when the response completes (its arguments are final), unless
-``Settings.close_partial_tool_calls``; then exactly one terminal event (``response.completed``,
-``response.incomplete``, or ``response.failed`` preceded by an ``error`` event when
+status ``incomplete`` when the response was cut short; a call gets
+``function_call_arguments.done`` (``custom_tool_call_input.done``) and ``output_item.done``
+only when the response completes (its arguments are final), and neither when it was cut
+short, unless ``Settings.close_partial_tool_calls``; then exactly one terminal event
+(``response.completed``, ``response.incomplete``, or ``response.failed`` preceded by an ``error`` event when
 ``Settings.error_event``), then ``data: [DONE]`` when ``Settings.done_marker``, then nothing.
 The terminal ``output`` lists every item that was announced, with the streamed ids and final
-content; a call that never got ``output_item.done`` is listed with status ``incomplete``.
+content; a call that never got its done events is listed with status ``incomplete`` and the
+arguments (input) its deltas carried.
 
 Speed: text, argument and reasoning deltas are written from ``%``-templates prepared when
 their item opens (only the sequence number and the JSON-encoded delta change), text is kept as
@@ -377,6 +378,7 @@ class _Call:
         "call_id",
         "custom",
         "decoder",
+        "done",
         "id",
         "index",
         "name",
@@ -407,6 +409,8 @@ class _Call:
         self.args: list[str] = []
         self.arg_bytes = 0
         self.status = "in_progress"
+        #: Whether its done events were sent (its arguments are final, or closed by setting).
+        self.done = False
         self.decoder: _InputDecoder | None = None
         # The custom-tool input sent so far as deltas.
         self.streamed: list[str] = []
@@ -433,7 +437,8 @@ class _Call:
 
     def as_dict(self) -> dict[str, Any]:
         if self.custom:
-            text = self.final_input() if self.status != "in_progress" else "".join(self.streamed)
+            # Until its done events, a call shows only the input its deltas carried.
+            text = self.final_input() if self.done else "".join(self.streamed)
             return custom_tool_call_item(self.id, self.status, self.call_id, self.tool_name, text)
         return function_call_item(
             self.id, self.status, self.call_id, self.tool_name, self.arguments(), self.namespace
@@ -1344,6 +1349,13 @@ class StreamConverter:
             self._argument_delta(call, call.arguments())
 
     def _close_call(self, call: _Call, final: bool) -> None:
+        call.status = "completed" if final else "incomplete"
+        if not (final or self._settings.close_partial_tool_calls):
+            # Both done events mean "final": llama-index builds a call from
+            # function_call_arguments.done and Codex runs one on output_item.done, so a cut
+            # call gets neither and is listed as incomplete in the terminal output.
+            return
+        call.done = True
         where = {"item_id": call.id, "output_index": call.index}
         if call.custom:
             text = call.final_input()
@@ -1360,11 +1372,9 @@ class StreamConverter:
                 "response.function_call_arguments.done",
                 {**where, "name": call.tool_name, "arguments": call.arguments()},
             )
-        call.status = "completed" if final else "incomplete"
-        if final or self._settings.close_partial_tool_calls:
-            self._emit(
-                "response.output_item.done", {"output_index": call.index, "item": call.as_dict()}
-            )
+        self._emit(
+            "response.output_item.done", {"output_index": call.index, "item": call.as_dict()}
+        )
 
     # --- the end ----------------------------------------------------------------------------
 

@@ -259,10 +259,22 @@ def edit_terminal(change: Callable[[dict[str, Any]], None]) -> Any:
     return mutate
 
 
-def done_the_truncated_call(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def done_the_truncated_call(
+    events: list[dict[str, Any]], *, item_done: bool = True
+) -> list[dict[str, Any]]:
     terminal = events.pop()
     call = terminal["response"]["output"][-1]
-    events.append({"type": "response.output_item.done", "output_index": 1, "item": call})
+    events.append(
+        {
+            "type": "response.function_call_arguments.done",
+            "item_id": call["id"],
+            "output_index": 1,
+            "name": call["name"],
+            "arguments": call["arguments"],
+        }
+    )
+    if item_done:
+        events.append({"type": "response.output_item.done", "output_index": 1, "item": call})
     events.append(terminal)
     return events
 
@@ -338,6 +350,14 @@ def test_checker_rejects_output_item_done_for_a_call_cut_by_length() -> None:
     ):
         check_stream(encode(done_the_truncated_call(copy.deepcopy(events))))
     check_stream(encode(done_the_truncated_call(copy.deepcopy(events))), partial_calls_done=True)
+
+
+def test_checker_rejects_arguments_done_for_a_call_cut_by_length() -> None:
+    fixture = BY_NAME["vllm_length_mid_tool_call"]
+    events = check_stream(convert(fixture, [fixture.body])).events
+    broken = encode(done_the_truncated_call(copy.deepcopy(events), item_done=False))
+    with pytest.raises(AssertionError, match=re.escape("got only its arguments/input done")):
+        check_stream(broken)
 
 
 @pytest.mark.parametrize(

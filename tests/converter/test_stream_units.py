@@ -717,7 +717,7 @@ def test_text_then_calls_then_text_makes_a_new_message() -> None:
     assert checked.items[1].done  # "stop" after tool calls still makes them final
 
 
-def test_truncated_call_never_gets_output_item_done() -> None:
+def test_a_call_cut_by_the_end_of_the_body_gets_neither_arguments_done_nor_item_done() -> None:
     checked = run(
         body_of(
             call_chunk(
@@ -728,7 +728,7 @@ def test_truncated_call_never_gets_output_item_done() -> None:
     )
     (call,) = checked.items
     assert not call.done
-    assert call.arguments_done
+    assert not call.arguments_done
     assert checked.status == "failed"
     assert checked.response["output"][0]["status"] == "incomplete"
     assert checked.response["output"][0]["arguments"] == '{"path": "/tm'
@@ -748,7 +748,7 @@ def test_call_cut_by_an_exception_never_gets_output_item_done() -> None:
     }
 
 
-def test_length_cut_call_is_listed_incomplete() -> None:
+def test_a_call_cut_by_length_gets_no_done_event_and_is_listed_incomplete() -> None:
     checked = run(
         body_of(
             call_chunk(
@@ -759,7 +759,7 @@ def test_length_cut_call_is_listed_incomplete() -> None:
     )
     (call,) = checked.items
     assert not call.done
-    assert call.arguments_done
+    assert not call.arguments_done
     assert checked.status == "incomplete"
     assert checked.response["incomplete_details"] == {"reason": "max_output_tokens"}
     assert checked.response["output"][0]["status"] == "incomplete"
@@ -818,6 +818,23 @@ CUSTOM_REQUEST = {
     "input": "hi",
     "tools": [{"type": "custom", "name": "apply_patch", "description": "patch"}],
 }
+
+
+def test_a_custom_tool_call_cut_short_gets_no_input_done_and_lists_what_streamed() -> None:
+    reads = [
+        call_chunk(
+            {"index": 0, "id": "c", "function": {"name": "apply_patch", "arguments": '{"in'}}
+        ),
+        call_chunk({"index": 0, "function": {"arguments": 'put": "*** Begin\\n+x\\u00'}}),
+    ]
+    checked = run(body_of(*reads, chunk({}, "length")), CUSTOM_REQUEST)
+    (call,) = checked.items
+    assert not call.done
+    assert not call.arguments_done
+    assert call.input == "*** Begin\n+x"
+    assert checked.types.count("response.custom_tool_call_input.done") == 0
+    listed = checked.response["output"][0]
+    assert (listed["status"], listed["input"]) == ("incomplete", "*** Begin\n+x")
 
 
 def test_custom_tool_call_streams_its_decoded_input() -> None:
