@@ -73,8 +73,9 @@ class Settings:
     #: the moment ``output_item.done`` arrives, and other clients build a call from
     #: ``function_call_arguments.done``.
     close_partial_tool_calls: bool = False
-    #: Send an ``error`` event before ``response.failed``. Off by default: the openai SDKs
-    #: raise on it instead of reporting the failed response.
+    #: Send an ``error`` event (flat and nested fields, see ``_stream``) before
+    #: ``response.failed``. Off by default: the openai SDKs raise ``APIError`` on it instead
+    #: of reporting the failed response.
     error_event: bool = False
     #: Seconds of upstream silence after which a ``response.in_progress`` keep-alive event is
     #: sent (comments do not reset Codex's idle timer). ``0`` turns keep-alives off.

@@ -1458,7 +1458,7 @@ class StreamConverter:
             response["error"] = error_object(error)
             event_type = "response.failed"
             if self._settings.error_event:
-                self._emit("error", {"code": error.code, "message": error.message, "param": None})
+                self._emit("error", _error_event_fields(error))
         self._response = response
         self._lifecycle(event_type, _dumps(response))
         if self._settings.done_marker:
@@ -1473,6 +1473,37 @@ class StreamConverter:
                 self._reasoning_mode,
             )
         return item.as_dict()
+
+
+# The nested error's ``type`` for a code, as the middleware's HTTP error bodies name it.
+_ERROR_TYPES = {
+    "context_length_exceeded": "invalid_request_error",
+    "invalid_prompt": "invalid_request_error",
+    "rate_limit_exceeded": "rate_limit_error",
+    "insufficient_quota": "rate_limit_error",
+}
+
+
+def _error_event_fields(error: UpstreamError) -> dict[str, Any]:
+    """The ``error`` event's fields, flat and nested at once.
+
+    The openai SDKs' ``ResponseErrorEvent`` model has ``code``/``message``/``param`` at the
+    top; openai-python's stream reader raises ``APIError`` only when the event carries an
+    ``error`` object, and the Open Responses schema requires exactly that object
+    (``{type, code, message, param}``). Each reader ignores the other's keys, so one event
+    with both satisfies them all.
+    """
+    return {
+        "code": error.code,
+        "message": error.message,
+        "param": None,
+        "error": {
+            "type": _ERROR_TYPES.get(error.code, "server_error"),
+            "code": error.code,
+            "message": error.message,
+            "param": None,
+        },
+    }
 
 
 def _complete_json(text: str) -> bool:

@@ -1075,15 +1075,36 @@ def test_event_over_limit_fails_response_naming_setting() -> None:
     assert checked.output_text == "a"
 
 
-def test_error_event_setting_sends_a_flat_error_event_before_failed() -> None:
+def test_error_event_setting_sends_an_error_event_both_flat_and_nested_before_failed() -> None:
     checked = run(
         body_of(event({"error": {"message": "boom"}}), done=False),
         settings=Settings(error_event=True),
     )
     assert checked.types[-2:] == ["error", "response.failed"]
     error = checked.events[-2]
-    assert set(error) == {"type", "sequence_number", "code", "message", "param"}
-    assert error["message"] == checked.response["error"]["message"]
+    failure = checked.response["error"]
+    assert error == {
+        "type": "error",
+        "sequence_number": error["sequence_number"],
+        "code": failure["code"],
+        "message": failure["message"],
+        "param": None,
+        "error": {
+            "type": "server_error",
+            "code": failure["code"],
+            "message": failure["message"],
+            "param": None,
+        },
+    }
+
+
+def test_the_nested_error_type_follows_the_code_as_http_errors_name_it() -> None:
+    checked = run(
+        body_of(event({"error": {"message": "maximum context length is 8192 tokens"}})),
+        settings=Settings(error_event=True),
+    )
+    assert checked.events[-2]["error"]["code"] == "context_length_exceeded"
+    assert checked.events[-2]["error"]["type"] == "invalid_request_error"
 
 
 def test_malformed_chunk_shape_fails_without_escaping_feed(

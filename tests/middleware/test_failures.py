@@ -6,6 +6,8 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import httpx
+import openai
 import pytest
 
 from stream_mw import UpstreamError
@@ -325,3 +327,43 @@ async def test_a_non_streamed_answer_cut_after_finish_reason_is_answered_and_sto
     )
     assert stored.status == 200
     assert stored.json()["id"] == response["id"]
+
+
+# --- the error event -------------------------------------------------------------------------
+
+
+async def sdk_events(error_event: bool) -> list[str]:
+    """The event types openai-python's ``responses.create(stream=True)`` yields for a stream
+    that fails in-band, through the middleware served over ``httpx.ASGITransport``."""
+    failing = Upstream([TEXT[0], sse({"error": {"message": "model overloaded"}}), END])
+    app = middleware(failing, error_event=error_event)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport) as http_client:
+        client = openai.AsyncOpenAI(
+            api_key="sk-test",
+            base_url="http://gateway/v1",
+            http_client=http_client,
+            max_retries=0,
+            _strict_response_validation=True,
+        )
+        stream = await client.responses.create(model="m", input="hi", stream=True)
+        return [event.type async for event in stream]
+
+
+async def test_with_error_event_on_openai_python_raises_api_error_with_the_message() -> None:
+    """Issue 10.5: the flat error event was yielded as a plain event, never raised."""
+    with pytest.raises(openai.APIError) as info:
+        await sdk_events(error_event=True)
+    assert info.value.message == "upstream reported an error: model overloaded"
+    assert info.value.body == {
+        "type": "server_error",
+        "code": "server_error",
+        "message": "upstream reported an error: model overloaded",
+        "param": None,
+    }
+
+
+async def test_with_error_event_off_openai_python_sees_response_failed_and_no_error() -> None:
+    types = await sdk_events(error_event=False)
+    assert types[-1] == "response.failed"
+    assert "error" not in types
