@@ -65,9 +65,10 @@ split into reads.
 
 Deliberate deviations: the upstream's ``[DONE]`` is never forwarded (ours follows the terminal
 event); choices other than index 0 are ignored (requests are sent with ``n`` = 1); once
-``finish_reason`` has arrived the reply is whole, so a close with an exception, or a body that
-breaks off inside its last event (the usage chunk, ``[DONE]``), still ends with the status
-that ``finish_reason`` gives; the unfinished event is dropped.
+``finish_reason`` has arrived the reply is whole, so a close with an exception, a body that
+breaks off inside its last event (the usage chunk, ``[DONE]``), or ``ProxyApp``'s in-band
+report that its read failed (code ``upstream_broke_off``) still ends with the status that
+``finish_reason`` gives; the unfinished event is dropped.
 """
 
 from __future__ import annotations
@@ -959,7 +960,14 @@ class StreamConverter:
         return _TOOK_NONE
 
     def _full_chunk(self, chunk: dict[str, Any]) -> None:
-        if chunk.get("error"):
+        error = chunk.get("error")
+        if error:
+            if self._finish_reason is not None and _lost_upstream(error):
+                # ProxyApp lost the upstream after the reply arrived whole: as for
+                # close(exception), the answer stands.
+                logger.debug("%s: upstream lost after finish_reason: %s", self._id, error)
+                self._finalize(None)
+                return
             raise in_band_error(chunk)
         choices = chunk.get("choices")
         if choices:
@@ -1504,6 +1512,16 @@ def _error_event_fields(error: UpstreamError) -> dict[str, Any]:
             "param": None,
         },
     }
+
+
+#: The code of the in-band error ``ProxyApp`` sends when its read of the upstream fails.
+_UPSTREAM_BROKE_OFF = "upstream_broke_off"
+
+
+def _lost_upstream(error: object) -> bool:
+    """Whether an in-band error is a proxy's report of a failed read (a transport failure
+    that only ends the body early), rather than the upstream's own error."""
+    return isinstance(error, dict) and error.get("code") == _UPSTREAM_BROKE_OFF
 
 
 def _complete_json(text: str) -> bool:

@@ -959,6 +959,46 @@ def test_stream_ending_after_finish_reason_without_done_completes_at_close() -> 
     assert check_stream(out, done_marker=True).status == "completed"
 
 
+PROXY_LOST_UPSTREAM = {
+    "error": {
+        "message": "upstream http://u/v1/chat/completions broke off the response: ReadError",
+        "type": "server_error",
+        "param": None,
+        "code": "upstream_broke_off",
+    }
+}
+
+
+@pytest.mark.parametrize(("finish", "status"), [("stop", "completed"), ("length", "incomplete")])
+def test_a_proxys_lost_upstream_after_finish_reason_ends_as_that_finish_reason_says(
+    finish: str, status: str
+) -> None:
+    usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    checked = run(
+        body_of(
+            chunk({"content": "x"}),
+            chunk({}, finish),
+            {"choices": [], "usage": usage},
+            PROXY_LOST_UPSTREAM,
+            done=False,
+        )
+    )
+    assert checked.status == status
+    assert checked.response["usage"]["total_tokens"] == 4
+
+
+def test_a_proxys_lost_upstream_before_finish_reason_fails_with_its_message() -> None:
+    checked = run(body_of(chunk({"content": "x"}), PROXY_LOST_UPSTREAM, done=False))
+    assert checked.status == "failed"
+    assert "broke off the response" in checked.response["error"]["message"]
+
+
+def test_an_upstreams_own_error_after_finish_reason_still_fails() -> None:
+    error = {"error": {"message": "flagged", "type": "server_error", "code": "server_error"}}
+    checked = run(body_of(chunk({"content": "x"}, "stop"), error, done=False))
+    assert checked.status == "failed"
+
+
 def test_stream_ending_before_finish_reason_fails() -> None:
     checked = run(body_of(chunk({"content": "partial"}), done=False))
     assert checked.status == "failed"
