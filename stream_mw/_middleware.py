@@ -823,9 +823,17 @@ class _Responder:
                 raise UpstreamProtocolError(
                     f"The upstream's JSON body is larger than max_event_bytes ({limit} bytes)."
                 )
+            body = b"".join(self.parts)
             try:
-                completion = orjson.loads(b"".join(self.parts))
-            except orjson.JSONDecodeError:
+                completion = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                if body.lstrip()[:1] in (b"{", b"[") and exc.pos >= len(body):
+                    # Valid up to its last byte: the body was cut off (a lost connection), not
+                    # something other than JSON.
+                    raise UpstreamProtocolError(
+                        f"The upstream answered HTTP {self.upstream_status} with a JSON body "
+                        f"that ended before it was complete (after {len(body)} bytes)."
+                    ) from None
                 raise UpstreamProtocolError(
                     f"The upstream answered HTTP {self.upstream_status} with a body that is "
                     "neither JSON nor an event stream."

@@ -68,11 +68,14 @@ class Settings:
     #: Treat ``<think>...</think>`` inside ``content`` as reasoning (DeepSeek-R1 style models
     #: served without a reasoning parser).
     think_tags: bool = False
-    #: Send ``output_item.done`` for function calls whose arguments were cut short. Off by
-    #: default: Codex executes a call the moment that event arrives.
+    #: Send ``function_call_arguments.done`` and ``output_item.done`` (status ``incomplete``)
+    #: for tool calls whose arguments were cut short. Off by default: Codex executes a call
+    #: the moment ``output_item.done`` arrives, and other clients build a call from
+    #: ``function_call_arguments.done``.
     close_partial_tool_calls: bool = False
-    #: Send an ``error`` event before ``response.failed``. Off by default: the openai SDKs
-    #: raise on it instead of reporting the failed response.
+    #: Send an ``error`` event (flat and nested fields, see ``_stream``) before
+    #: ``response.failed``. Off by default: the openai SDKs raise ``APIError`` on it instead
+    #: of reporting the failed response.
     error_event: bool = False
     #: Seconds of upstream silence after which a ``response.in_progress`` keep-alive event is
     #: sent (comments do not reset Codex's idle timer). ``0`` turns keep-alives off.

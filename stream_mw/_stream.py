@@ -43,14 +43,15 @@ announced.
 
 What finalisation guarantees (``docs/design.md``, Guarantees): an open reasoning or message
 item gets its done events (``*.done``, ``content_part.done``, ``output_item.done``), with
-status ``incomplete`` when the response was cut short; every call gets
-``function_call_arguments.done`` (``custom_tool_call_input.done``), but ``output_item.done``
-only when the response completes (its arguments are final), unless
-``Settings.close_partial_tool_calls``; then exactly one terminal event (``response.completed``,
-``response.incomplete``, or ``response.failed`` preceded by an ``error`` event when
+status ``incomplete`` when the response was cut short; a call gets
+``function_call_arguments.done`` (``custom_tool_call_input.done``) and ``output_item.done``
+only when the response completes (its arguments are final), and neither when it was cut
+short, unless ``Settings.close_partial_tool_calls``; then exactly one terminal event
+(``response.completed``, ``response.incomplete``, or ``response.failed`` preceded by an ``error`` event when
 ``Settings.error_event``), then ``data: [DONE]`` when ``Settings.done_marker``, then nothing.
 The terminal ``output`` lists every item that was announced, with the streamed ids and final
-content; a call that never got ``output_item.done`` is listed with status ``incomplete``.
+content; a call that never got its done events is listed with status ``incomplete`` and the
+arguments (input) its deltas carried.
 
 Speed: text, argument and reasoning deltas are written from ``%``-templates prepared when
 their item opens (only the sequence number and the JSON-encoded delta change), text is kept as
@@ -63,8 +64,11 @@ exactly the output of the full path, so the output still does not depend on how 
 split into reads.
 
 Deliberate deviations: the upstream's ``[DONE]`` is never forwarded (ours follows the terminal
-event); choices other than index 0 are ignored (requests are sent with ``n`` = 1); a close
-with an exception *after* ``finish_reason`` still completes, since the reply arrived whole.
+event); choices other than index 0 are ignored (requests are sent with ``n`` = 1); once
+``finish_reason`` has arrived the reply is whole, so a close with an exception, a body that
+breaks off inside its last event (the usage chunk, ``[DONE]``), or ``ProxyApp``'s in-band
+report that its read failed (code ``upstream_broke_off``) still ends with the status that
+``finish_reason`` gives; the unfinished event is dropped.
 """
 
 from __future__ import annotations
@@ -375,6 +379,7 @@ class _Call:
         "call_id",
         "custom",
         "decoder",
+        "done",
         "id",
         "index",
         "name",
@@ -405,6 +410,8 @@ class _Call:
         self.args: list[str] = []
         self.arg_bytes = 0
         self.status = "in_progress"
+        #: Whether its done events were sent (its arguments are final, or closed by setting).
+        self.done = False
         self.decoder: _InputDecoder | None = None
         # The custom-tool input sent so far as deltas.
         self.streamed: list[str] = []
@@ -431,7 +438,8 @@ class _Call:
 
     def as_dict(self) -> dict[str, Any]:
         if self.custom:
-            text = self.final_input() if self.status != "in_progress" else "".join(self.streamed)
+            # Until its done events, a call shows only the input its deltas carried.
+            text = self.final_input() if self.done else "".join(self.streamed)
             return custom_tool_call_item(self.id, self.status, self.call_id, self.tool_name, text)
         return function_call_item(
             self.id, self.status, self.call_id, self.tool_name, self.arguments(), self.namespace
@@ -749,7 +757,8 @@ class StreamConverter:
                 and message; any other exception becomes ``server_error``. Either way the
                 response fails, unless the upstream had already sent its ``finish_reason``
                 (the reply arrived whole). Without an error, an unterminated last event is
-                still read, and a stream that never sent a ``finish_reason`` fails.
+                still read (and dropped when it is cut short after ``finish_reason``), and a
+                stream that never sent a ``finish_reason`` fails.
 
         Works from any state; returns ``b""`` when already finished.
         """
@@ -760,7 +769,15 @@ class StreamConverter:
         try:
             if error is None:
                 for message in self._decoder.flush():
-                    self._payload(self._special(message))
+                    try:
+                        self._payload(self._special(message))
+                    except UpstreamProtocolError as unfinished:
+                        if self._finish_reason is None:
+                            raise
+                        # The body broke off inside the usage chunk or ``[DONE]``: the reply
+                        # itself arrived whole, so the unfinished event is dropped.
+                        logger.debug("%s: dropped after finish_reason: %s", self._id, unfinished)
+                        break
                     if self.finished:
                         return self._take()
                 self._finalize(None)
@@ -943,7 +960,14 @@ class StreamConverter:
         return _TOOK_NONE
 
     def _full_chunk(self, chunk: dict[str, Any]) -> None:
-        if chunk.get("error"):
+        error = chunk.get("error")
+        if error:
+            if self._finish_reason is not None and _lost_upstream(error):
+                # ProxyApp lost the upstream after the reply arrived whole: as for
+                # close(exception), the answer stands.
+                logger.debug("%s: upstream lost after finish_reason: %s", self._id, error)
+                self._finalize(None)
+                return
             raise in_band_error(chunk)
         choices = chunk.get("choices")
         if choices:
@@ -1333,6 +1357,13 @@ class StreamConverter:
             self._argument_delta(call, call.arguments())
 
     def _close_call(self, call: _Call, final: bool) -> None:
+        call.status = "completed" if final else "incomplete"
+        if not (final or self._settings.close_partial_tool_calls):
+            # Both done events mean "final": llama-index builds a call from
+            # function_call_arguments.done and Codex runs one on output_item.done, so a cut
+            # call gets neither and is listed as incomplete in the terminal output.
+            return
+        call.done = True
         where = {"item_id": call.id, "output_index": call.index}
         if call.custom:
             text = call.final_input()
@@ -1349,11 +1380,9 @@ class StreamConverter:
                 "response.function_call_arguments.done",
                 {**where, "name": call.tool_name, "arguments": call.arguments()},
             )
-        call.status = "completed" if final else "incomplete"
-        if final or self._settings.close_partial_tool_calls:
-            self._emit(
-                "response.output_item.done", {"output_index": call.index, "item": call.as_dict()}
-            )
+        self._emit(
+            "response.output_item.done", {"output_index": call.index, "item": call.as_dict()}
+        )
 
     # --- the end ----------------------------------------------------------------------------
 
@@ -1437,7 +1466,7 @@ class StreamConverter:
             response["error"] = error_object(error)
             event_type = "response.failed"
             if self._settings.error_event:
-                self._emit("error", {"code": error.code, "message": error.message, "param": None})
+                self._emit("error", _error_event_fields(error))
         self._response = response
         self._lifecycle(event_type, _dumps(response))
         if self._settings.done_marker:
@@ -1452,6 +1481,47 @@ class StreamConverter:
                 self._reasoning_mode,
             )
         return item.as_dict()
+
+
+# The nested error's ``type`` for a code, as the middleware's HTTP error bodies name it.
+_ERROR_TYPES = {
+    "context_length_exceeded": "invalid_request_error",
+    "invalid_prompt": "invalid_request_error",
+    "rate_limit_exceeded": "rate_limit_error",
+    "insufficient_quota": "rate_limit_error",
+}
+
+
+def _error_event_fields(error: UpstreamError) -> dict[str, Any]:
+    """The ``error`` event's fields, flat and nested at once.
+
+    The openai SDKs' ``ResponseErrorEvent`` model has ``code``/``message``/``param`` at the
+    top; openai-python's stream reader raises ``APIError`` only when the event carries an
+    ``error`` object, and the Open Responses schema requires exactly that object
+    (``{type, code, message, param}``). Each reader ignores the other's keys, so one event
+    with both satisfies them all.
+    """
+    return {
+        "code": error.code,
+        "message": error.message,
+        "param": None,
+        "error": {
+            "type": _ERROR_TYPES.get(error.code, "server_error"),
+            "code": error.code,
+            "message": error.message,
+            "param": None,
+        },
+    }
+
+
+#: The code of the in-band error ``ProxyApp`` sends when its read of the upstream fails.
+_UPSTREAM_BROKE_OFF = "upstream_broke_off"
+
+
+def _lost_upstream(error: object) -> bool:
+    """Whether an in-band error is a proxy's report of a failed read (a transport failure
+    that only ends the body early), rather than the upstream's own error."""
+    return isinstance(error, dict) and error.get("code") == _UPSTREAM_BROKE_OFF
 
 
 def _complete_json(text: str) -> bool:

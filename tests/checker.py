@@ -37,9 +37,10 @@ Items and parts
 Terminal state
     ``completed``: every item done, none incomplete, no error. ``incomplete``:
     ``incomplete_details.reason`` set. ``failed``: ``error`` is ``{code, message}``. Every
-    message and reasoning item is done before the terminal event; every function/custom call
-    got its ``arguments.done`` / ``input.done``; a call gets ``output_item.done`` only when the
-    terminal is ``response.completed`` (or ``partial_calls_done=True``, the opt-in setting).
+    message and reasoning item is done before the terminal event; a function/custom call gets
+    its ``arguments.done`` / ``input.done`` exactly when it gets ``output_item.done``, and
+    that only when the terminal is ``response.completed`` (or ``partial_calls_done=True``, the
+    opt-in setting): a call cut short gets neither.
     The terminal ``output`` lists every streamed item in output_index order with identical ids;
     done items equal their ``output_item.done`` item; calls never done appear with status
     ``incomplete`` and the streamed arguments. ``usage`` is null or complete (all five fields
@@ -397,10 +398,13 @@ class _State:
             if item.type in ("message", "reasoning"):
                 _expect(item.done, self.where, f"{item.type} {item.id} was never done")
             if item.type in CALL_TYPES:
+                # The done events say "final": a call cut short gets neither (Guarantee 3).
                 _expect(
-                    item.arguments_done,
+                    item.arguments_done == item.done,
                     self.where,
-                    f"{item.type} {item.id} never got its arguments/input done event",
+                    f"{item.type} {item.id} got "
+                    + ("only its arguments/input done event" if item.arguments_done else "no")
+                    + " done event; a call gets both or, when cut short, neither",
                 )
                 if item.done and kind != "completed":
                     _expect(

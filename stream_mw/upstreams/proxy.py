@@ -36,8 +36,10 @@ How it behaves, and why:
 - **Errors.** An upstream that cannot be reached answers ``502``, a timeout before the
   response began ``504``, both as OpenAI-shaped JSON naming the upstream URL. An upstream
   that breaks off (or falls silent past ``read_timeout``) mid-stream gets a warning log line
-  and, between two events, an in-band ``data: {"error": ...}`` event naming it, which the
-  middleware reports as ``response.failed``; then the body ends cleanly. Nothing is raised:
+  and, between two events, an in-band ``data: {"error": ...}`` event naming it (code
+  ``upstream_broke_off``); then the body ends cleanly. The middleware reports it as
+  ``response.failed``, unless the upstream's ``finish_reason`` had already arrived: then the
+  answer is whole, and it completes exactly as if the body had ended there. Nothing is raised:
   the response has begun, and an exception would only make the server drop the client's
   keep-alive connection.
 """
@@ -347,7 +349,7 @@ class ProxyApp:
                 # Reported in-band, as vLLM and others report their own mid-stream failures:
                 # the middleware turns it into response.failed with this message. A cut in the
                 # middle of an event is left as it is: the reader drops an unfinished event.
-                error = error_body(message, "server_error", code="server_error")
+                error = error_body(message, "server_error", code="upstream_broke_off")
                 last = b"data: " + orjson.dumps(error) + b"\n\n"
             await send({"type": "http.response.body", "body": last, "more_body": False})
             return

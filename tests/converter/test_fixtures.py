@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from stream_mw import Settings, StreamConverter
+from stream_mw._sse import SSEDecoder
 from tests.checker import (
     FIXTURE_DIR,
     CheckedStream,
@@ -117,6 +118,42 @@ def test_nothing_is_emitted_after_the_terminal_event(fixture: Fixture) -> None:
     assert converter.close(RuntimeError("late")) == b""
     assert converter.feed(b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n') == b""
     assert converter.keepalive() == b""
+
+
+def finish_reason_end(body: bytes) -> int | None:
+    """The offset just past the upstream event that carries the first ``finish_reason``."""
+    decoder = SSEDecoder()
+    for offset in range(len(body)):
+        for message in decoder.feed(body[offset : offset + 1]):
+            try:
+                chunk = json.loads(message.data)
+            except ValueError:
+                continue
+            if isinstance(chunk, dict) and any(
+                isinstance(choice, dict) and choice.get("finish_reason")
+                for choice in chunk.get("choices") or []
+            ):
+                return offset + 1
+    return None
+
+
+FINISHED_FIXTURES = [f for f in FIXTURES if finish_reason_end(f.body) is not None]
+
+
+@pytest.mark.parametrize("fixture", FINISHED_FIXTURES, ids=lambda f: f.name)
+def test_a_body_cut_anywhere_after_its_finish_reason_keeps_the_status_it_gives(
+    fixture: Fixture,
+) -> None:
+    """Issue 11.1: a cut inside the usage chunk or ``[DONE]`` failed a finished answer."""
+    whole = check_fixture_output(fixture, convert(fixture, [fixture.body])).response
+    end = finish_reason_end(fixture.body)
+    assert end is not None
+    for cut in range(end, len(fixture.body) + 1):
+        response = check_fixture_output(fixture, convert(fixture, [fixture.body[:cut]])).response
+        where = f"cut at {cut}: {response.get('error')}"
+        assert response["status"] == whole["status"], where
+        assert response.get("incomplete_details") == whole.get("incomplete_details"), where
+        assert response["output"] == whole["output"], where
 
 
 def upstream_text(frame: bytes) -> str | None:
@@ -222,10 +259,22 @@ def edit_terminal(change: Callable[[dict[str, Any]], None]) -> Any:
     return mutate
 
 
-def done_the_truncated_call(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def done_the_truncated_call(
+    events: list[dict[str, Any]], *, item_done: bool = True
+) -> list[dict[str, Any]]:
     terminal = events.pop()
     call = terminal["response"]["output"][-1]
-    events.append({"type": "response.output_item.done", "output_index": 1, "item": call})
+    events.append(
+        {
+            "type": "response.function_call_arguments.done",
+            "item_id": call["id"],
+            "output_index": 1,
+            "name": call["name"],
+            "arguments": call["arguments"],
+        }
+    )
+    if item_done:
+        events.append({"type": "response.output_item.done", "output_index": 1, "item": call})
     events.append(terminal)
     return events
 
@@ -301,6 +350,14 @@ def test_checker_rejects_output_item_done_for_a_call_cut_by_length() -> None:
     ):
         check_stream(encode(done_the_truncated_call(copy.deepcopy(events))))
     check_stream(encode(done_the_truncated_call(copy.deepcopy(events))), partial_calls_done=True)
+
+
+def test_checker_rejects_arguments_done_for_a_call_cut_by_length() -> None:
+    fixture = BY_NAME["vllm_length_mid_tool_call"]
+    events = check_stream(convert(fixture, [fixture.body])).events
+    broken = encode(done_the_truncated_call(copy.deepcopy(events), item_done=False))
+    with pytest.raises(AssertionError, match=re.escape("got only its arguments/input done")):
+        check_stream(broken)
 
 
 @pytest.mark.parametrize(

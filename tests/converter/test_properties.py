@@ -1,7 +1,7 @@
 """Hypothesis: whatever the upstream sends, however it is split, cut or closed, the emitted
 stream keeps every invariant of ``tests/checker.py`` and loses nothing.
 
-Three properties:
+Four properties:
 
 - any fixture, truncated at any byte, fed in any split: a valid stream (Guarantee 1);
 - any fixture, with ``close(error)`` and keep-alives at arbitrary points and ``close()``
@@ -11,7 +11,10 @@ Three properties:
   comments, finish reasons, usage, in-band errors, invalid JSON, line endings): a valid
   stream whose text, reasoning, refusal and arguments equal what the upstream sent before it
   stopped, whose status follows the finish reason, and whose bytes do not depend on the
-  split (Guarantees 5 and 6).
+  split (Guarantees 5 and 6);
+- generated streams with a finish reason, cut anywhere after the event carrying it (inside
+  the usage chunk, inside ``[DONE]``, or a proxy's report that it lost the upstream): the
+  status that finish reason gives (Guarantee 9).
 
 The profile is derandomised and database-less, so CI runs the same examples every time.
 """
@@ -139,6 +142,11 @@ class Upstream:
     calls: dict[str, tuple[str, str]] = field(default_factory=dict)
     usage: dict[str, Any] | None = None
     failure_contains: str | None = None
+    #: How the body ends after the finish reason and usage: "done", "eof", "error",
+    #: "garbage" or "lost" (a proxy's in-band report that it lost the upstream).
+    ending: str = "eof"
+    #: The offset just past the event carrying the finish reason, if one was sent.
+    finish_end: int | None = None
 
 
 def chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -163,7 +171,7 @@ def upstreams(draw: st.DrawFn) -> Upstream:
     usage = draw(st.none() | st.tuples(st.integers(0, 5000), st.integers(0, 5000)), label="usage")
     usage_on_finish_chunk = draw(st.booleans(), label="usage_on_finish_chunk")
     # Weighted so that about half the streams end normally.
-    ending = draw(st.sampled_from(["done", "done", "eof", "eof", "error", "garbage"]))
+    ending = draw(st.sampled_from(["done", "done", "eof", "eof", "error", "garbage", "lost"]))
     interrupt = draw(st.sampled_from([False, False, False, True]), label="interrupt")
     interrupt_at = draw(st.integers(0, len(actions)), label="interrupt_at") if interrupt else None
     eol = draw(st.sampled_from(["\n", "\r\n", "\r"]), label="eol")
@@ -196,15 +204,20 @@ def upstreams(draw: st.DrawFn) -> Upstream:
     if usage is not None:
         usage_body = {"prompt_tokens": usage[0], "completion_tokens": usage[1]}
         usage_body["total_tokens"] = usage[0] + usage[1]
+    finish_end = None
     if finish is not None:
         extra = {"usage": usage_body} if usage_on_finish_chunk and usage_body else {}
         frames.append(chunk({}, finish, **extra))
+        finish_end = len(encode(frames, eol, space, spaced))
     if usage_body is not None and not (finish is not None and usage_on_finish_chunk):
         frames.append(chunk(None, usage=usage_body))
     if ending != "eof":
         frames.append(ending)
 
-    return expected_outcome(frames, usage_body, encode(frames, eol, space, spaced))
+    result = expected_outcome(frames, usage_body, encode(frames, eol, space, spaced))
+    result.ending = ending
+    result.finish_end = finish_end
+    return result
 
 
 def call_fragment(started: set[int], slot: int, args: str) -> dict[str, Any]:
@@ -230,6 +243,9 @@ def encode(frames: list[Any], eol: str, space: str, spaced: bool) -> bytes:
             line = space + "{not json"
         elif frame == "done":
             line = space + "[DONE]"
+        elif frame == "lost":
+            error = {"message": "upstream broke off the response", "code": "upstream_broke_off"}
+            line = space + json.dumps({"error": error})
         else:
             separators = (", ", ": ") if spaced else (",", ":")
             line = space + json.dumps(frame, separators=separators, ensure_ascii=spaced)
@@ -246,6 +262,11 @@ def expected_outcome(frames: list[Any], usage: dict[str, Any] | None, body: byte
         if frame in ("error", "garbage"):
             result.failure_contains = "boom" if frame == "error" else None
             return result
+        if frame == "lost":
+            if finish is None:
+                result.failure_contains = "broke off"
+                return result
+            break  # the reply arrived whole: losing the upstream now changes nothing
         if frame == "done":
             break
         if frame == "comment":
@@ -315,6 +336,28 @@ def test_generated_upstream_streams_convert_to_valid_streams_that_lose_nothing(
     for item in checked.items:
         if item.type == "function_call":
             assert item.done == (upstream.status == "completed")
+
+
+@PROFILE
+@given(
+    upstream=upstreams().filter(
+        lambda u: u.finish_end is not None and u.ending in ("done", "eof", "lost")
+    ),
+    data=st.data(),
+)
+def test_a_stream_cut_anywhere_after_its_finish_reason_ends_with_the_status_it_gives(
+    upstream: Upstream, data: st.DataObject
+) -> None:
+    """Issue 11.3: a cut inside the usage chunk or ``[DONE]`` failed a finished answer."""
+    assert upstream.finish_end is not None
+    cut = data.draw(st.integers(upstream.finish_end, len(upstream.body)), label="cut")
+    checked = check_stream(run(draw_pieces(data, upstream.body[:cut])), done_marker=True)
+    assert checked.status == upstream.status, checked.response.get("error")
+    assert (checked.response.get("incomplete_details") or {}).get("reason") == upstream.reason
+    assert checked.output_text == upstream.text
+    assert [i.arguments for i in checked.items if i.type == "function_call"] == [
+        args for _, args in upstream.calls.values()
+    ]
 
 
 PLAIN = st.text(

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pydantic
 import pytest
-from openai import OpenAI
+from openai import APIError, OpenAI
 from openai._models import validate_type
 from openai.types.responses import (
     ResponseCustomToolCall,
@@ -158,6 +158,14 @@ def test_sdk_stream_helper_accepts_the_stream_and_rebuilds_the_terminal_response
             tools=strict_tools(fixture.request),  # type: ignore[arg-type]
         ) as stream,
     ):
+        if "error" in checked.types:
+            # The SDK raises on the error event (its nested ``error`` object), with its message.
+            seen: list[str] = []
+            with pytest.raises(APIError) as info:
+                seen.extend(event.type for event in stream)
+            assert seen == checked.types[: checked.types.index("error")]
+            assert info.value.message == checked.response["error"]["message"]
+            return
         events = list(stream)
         assert [e.type for e in events] == checked.types
         if checked.status != "completed":

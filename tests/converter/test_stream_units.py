@@ -717,7 +717,7 @@ def test_text_then_calls_then_text_makes_a_new_message() -> None:
     assert checked.items[1].done  # "stop" after tool calls still makes them final
 
 
-def test_truncated_call_never_gets_output_item_done() -> None:
+def test_a_call_cut_by_the_end_of_the_body_gets_neither_arguments_done_nor_item_done() -> None:
     checked = run(
         body_of(
             call_chunk(
@@ -728,7 +728,7 @@ def test_truncated_call_never_gets_output_item_done() -> None:
     )
     (call,) = checked.items
     assert not call.done
-    assert call.arguments_done
+    assert not call.arguments_done
     assert checked.status == "failed"
     assert checked.response["output"][0]["status"] == "incomplete"
     assert checked.response["output"][0]["arguments"] == '{"path": "/tm'
@@ -748,7 +748,7 @@ def test_call_cut_by_an_exception_never_gets_output_item_done() -> None:
     }
 
 
-def test_length_cut_call_is_listed_incomplete() -> None:
+def test_a_call_cut_by_length_gets_no_done_event_and_is_listed_incomplete() -> None:
     checked = run(
         body_of(
             call_chunk(
@@ -759,7 +759,7 @@ def test_length_cut_call_is_listed_incomplete() -> None:
     )
     (call,) = checked.items
     assert not call.done
-    assert call.arguments_done
+    assert not call.arguments_done
     assert checked.status == "incomplete"
     assert checked.response["incomplete_details"] == {"reason": "max_output_tokens"}
     assert checked.response["output"][0]["status"] == "incomplete"
@@ -818,6 +818,23 @@ CUSTOM_REQUEST = {
     "input": "hi",
     "tools": [{"type": "custom", "name": "apply_patch", "description": "patch"}],
 }
+
+
+def test_a_custom_tool_call_cut_short_gets_no_input_done_and_lists_what_streamed() -> None:
+    reads = [
+        call_chunk(
+            {"index": 0, "id": "c", "function": {"name": "apply_patch", "arguments": '{"in'}}
+        ),
+        call_chunk({"index": 0, "function": {"arguments": 'put": "*** Begin\\n+x\\u00'}}),
+    ]
+    checked = run(body_of(*reads, chunk({}, "length")), CUSTOM_REQUEST)
+    (call,) = checked.items
+    assert not call.done
+    assert not call.arguments_done
+    assert call.input == "*** Begin\n+x"
+    assert checked.types.count("response.custom_tool_call_input.done") == 0
+    listed = checked.response["output"][0]
+    assert (listed["status"], listed["input"]) == ("incomplete", "*** Begin\n+x")
 
 
 def test_custom_tool_call_streams_its_decoded_input() -> None:
@@ -942,6 +959,46 @@ def test_stream_ending_after_finish_reason_without_done_completes_at_close() -> 
     assert check_stream(out, done_marker=True).status == "completed"
 
 
+PROXY_LOST_UPSTREAM = {
+    "error": {
+        "message": "upstream http://u/v1/chat/completions broke off the response: ReadError",
+        "type": "server_error",
+        "param": None,
+        "code": "upstream_broke_off",
+    }
+}
+
+
+@pytest.mark.parametrize(("finish", "status"), [("stop", "completed"), ("length", "incomplete")])
+def test_a_proxys_lost_upstream_after_finish_reason_ends_as_that_finish_reason_says(
+    finish: str, status: str
+) -> None:
+    usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    checked = run(
+        body_of(
+            chunk({"content": "x"}),
+            chunk({}, finish),
+            {"choices": [], "usage": usage},
+            PROXY_LOST_UPSTREAM,
+            done=False,
+        )
+    )
+    assert checked.status == status
+    assert checked.response["usage"]["total_tokens"] == 4
+
+
+def test_a_proxys_lost_upstream_before_finish_reason_fails_with_its_message() -> None:
+    checked = run(body_of(chunk({"content": "x"}), PROXY_LOST_UPSTREAM, done=False))
+    assert checked.status == "failed"
+    assert "broke off the response" in checked.response["error"]["message"]
+
+
+def test_an_upstreams_own_error_after_finish_reason_still_fails() -> None:
+    error = {"error": {"message": "flagged", "type": "server_error", "code": "server_error"}}
+    checked = run(body_of(chunk({"content": "x"}, "stop"), error, done=False))
+    assert checked.status == "failed"
+
+
 def test_stream_ending_before_finish_reason_fails() -> None:
     checked = run(body_of(chunk({"content": "partial"}), done=False))
     assert checked.status == "failed"
@@ -1058,15 +1115,36 @@ def test_event_over_limit_fails_response_naming_setting() -> None:
     assert checked.output_text == "a"
 
 
-def test_error_event_setting_sends_a_flat_error_event_before_failed() -> None:
+def test_error_event_setting_sends_an_error_event_both_flat_and_nested_before_failed() -> None:
     checked = run(
         body_of(event({"error": {"message": "boom"}}), done=False),
         settings=Settings(error_event=True),
     )
     assert checked.types[-2:] == ["error", "response.failed"]
     error = checked.events[-2]
-    assert set(error) == {"type", "sequence_number", "code", "message", "param"}
-    assert error["message"] == checked.response["error"]["message"]
+    failure = checked.response["error"]
+    assert error == {
+        "type": "error",
+        "sequence_number": error["sequence_number"],
+        "code": failure["code"],
+        "message": failure["message"],
+        "param": None,
+        "error": {
+            "type": "server_error",
+            "code": failure["code"],
+            "message": failure["message"],
+            "param": None,
+        },
+    }
+
+
+def test_the_nested_error_type_follows_the_code_as_http_errors_name_it() -> None:
+    checked = run(
+        body_of(event({"error": {"message": "maximum context length is 8192 tokens"}})),
+        settings=Settings(error_event=True),
+    )
+    assert checked.events[-2]["error"]["code"] == "context_length_exceeded"
+    assert checked.events[-2]["error"]["type"] == "invalid_request_error"
 
 
 def test_malformed_chunk_shape_fails_without_escaping_feed(

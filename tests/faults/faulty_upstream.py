@@ -15,7 +15,8 @@ Faults (``after`` counts content chunks sent before the fault):
 ``tool``           a complete tool call (``finish_reason: tool_calls``)
 ``json``           a non-streaming ``chat.completion`` body (whatever ``stream`` says)
 ``drop``           the ``ok`` stream cut at a seeded random byte (``seed``), then the
-                   connection dropped (the app returns without finishing the response)
+                   connection dropped (the app returns without finishing the response);
+                   ``past=N`` cuts N bytes past the finish chunk instead (usage, ``[DONE]``)
 ``stall``          ``after`` chunks, then silence until the client leaves; ``after=-1``
                    stalls before the response starts
 ``garbage``        ``after`` chunks, then ``kind=json`` (invalid JSON), ``binary`` (invalid
@@ -394,17 +395,33 @@ async def _json_completion(p: _Producer, params: dict[str, str], body: dict[str,
     await p.body(data, more=False)
 
 
-def drop_plan(seed: int, chunks: int = 20) -> tuple[list[bytes], int, int]:
-    """The ``drop`` fault's stream pieces, its cut offset, and where the finish chunk ends."""
+def drop_plan(
+    seed: int, chunks: int = 20, *, past: int | None = None
+) -> tuple[list[bytes], int, int]:
+    """The ``drop`` fault's stream pieces, its cut offset, and where the finish chunk ends.
+
+    With ``past`` the cut lies that many bytes past the finish chunk (in the usage chunk,
+    between it and ``[DONE]``, or in ``[DONE]``) instead of at a seeded random byte."""
     pieces = list(text_stream(chunks))
     total = sum(map(len, pieces))
-    cut = random.Random(seed).randrange(1, total)
     finish_end = sum(map(len, pieces[: chunks + 2]))
+    cut = random.Random(seed).randrange(1, total) if past is None else finish_end + past
     return pieces, cut, finish_end
 
 
+def after_finish_cuts(chunks: int = 20) -> dict[str, int]:
+    """Values of the ``drop`` fault's ``past``: named places after the finish chunk."""
+    usage = len(list(text_stream(chunks))[chunks + 2])
+    return {"in-usage": usage // 2, "before-done": usage, "in-done": usage + 7}
+
+
 async def _drop(p: _Producer, params: dict[str, str], body: dict[str, Any]) -> None:
-    pieces, cut, _ = drop_plan(_int(params, "seed", 0), _int(params, "chunks", 20))
+    past = params.get("past")
+    pieces, cut, _ = drop_plan(
+        _int(params, "seed", 0),
+        _int(params, "chunks", 20),
+        past=None if past is None else int(past),
+    )
     await p.start()
     sent = 0
     for piece in pieces:

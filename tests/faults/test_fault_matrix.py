@@ -22,7 +22,13 @@ import pytest
 
 from stream_mw import ResponsesMiddleware
 from tests.checker import CheckedStream, check_stream
-from tests.faults.faulty_upstream import FaultRaised, FaultyUpstream, drop_plan, fault_model
+from tests.faults.faulty_upstream import (
+    FaultRaised,
+    FaultyUpstream,
+    after_finish_cuts,
+    drop_plan,
+    fault_model,
+)
 from tests.faults.gateway import (
     CLIENT_KEY,
     GATEWAY_KEY,
@@ -43,6 +49,7 @@ pytestmark = pytest.mark.timeout(60)
 
 TIMEOUT = httpx.Timeout(15.0)
 DROP_SEEDS = range(8)
+AFTER_FINISH = after_finish_cuts()
 
 # (fault, params, terminal status the client must see)
 STREAM_FAULTS: list[tuple[str, dict[str, object], str]] = [
@@ -79,7 +86,7 @@ def check_fault_stream(fault: str, body: bytes, status: str) -> CheckedStream:
     if fault == "trunc_tool":
         (call,) = [i for i in checked.items if i.type == "function_call"]
         assert not call.done, "a truncated call got output_item.done"
-        assert call.arguments_done
+        assert not call.arguments_done, "a truncated call got function_call_arguments.done"
         listed = [i for i in checked.response["output"] if i["type"] == "function_call"]
         assert [i["status"] for i in listed] == ["incomplete"]
     if fault == "bigargs":
@@ -149,9 +156,25 @@ async def test_a_connection_dropped_at_any_byte_ends_the_stream_cleanly_over_the
     assert response.status_code == 200
     checked = check_stream(response.content)
     _, cut, finish_end = drop_plan(seed)
-    if cut < finish_end:
-        assert checked.status == "failed", checked.response
-    # A drop after finish_reason may complete: the answer was whole. Either way, one terminal.
+    # After finish_reason the answer is whole: a drop there does not fail it.
+    assert checked.status == ("failed" if cut < finish_end else "completed"), checked.response
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "non-stream"])
+@pytest.mark.parametrize("past", AFTER_FINISH.values(), ids=AFTER_FINISH.keys())
+async def test_a_connection_dropped_after_finish_reason_completes_over_the_gateway(
+    client: httpx.AsyncClient, past: int, stream: bool
+) -> None:
+    """Issue 11.1 and 11.2: a cut in the usage chunk or [DONE] failed a finished answer."""
+    response = await stream_via(client, fault_model("drop", past=past), stream=stream)
+    assert response.status_code == 200, response.text
+    if stream:
+        checked = check_stream(response.content)
+        assert checked.status == "completed", checked.response
+        assert checked.output_text == "".join(f"w{i} " for i in range(20))
+    else:
+        assert response.json()["status"] == "completed"
 
 
 @pytest.mark.anyio
@@ -303,7 +326,8 @@ async def test_the_openai_sdk_sees_one_terminal_event_for_every_fault(
     assert terminals == [terminal]
     assert types[-1] == terminal
     if fault == "trunc_tool":
-        assert "response.function_call_arguments.done" in types
+        assert "response.function_call_arguments.delta" in types
+        assert "response.function_call_arguments.done" not in types
         assert types.count("response.output_item.done") == 0
 
 
@@ -616,8 +640,17 @@ async def test_an_app_that_returns_mid_body_ends_the_stream_cleanly_in_process(s
     assert result.error is None
     checked = check_stream(result.body)
     _, cut, finish_end = drop_plan(seed)
-    if cut < finish_end:
-        assert checked.status == "failed"
+    assert checked.status == ("failed" if cut < finish_end else "completed")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("past", AFTER_FINISH.values(), ids=AFTER_FINISH.keys())
+async def test_an_app_that_returns_after_finish_reason_completes_in_process(past: int) -> None:
+    app = in_process(FaultyUpstream())
+    body = responses_body("drop", past=past)
+    result = await asgi_call(app, json.dumps(body).encode())
+    assert result.complete
+    assert check_stream(result.body).status == "completed"
 
 
 @pytest.mark.anyio

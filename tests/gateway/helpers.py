@@ -8,13 +8,20 @@ accepts). The process is stopped with SIGTERM (uvicorn's graceful shutdown) on e
 
 from __future__ import annotations
 
+import array
+import contextlib
+import fcntl
 import os
 import queue
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -163,3 +170,58 @@ def breaking_upstream(*pieces: bytes) -> ASGIApp:
         raise RuntimeError("the upstream died")
 
     return app
+
+
+@contextmanager
+def resetting_upstream(*pieces: bytes) -> Iterator[str]:
+    """A raw-socket upstream on 127.0.0.1 that answers each request with ``pieces`` as a
+    chunked event stream, then resets the connection (RST, not FIN) before the last chunk.
+
+    The reset is sent only once the peer has acknowledged every byte (the send queue is
+    empty), so the pieces are in the peer's receive buffer, not destroyed in flight. Yields
+    the base URL (``http://127.0.0.1:<port>``).
+    """
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    stop = threading.Event()
+
+    def answer(conn: socket.socket) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(65536)
+        head, _, body = request.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        while length is not None and len(body) < int(length.group(1)):
+            body += conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+            + b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+        )
+        unacked = array.array("i", [1])
+        deadline = time.monotonic() + 10
+        while unacked[0] and time.monotonic() < deadline:
+            fcntl.ioctl(conn.fileno(), termios.TIOCOUTQ, unacked)
+            time.sleep(0.001)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    def serve_forever() -> None:
+        server.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with contextlib.suppress(OSError):
+                answer(conn)
+
+    thread = threading.Thread(target=serve_forever, daemon=True, name="resetting-upstream")
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(10)
+        server.close()

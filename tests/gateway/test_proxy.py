@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -23,8 +24,9 @@ from starlette.types import Receive, Scope, Send
 
 from stream_mw import ConfigurationError, ResponsesMiddleware
 from stream_mw.upstreams import ProxyApp, ScriptedBackend, Turn
+from tests.checker import check_stream
 from tests.e2e.conftest import serve
-from tests.gateway.helpers import breaking_upstream
+from tests.gateway.helpers import breaking_upstream, resetting_upstream
 
 WAIT = 10.0
 
@@ -378,6 +380,98 @@ async def test_behind_the_middleware_a_broken_upstream_fails_the_response_naming
     ]
     assert len(terminal) == 1
     assert up.url in terminal[0]["response"]["error"]["message"]
+
+
+FINISHED_ANSWER = [
+    FIRST_EVENT,
+    b'data: {"choices": [{"index": 0, "delta": {"content": "lo"}}]}\n\n',
+    b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n',
+    b'data: {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2, '
+    b'"total_tokens": 7}}\n\n',
+]
+
+
+def clean_upstream(*pieces: bytes) -> App:
+    """Sends ``pieces`` as an event stream and ends the body properly."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for piece in pieces:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+@contextmanager
+def lost_upstream(how: str, *pieces: bytes) -> Iterator[str]:
+    """An upstream on loopback that sends ``pieces``, then is lost: uvicorn closing the
+    connection mid-body, or a reset (RST)."""
+    if how == "reset":
+        with resetting_upstream(*pieces) as url:
+            yield url
+    else:
+        with serve(breaking_upstream(*pieces)) as up:
+            yield up.url
+
+
+async def ask_gateway(upstream_url: str, *, stream: bool) -> httpx.Response:
+    async with ProxyApp(upstream_url + "/v1") as proxy:
+        # raise_app_exceptions stays on: nothing is raised to the server.
+        transport = httpx.ASGITransport(app=ResponsesMiddleware(proxy))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return await client.post(
+                "/v1/responses", json={"model": "m", "input": "hi", "stream": stream}
+            )
+
+
+LOST = pytest.mark.parametrize("how", ["closed", "reset"])
+
+
+@pytest.mark.anyio
+@LOST
+async def test_an_upstream_lost_after_finish_and_usage_completes_as_if_it_had_ended(
+    how: str,
+) -> None:
+    """Issue 11.2: the in-band error ProxyApp injected failed a finished answer."""
+    with serve(clean_upstream(*FINISHED_ANSWER, b"data: [DONE]\n\n")) as up:
+        clean = check_stream((await ask_gateway(up.url, stream=True)).content)
+    with lost_upstream(how, *FINISHED_ANSWER) as url:
+        lost = check_stream((await ask_gateway(url, stream=True)).content)
+    assert lost.status == clean.status == "completed"
+    assert lost.types == clean.types
+    assert lost.output_text == clean.output_text == "Hallo"
+    assert lost.response["usage"] == clean.response["usage"]
+    assert lost.response["usage"]["total_tokens"] == 7
+
+
+@pytest.mark.anyio
+@LOST
+async def test_a_non_streamed_answer_whose_upstream_is_lost_after_finish_is_a_200(
+    how: str,
+) -> None:
+    with lost_upstream(how, *FINISHED_ANSWER) as url:
+        response = await ask_gateway(url, stream=False)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "completed"
+    assert response.json()["usage"]["total_tokens"] == 7
+
+
+@pytest.mark.anyio
+@LOST
+async def test_an_upstream_lost_before_finish_reason_still_fails_naming_it(how: str) -> None:
+    with lost_upstream(how, *FINISHED_ANSWER[:2]) as url:
+        streamed = check_stream((await ask_gateway(url, stream=True)).content)
+        answer = await ask_gateway(url, stream=False)
+    assert streamed.status == "failed"
+    assert f"upstream {url}/v1/chat/completions broke off" in streamed.response["error"]["message"]
+    assert answer.status_code == 502
+    assert "broke off" in answer.json()["error"]["message"]
 
 
 def echoing_upstream(*pieces: bytes) -> App:

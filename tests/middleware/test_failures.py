@@ -6,6 +6,8 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import httpx
+import openai
 import pytest
 
 from stream_mw import UpstreamError
@@ -298,3 +300,70 @@ async def test_a_stream_failed_mid_body_stops_the_app_rather_than_reading_the_re
     exchange.check()
     assert event_types(exchange.body)[-1] == "response.failed"
     assert cancelled
+
+
+# --- a body that breaks off after finish_reason ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [TEXT[3][: len(TEXT[3]) // 2], TEXT[3] + b"data: [DO"],
+    ids=["inside the usage chunk", "inside [DONE]"],
+)
+async def test_a_non_streamed_answer_cut_after_finish_reason_is_answered_and_stored(
+    tail: bytes,
+) -> None:
+    """Issue 11.1: such a cut was a 502 and nothing was stored."""
+    app = middleware(Upstream([*TEXT[:3], tail, END]))
+    exchange = await drive(app, responses_body(stream=False))
+
+    exchange.check()
+    assert exchange.status == 200, exchange.body
+    response = exchange.json()
+    assert response["status"] == "completed"
+    assert response["output"][0]["content"][0]["text"] == "Hello"
+    stored = await drive(
+        app, b"", scope=http_scope(method="GET", path=f"/v1/responses/{response['id']}")
+    )
+    assert stored.status == 200
+    assert stored.json()["id"] == response["id"]
+
+
+# --- the error event -------------------------------------------------------------------------
+
+
+async def sdk_events(error_event: bool) -> list[str]:
+    """The event types openai-python's ``responses.create(stream=True)`` yields for a stream
+    that fails in-band, through the middleware served over ``httpx.ASGITransport``."""
+    failing = Upstream([TEXT[0], sse({"error": {"message": "model overloaded"}}), END])
+    app = middleware(failing, error_event=error_event)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport) as http_client:
+        client = openai.AsyncOpenAI(
+            api_key="sk-test",
+            base_url="http://gateway/v1",
+            http_client=http_client,
+            max_retries=0,
+            _strict_response_validation=True,
+        )
+        stream = await client.responses.create(model="m", input="hi", stream=True)
+        return [event.type async for event in stream]
+
+
+async def test_with_error_event_on_openai_python_raises_api_error_with_the_message() -> None:
+    """Issue 10.5: the flat error event was yielded as a plain event, never raised."""
+    with pytest.raises(openai.APIError) as info:
+        await sdk_events(error_event=True)
+    assert info.value.message == "upstream reported an error: model overloaded"
+    assert info.value.body == {
+        "type": "server_error",
+        "code": "server_error",
+        "message": "upstream reported an error: model overloaded",
+        "param": None,
+    }
+
+
+async def test_with_error_event_off_openai_python_sees_response_failed_and_no_error() -> None:
+    types = await sdk_events(error_event=False)
+    assert types[-1] == "response.failed"
+    assert "error" not in types

@@ -212,6 +212,20 @@ async def test_a_non_json_2xx_body_is_a_bad_gateway_error() -> None:
     assert "neither JSON nor an event stream" in exchange.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_cut_off_json_body_is_a_bad_gateway_error_that_says_it_was_cut_off(
+    stream: bool,
+) -> None:
+    """Issue 10.7: it was reported as "neither JSON nor an event stream"."""
+    whole = orjson.dumps({"id": "c", "object": "chat.completion", "choices": []})
+    upstream = Upstream([whole[:20], END], content_type=b"application/json")
+    exchange = await drive(middleware(upstream), responses_body(stream=stream))
+
+    assert exchange.status == 502
+    message = exchange.json()["error"]["message"]
+    assert "JSON body that ended before it was complete (after 20 bytes)" in message
+
+
 async def test_a_json_body_over_the_limit_is_a_bad_gateway_error() -> None:
     upstream = Upstream([COMPLETION, Last(COMPLETION)], content_type=b"application/json")
     exchange = await drive(
