@@ -39,6 +39,7 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamReportedError",
     "classify_upstream_error",
+    "clip",
     "error_body",
 ]
 
@@ -120,6 +121,19 @@ class UpstreamProtocolError(UpstreamError):
 
 class UpstreamReportedError(UpstreamError):
     """The upstream reported an error itself, in-band or as a non-2xx status."""
+
+
+#: Longest client-supplied value (an id, a path) quoted whole in an error message.
+_MAX_QUOTED: int = 64
+
+
+def clip(value: str, limit: int = _MAX_QUOTED) -> str:
+    """``value`` as quoted in an error message: cut to ``limit`` characters and marked so.
+
+    Ids come from the client; quoting a 100 KB one back whole makes every error as large as
+    the request that caused it.
+    """
+    return value if len(value) <= limit else value[:limit] + "…"
 
 
 def error_body(

@@ -62,7 +62,7 @@ from ._items import new_id, translate_completion
 from ._observe import REQUEST_LOG_MESSAGE, ResponseRecord, logger, notify_observer
 from ._requests import _translate, parse_request_body
 from ._settings import Settings
-from ._store import StoreGateway, normalize_input
+from ._store import StoreGateway, has_item_references, normalize_input
 from ._stream import StreamConverter
 
 if TYPE_CHECKING:
@@ -434,7 +434,9 @@ class _Responder:
         self.request = request
         self.stream = request.get("stream") is True
         self.storing = self.mw._store_on and request.get("store") is not False
-        if request.get("previous_response_id") is None:
+        if request.get("previous_response_id") is None and not has_item_references(
+            request.get("input")
+        ):
             # parse_request_body validated exactly this body: do not validate it twice.
             return _translate(request, self.settings, validated=True)
         expanded, self.input_items = await self.gateway.expand(self.scope, request)

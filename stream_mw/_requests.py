@@ -67,7 +67,6 @@ _LOGPROBS_INCLUDE: Final = "message.output_text.logprobs"
 #: Items that exist only with server-side state or hosted tools; Chat has no way to replay them.
 _DROPPED_ITEMS: Final = frozenset(
     {
-        "item_reference",
         "compaction",
         "compaction_trigger",
         "additional_tools",
@@ -721,6 +720,14 @@ class _History:
             self._add_output(item, _tool_output_text(item["output"]))
         elif kind == "reasoning":
             self._add_reasoning(item)
+        elif kind == "item_reference":
+            # The middleware's store resolves references before translation; one still here
+            # names an item nobody looked up, and dropping it would cut the conversation.
+            raise InvalidRequestError(
+                f"'{path}' is an item_reference, which only a response store can resolve; "
+                "send the item itself.",
+                param=path,
+            )
         else:
             self._dropped[kind] += 1
 

@@ -170,6 +170,25 @@ async def test_input_items_page_shape_and_cursor(gateway: StoreGateway) -> None:
     }  # fmt: skip
 
 
+async def test_duplicate_item_ids_page_to_the_end_one_item_at_a_time(
+    gateway: StoreGateway,
+) -> None:
+    """Issue 11.8: with two items sharing an id, limit=1 followed msg_x forever."""
+    inputs = [
+        {"role": "user", "content": "a", "id": "msg_x"},
+        {"role": "user", "content": "b", "id": "msg_x"},
+        {"role": "user", "content": "c", "id": "msg_y"},
+    ]
+    _, response = await turn(gateway, ALICE, inputs)
+    async with sdk(gateway) as client:
+        pages = client.responses.input_items.list(response["id"], limit=1, order="asc")
+        texts = []
+        async for item in pages:
+            texts.append(item.content[0].text)
+            assert len(texts) <= 3, "pagination did not end"
+    assert texts == ["a", "b", "c"]
+
+
 @pytest.mark.parametrize(
     ("params", "param"),
     [
@@ -356,6 +375,71 @@ async def test_expansion_does_not_mutate_the_request_body(gateway: StoreGateway)
     assert expanded["input"] is items
 
 
+# --- item_reference --------------------------------------------------------------------------
+
+
+async def test_item_references_resolve_to_stored_input_and_output_items(
+    gateway: StoreGateway,
+) -> None:
+    _, first = await turn(gateway, ALICE, "one")
+    [user] = await first_input_items(gateway, first["id"])
+    [answer] = first["output"]
+    references = [
+        {"type": "item_reference", "id": user["id"]},
+        {"type": "item_reference", "id": answer["id"]},
+        {"role": "user", "content": "two"},
+    ]
+    body, second = await turn(gateway, ALICE, references)
+    assert body["input"][:2] == [user, answer]
+    assert body["input"][2]["content"] == [{"type": "input_text", "text": "two"}]
+    # What is stored is the resolved conversation, so it can be referenced or continued again.
+    third_body, _ = await turn(gateway, ALICE, "three", second["id"])
+    assert [i.get("role") for i in third_body["input"]] == [
+        "user", "assistant", "user", "assistant", "user",
+    ]  # fmt: skip
+    assert third_body["input"][:2] == [user, answer]
+
+
+async def first_input_items(gateway: StoreGateway, response_id: str) -> list[dict[str, Any]]:
+    async with raw(gateway) as client:
+        reply = await client.get(f"/v1/responses/{response_id}/input_items")
+    items: list[dict[str, Any]] = reply.json()["data"]
+    return items
+
+
+async def test_item_references_work_beside_previous_response_id(gateway: StoreGateway) -> None:
+    _, first = await turn(gateway, ALICE, "one")
+    _, second = await turn(gateway, ALICE, "two")
+    answer = first["output"][0]
+    body, _ = await turn(
+        gateway, ALICE, [{"type": "item_reference", "id": answer["id"]}], second["id"]
+    )
+    assert body["input"][-1] == answer
+    assert len(body["input"]) == 3
+
+
+@pytest.mark.parametrize("who", ["unknown", "foreign"])
+async def test_an_unresolvable_item_reference_is_400_naming_its_index(
+    gateway: StoreGateway, who: str
+) -> None:
+    _, first = await turn(gateway, BOB, "bob's")
+    item_id = "msg_" + "0" * 40 if who == "unknown" else first["output"][0]["id"]
+    new_input = [{"role": "user", "content": "x"}, {"type": "item_reference", "id": item_id}]
+    with pytest.raises(InvalidRequestError) as caught:
+        await gateway.expand(ALICE, {"model": "m", "input": new_input})
+    assert caught.value.status_code == 400
+    assert caught.value.param == "input[1]"
+    assert item_id in caught.value.message
+
+
+async def test_an_item_reference_without_a_store_is_400_saying_so() -> None:
+    gateway = StoreGateway(Settings(store_url=None))
+    new_input = [{"type": "item_reference", "id": "msg_1"}]
+    with pytest.raises(InvalidRequestError, match="store_url is None") as caught:
+        await gateway.expand(ALICE, {"model": "m", "input": new_input})
+    assert caught.value.param == "input[0]"
+
+
 async def test_unknown_previous_response_is_404_naming_the_parameter(
     gateway: StoreGateway,
 ) -> None:
@@ -395,18 +479,30 @@ async def test_store_false_responses_are_not_stored(gateway: StoreGateway) -> No
         )
 
 
-async def test_too_large_response_is_logged_not_stored_and_generation_goes_on(
+async def test_a_response_too_large_to_store_answers_why_it_is_missing(
     backend_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Issue 11.9: it used to be silently absent: GET said 404 not found."""
     gateway = StoreGateway(Settings(store_url=backend_url, store_max_response_bytes=5_000))
     try:
         with caplog.at_level(logging.WARNING, logger="stream_mw"):
             _, big = await turn(gateway, ALICE, "x" * 10_000)
             _, small = await turn(gateway, ALICE, "x")
         assert "store_max_response_bytes" in caplog.text
+        why = f"Response '{big['id']}' was not stored: it was "
         async with raw(gateway) as client:
-            assert (await client.get(f"/v1/responses/{big['id']}")).status_code == 404
+            for path in (f"/v1/responses/{big['id']}", f"/v1/responses/{big['id']}/input_items"):
+                reply = await client.get(path)
+                assert reply.status_code == 404
+                error = reply.json()["error"]
+                assert error["message"].startswith(why)
+                assert error["message"].endswith(" bytes, over store_max_response_bytes=5000.")
+                assert error["code"] == "response_not_stored"
             assert (await client.get(f"/v1/responses/{small['id']}")).status_code == 200
+        with pytest.raises(NotFoundError, match=why) as caught:
+            await turn(gateway, ALICE, "next", big["id"])
+        assert caught.value.param == "previous_response_id"
+        assert caught.value.code == "response_not_stored"
     finally:
         await gateway.aclose()
 
