@@ -93,6 +93,15 @@ _DROPPED_ITEMS: Final = frozenset(
     }
 )
 
+#: Logged at INFO the first time a hosted tool type is dropped (hosted_tools="drop").
+HOSTED_TOOL_DROPPED: Final = (
+    "Dropped hosted tool type %r: a Chat Completions backend cannot run it "
+    "(hosted_tools='drop'; logged once per tool type)"
+)
+# Hosted tool types already logged. Process-wide on purpose: clients such as Codex send the
+# same hosted tools with every request, and one line per request would bury everything else.
+_HOSTED_LOGGED: set[str] = set()
+
 #: Responses parameters with no same-named Chat parameter: translated below or dropped.
 _RESPONSES_ONLY: Final = frozenset(
     {
@@ -607,14 +616,21 @@ def _translate(body: Mapping[str, Any], settings: Settings, *, validated: bool) 
     """``translate_request``; ``validated`` skips the validation ``parse_request_body`` already
     did, for the middleware's hot path. Only for a body that came from ``parse_request_body``
     unmodified: anything changed or added since (a store's expansion) must be validated."""
-    for key in ("previous_response_id", "conversation"):
-        if body.get(key) is not None:
-            raise InvalidRequestError(
-                f"'{key}' refers to a stored conversation, which needs a response store to "
-                "expand: configure one (the store_url setting) or send the whole conversation "
-                "in 'input'.",
-                param=key,
-            )
+    if body.get("previous_response_id") is not None:
+        raise InvalidRequestError(
+            "'previous_response_id' refers to a stored response, which needs a response store "
+            "to expand: configure one (the store_url setting) or send the whole conversation "
+            "in 'input'.",
+            param="previous_response_id",
+        )
+    if body.get("conversation") is not None:
+        # Not a store question: no store here keeps Conversations API objects.
+        raise InvalidRequestError(
+            "The Conversations API ('conversation') is not supported by this server yet. "
+            "Chain turns with 'previous_response_id', or send the whole conversation in "
+            "'input'.",
+            param="conversation",
+        )
     if not validated:
         _validate(body)
 
@@ -956,8 +972,10 @@ def _translate_tools(
             )
         else:
             hosted.append(kind)
-    if hosted:
-        logger.debug("Dropped hosted tools a Chat backend cannot run: %s", ", ".join(hosted))
+    for kind in hosted:
+        if kind not in _HOSTED_LOGGED:
+            _HOSTED_LOGGED.add(kind)
+            logger.info(HOSTED_TOOL_DROPPED, kind)
     return chat_tools
 
 

@@ -99,6 +99,19 @@ async def test_an_unknown_previous_response_id_is_404() -> None:
     assert upstream.calls == 0
 
 
+async def test_conversation_with_a_store_configured_says_conversations_are_not_supported() -> None:
+    upstream = text_upstream()
+    body = responses_body(conversation="conv_1")
+    exchange = await drive(middleware(upstream, store_url="memory://"), body)
+
+    assert exchange.status == 400
+    error = exchange.json()["error"]
+    assert error["param"] == "conversation"
+    assert "Conversations API ('conversation') is not supported" in error["message"]
+    assert "store" not in error["message"]
+    assert upstream.calls == 0
+
+
 async def test_a_client_leaving_while_sending_the_body_never_calls_the_app() -> None:
     upstream = text_upstream()
 
