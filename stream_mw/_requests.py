@@ -567,7 +567,7 @@ def parse_request_body(raw: bytes, settings: Settings) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"Request body is not valid JSON: {exc}.") from None
+        raise InvalidRequestError(_json_error(raw, exc)) from None
     if not isinstance(body, dict):
         raise InvalidRequestError(
             f"Request body must be a JSON object, but got {_kind_of(body)} instead."
@@ -585,6 +585,19 @@ def parse_request_body(raw: bytes, settings: Settings) -> dict[str, Any]:
         ) from None
     _validate(body)
     return body
+
+
+def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> str:
+    # orjson reports any invalid UTF-8 as "surrogates not allowed", which sends the client
+    # looking for surrogates; say where the bytes stop being UTF-8 instead.
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return (
+            "Request body is not valid UTF-8 JSON: the byte at offset "
+            f"{bad.start} (0x{raw[bad.start]:02x}) is not valid UTF-8."
+        )
+    return f"Request body is not valid JSON: {exc}."
 
 
 # --- translation -----------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from starlette.datastructures import QueryParams
 from ._errors import (
     ConfigurationError,
     InvalidRequestError,
+    MethodNotAllowedError,
     NotFoundError,
     RequestError,
     StoreUnavailableError,
@@ -734,6 +735,8 @@ def _message_content(item: dict[str, Any], index: int) -> Any:
 
 # Response ids are ours (resp_<hex>) or OpenAI's; anything else cannot be stored here.
 _RESPONSE_ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+# Methods the stored-response routes leave to the wrapped app (see StoreGateway.matches).
+_PASSED_METHODS = frozenset({"POST", "OPTIONS"})
 _DEFAULT_LIMIT = 20
 _MAX_LIMIT = 100
 
@@ -811,16 +814,32 @@ class StoreGateway:
 
     def matches(self, scope: Scope) -> bool:
         """Whether ``handle`` serves this request (always ``False`` when storage is off, so
-        the wrapped app keeps any routes of its own)."""
-        return self.enabled and scope["type"] == "http" and self._route(scope) is not None
+        the wrapped app keeps any routes of its own).
+
+        Every method on the stored-response routes is served (a wrong one with 405), except
+        ``POST``, which OpenAI uses for routes of its own beside them
+        (``/responses/input_tokens``, ``/responses/compact``), and ``OPTIONS`` (CORS
+        preflight): those reach the wrapped app.
+        """
+        return (
+            self.enabled
+            and scope["type"] == "http"
+            and scope["method"] not in _PASSED_METHODS
+            and self._route(scope) is not None
+        )
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve a request ``matches`` accepted, with OpenAI-shaped JSON and errors."""
         route = self._route(scope)
+        headers: list[tuple[bytes, bytes]] = []
         try:
             if route is None:
-                raise NotFoundError(f"No route for {scope['method']} {scope['path']}.")
+                raise NotFoundError(f"No route for {scope['method']} {clip(scope['path'])}.")
             response_id, input_items = route
+            allowed = "GET" if input_items else "GET, DELETE"
+            if scope["method"] not in allowed.split(", "):
+                headers.append((b"allow", allowed.encode("ascii")))
+                raise MethodNotAllowedError(scope["method"], clip(scope["path"]), allowed)
             params = QueryParams(scope.get("query_string", b""))
             tenant = tenant_key(scope, self._settings)
             if input_items:
@@ -846,6 +865,7 @@ class StoreGateway:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(payload)).encode("ascii")),
+                    *headers,
                 ],
             }
         )
@@ -978,10 +998,9 @@ class StoreGateway:
         response_id, slash, tail = path[len(self._base) :].partition("/")
         if not response_id:
             return None
-        method = scope["method"]
         if not slash:
-            return (response_id, False) if method in ("GET", "DELETE") else None
-        if tail == "input_items" and method == "GET":
+            return response_id, False
+        if tail == "input_items":
             return response_id, True
         return None
 

@@ -347,7 +347,7 @@ class ProxyApp:
                 # Reported in-band, as vLLM and others report their own mid-stream failures:
                 # the middleware turns it into response.failed with this message. A cut in the
                 # middle of an event is left as it is: the reader drops an unfinished event.
-                error = error_body(message, "server_error", code="server_error")
+                error = error_body(message, "server_error", code="upstream_broke_off")
                 last = b"data: " + orjson.dumps(error) + b"\n\n"
             await send({"type": "http.response.body", "body": last, "more_body": False})
             return

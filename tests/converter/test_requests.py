@@ -1100,7 +1100,16 @@ def test_body_over_max_request_bytes_is_413_naming_the_limit_and_setting() -> No
 RAW_ERRORS = [
     ("empty_body", b"", "empty"),
     ("invalid_json", b'{"model": "m",', "not valid JSON"),
-    ("invalid_utf8", b'{"model": "\xff"}', "not valid JSON"),
+    (
+        "invalid_utf8_says_where_not_surrogates",
+        b'{"model": "\xff"}',
+        "not valid UTF-8 JSON: the byte at offset 11 (0xff) is not valid UTF-8",
+    ),
+    (
+        "encoded_surrogate_is_invalid_utf8",
+        b'{"model": "m", "input": "\xed\xa0\x80"}',
+        "not valid UTF-8 JSON: the byte at offset 25 (0xed)",
+    ),
     ("json_array", b'[{"model": "m"}]', "must be a JSON object, but got an array"),
     ("json_string", b'"hello"', "must be a JSON object, but got a string"),
 ]
@@ -1114,6 +1123,7 @@ def test_unparseable_bodies_are_400(raw: bytes, message: str) -> None:
         parse_request_body(raw, Settings())
     assert caught.value.status_code == 400
     assert message in caught.value.message
+    assert "surrogates" not in caught.value.message
 
 
 def base(**fields: Any) -> dict[str, Any]:

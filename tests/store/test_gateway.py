@@ -236,6 +236,24 @@ async def test_sdk_deletes_then_retrieval_is_404(gateway: StoreGateway) -> None:
             await client.responses.input_items.list(response["id"])
 
 
+async def test_a_huge_unknown_id_is_quoted_clipped_in_the_404(gateway: StoreGateway) -> None:
+    """Issue 11: a 100 KB id was echoed back whole."""
+    huge = "resp_" + "x" * 60_000  # httpx refuses URLs over 64 KiB
+    async with raw(gateway) as client:
+        replies = [
+            await client.get(f"/v1/responses/{huge}"),
+            await client.get(f"/v1/responses/{huge}/input_items"),
+            await client.delete(f"/v1/responses/{huge}"),
+        ]
+    for reply in replies:
+        assert reply.status_code == 404
+        message = reply.json()["error"]["message"]
+        assert message == f"Response with id '{huge[:64]}…' not found."
+    with pytest.raises(NotFoundError) as caught:
+        await gateway.expand(ALICE, {"model": "m", "input": "x", "previous_response_id": huge})
+    assert len(caught.value.message) < 200
+
+
 async def test_unknown_id_is_an_openai_shaped_404(gateway: StoreGateway) -> None:
     async with raw(gateway) as client:
         reply = await client.get("/v1/responses/resp_nope")
@@ -559,7 +577,9 @@ async def test_unreadable_store_answers_503_on_every_route(
         ("GET", "/v1/responses", False),
         ("GET", "/v1/responses/", False),
         ("POST", "/v1/responses/resp_1", False),
-        ("DELETE", "/v1/responses/resp_1/input_items", False),
+        ("OPTIONS", "/v1/responses/resp_1", False),
+        ("PUT", "/v1/responses/resp_1", True),  # served with 405
+        ("DELETE", "/v1/responses/resp_1/input_items", True),  # served with 405
         ("POST", "/v1/responses/resp_1/cancel", False),
         ("GET", "/v1/responses/resp_1/other", False),
         ("GET", "/v1/chat/completions", False),
