@@ -14,9 +14,12 @@ from typing import Any
 
 import anyio
 import httpx
+import hypothesis
 import openai
 import orjson
 import pytest
+from hypothesis import strategies as st
+from starlette.datastructures import QueryParams
 
 from stream_mw import InvalidRequestError, NotFoundError, Settings, StoreUnavailableError
 from stream_mw._store import StoreGateway, normalize_input, tenant_key
@@ -187,6 +190,41 @@ async def test_duplicate_item_ids_page_to_the_end_one_item_at_a_time(
             texts.append(item.content[0].text)
             assert len(texts) <= 3, "pagination did not end"
     assert texts == ["a", "b", "c"]
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.given(
+    ids=st.lists(st.sampled_from(["msg_a", "msg_b", "fc_a", ""]), max_size=10),
+    limit=st.integers(1, 4),
+    order=st.sampled_from(["asc", "desc"]),
+)
+def test_paging_by_the_last_id_lists_every_item_once_whatever_ids_were_sent(
+    ids: list[str], limit: int, order: str
+) -> None:
+    async def pages() -> tuple[list[str], list[str]]:
+        gateway = StoreGateway(Settings(store_url="memory://"))
+        sent = [
+            {"role": "user", "content": f"m{i}", "id": item_id} for i, item_id in enumerate(ids)
+        ]
+        _, response = await turn(gateway, ALICE, sent)
+        seen: list[str] = []
+        after: str | None = None
+        for _ in range(len(ids) + 1):
+            query = {"limit": str(limit), "order": order, **({"after": after} if after else {})}
+            page = await gateway._list_input_items(
+                tenant_key(ALICE, gateway._settings), response["id"], QueryParams(query)
+            )
+            seen += [item["content"][0]["text"] for item in page["data"]]
+            if not page["has_more"]:
+                break
+            after = page["last_id"]
+        else:
+            raise AssertionError("pagination did not end")
+        expected = [f"m{i}" for i in range(len(ids))]
+        return seen, expected if order == "asc" else expected[::-1]
+
+    seen, expected = anyio.run(pages)
+    assert seen == expected
 
 
 @pytest.mark.parametrize(
