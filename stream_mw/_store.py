@@ -14,8 +14,9 @@ The Responses API is stateful: ``store`` defaults to true, clients chain turns w
   (``redis://``) lives in ``_store_redis.py`` so that ``import stream_mw`` never imports redis;
 - ``open_store(settings)``, which picks one by ``Settings.store_url``;
 - ``StoreGateway``, the one object the middleware holds: it expands ``previous_response_id``
-  and resolves ``item_reference`` input items, saves finished responses (never raising: a store failure must not break generation) and
-  serves ``GET``/``DELETE {prefix}/responses/{id}`` and ``GET {prefix}/responses/{id}/input_items``.
+  and resolves ``item_reference`` input items, saves finished responses (never raising: a
+  store failure must not break generation) and serves ``GET``/``DELETE
+  {prefix}/responses/{id}`` and ``GET {prefix}/responses/{id}/input_items``.
 
 Isolation: every operation takes a tenant key (``tenant_key``: ``Settings.tenant(scope)`` or a
 hash of the ``Authorization`` header). Keys are ``(tenant, id)``, so another tenant's id is
@@ -146,7 +147,7 @@ class NotStored:
     def reason(self) -> str:
         """Why the response is missing, in words a client can act on."""
         return (
-            f"Response '{_shown(self.response_id)}' was not stored: it was {self.size} bytes, "
+            f"Response '{clip(self.response_id)}' was not stored: it was {self.size} bytes, "
             f"over {self.setting}={self.limit}."
         )
 
@@ -172,10 +173,6 @@ def decode_record(data: bytes | str) -> StoredResponse | NotStored:
             tombstone["id"], tombstone["size"], tombstone["limit"], tombstone["setting"]
         )
     return StoredResponse(response=obj["response"], input_items=obj["input_items"])
-
-
-def _shown(response_id: str) -> str:
-    return clip(response_id)
 
 
 def _find_items(
@@ -374,8 +371,8 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS stream_mw_responses_expires_at ON stream_mw_responses (expires_at)",
     # The item index: which response holds an item. Rows expire with their response and are
-    # purged like them; a lookup joins the response row, so a deleted response's rows are
-    # invisible at once.
+    # purged like them; a lookup then loads that response, so the rows of a deleted or
+    # replaced response find nothing.
     """CREATE TABLE IF NOT EXISTS stream_mw_items (
         tenant TEXT NOT NULL,
         id TEXT NOT NULL,

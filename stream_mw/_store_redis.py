@@ -6,9 +6,8 @@ Loaded only when a ``redis://``, ``rediss://`` or ``unix://`` store URL is opene
 One key per (tenant, response), written with ``SET ... PX`` so Redis expires each response on
 its own, and one key per (tenant, item id) holding the id of the response that holds the item,
 with the same expiry, written in the same transaction. The tenant is part of every key, so
-another tenant's id is simply absent. Socket
-timeouts are short and retries few, so an outage answers ``StoreUnavailableError`` quickly
-instead of hanging the request.
+another tenant's id is simply absent. Socket timeouts are short and retries few, so an outage
+answers ``StoreUnavailableError`` quickly instead of hanging the request.
 """
 
 from __future__ import annotations
