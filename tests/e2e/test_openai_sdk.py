@@ -440,3 +440,24 @@ async def test_an_item_reference_without_a_store_is_a_bad_request() -> None:
             await client.responses.create(model="text", input=reference, stream=True)
     assert caught.value.param == "input[0]"
     assert chat.requests == []
+
+
+async def test_a_response_too_large_to_store_still_streams_and_later_says_why_it_is_missing() -> (
+    None
+):
+    """Issue 11.9: the next turn used to get "previous response not found"."""
+    app = ResponsesMiddleware(ScriptedChat(), keepalive_interval=0, store_max_response_bytes=2_000)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        client = keyed_sdk(http, "http://testserver/v1", "sk-alice")
+        stream = await client.responses.create(model="text", input="x" * 5_000, stream=True)
+        events = [event async for event in stream]
+        assert events[-1].type == "response.completed"
+        response_id = events[-1].response.id
+        with pytest.raises(openai.NotFoundError, match="was not stored: it was") as got:
+            await client.responses.retrieve(response_id)
+        assert "store_max_response_bytes=2000" in got.value.message
+        with pytest.raises(openai.NotFoundError, match="was not stored") as continued:
+            await client.responses.create(
+                model="text", input="more", previous_response_id=response_id
+            )
+    assert continued.value.code == "response_not_stored"
