@@ -5,7 +5,7 @@ Loaded only when a ``redis://``, ``rediss://`` or ``unix://`` store URL is opene
 
 One key per (tenant, response), written with ``SET ... PX`` so Redis expires each response on
 its own, and one key per (tenant, item id) holding the id of the response that holds the item,
-with the same expiry, written in the same transaction. The tenant is part of every key, so
+with the same expiry, written together by one script (atomically). The tenant is part of every key, so
 another tenant's id is simply absent. Socket timeouts are short and retries few, so an outage
 answers ``StoreUnavailableError`` quickly instead of hanging the request.
 """
@@ -20,6 +20,14 @@ from ._errors import ConfigurationError, StoreUnavailableError
 from ._store import NotStored, StoredResponse, _encode_bounded, _find_items, decode_record
 
 __all__ = ["RedisStore"]
+
+# KEYS[1] is the response, KEYS[2..] its items' index entries; ARGV: body, TTL (ms), id.
+_PUT_SCRIPT = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 2, #KEYS do
+    redis.call('SET', KEYS[i], ARGV[3], 'PX', ARGV[2])
+end
+"""
 
 #: Defaults for the client; the URL's own query options (``?socket_timeout=0.5``) win.
 CLIENT_DEFAULTS: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
@@ -62,6 +70,7 @@ class RedisStore:
         self._client: Any = aioredis.Redis.from_url(
             url, **CLIENT_DEFAULTS, retry=Retry(NoBackoff(), 1)
         )
+        self._put_script: Any = self._client.register_script(_PUT_SCRIPT)
 
     def key(self, tenant: str, response_id: str) -> str:
         """The Redis key of a response. The tenant is hashed to a fixed width, which keeps
@@ -103,12 +112,11 @@ class RedisStore:
 
     async def put(self, tenant: str, stored: StoredResponse) -> None:
         data, item_ids = _encode_bounded(stored, self._max_response_bytes)
+        keys = [self.key(tenant, stored.id), *(self.item_key(tenant, i) for i in item_ids)]
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(self.key(tenant, stored.id), data, px=self._ttl_ms)
-                for item_id in item_ids:
-                    pipe.set(self.item_key(tenant, item_id), stored.id, px=self._ttl_ms)
-                await pipe.execute()
+            # One script call: atomic like MULTI, but one command to encode and send instead
+            # of one per item (a pipeline of 40 SETs cost five times a plain SET).
+            await self._put_script(keys=keys, args=[data, self._ttl_ms, stored.id])
         except self._errors as exc:
             raise _unavailable(exc) from exc
 
