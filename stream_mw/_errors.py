@@ -7,6 +7,7 @@
      ├── RequestError                  the request cannot be served; carries the HTTP status
      │    ├── InvalidRequestError      400: bad JSON, wrong types, unknown items, ...
      │    ├── NotFoundError            404: unknown, expired or foreign response id
+     │    ├── MethodNotAllowedError    405: a Responses route asked with the wrong method
      │    ├── RequestTooLargeError     413: body over ``max_request_bytes``
      │    └── StoreUnavailableError    503: the response store could not be read
      └── UpstreamError                 the app behind the middleware failed or reported an error
@@ -28,8 +29,10 @@ import re
 from typing import Any
 
 __all__ = [
+    "GATEWAY_FAILURE_CODES",
     "ConfigurationError",
     "InvalidRequestError",
+    "MethodNotAllowedError",
     "NotFoundError",
     "RequestError",
     "RequestTooLargeError",
@@ -39,6 +42,7 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamReportedError",
     "classify_upstream_error",
+    "clip",
     "error_body",
 ]
 
@@ -85,6 +89,25 @@ class NotFoundError(RequestError):
     error_type = "not_found_error"
 
 
+class MethodNotAllowedError(RequestError):
+    """405: a Responses route was asked with a method it does not serve.
+
+    Args:
+        method: The method used.
+        path: The path, as it may be quoted (clipped).
+        allowed: The ``Allow`` header value: the methods the route serves.
+    """
+
+    status_code = 405
+
+    def __init__(self, method: str, path: str, allowed: str) -> None:
+        super().__init__(
+            f"Method {method} is not allowed on {path}; it serves {allowed}.",
+            code="method_not_allowed",
+        )
+        self.allowed = allowed
+
+
 class RequestTooLargeError(RequestError):
     """413: the request body is larger than ``Settings.max_request_bytes``."""
 
@@ -122,6 +145,26 @@ class UpstreamReportedError(UpstreamError):
     """The upstream reported an error itself, in-band or as a non-2xx status."""
 
 
+#: Error codes the gateway's own transport (``ProxyApp``) answers with when it fails to reach
+#: or read the upstream; an in-band error carrying one is the gateway's failure, not a report
+#: from the upstream.
+GATEWAY_FAILURE_CODES = frozenset(
+    {"upstream_unreachable", "upstream_timeout", "upstream_broke_off"}
+)
+
+#: Longest client-supplied value (an id, a path) quoted whole in an error message.
+_MAX_QUOTED: int = 64
+
+
+def clip(value: str, limit: int = _MAX_QUOTED) -> str:
+    """``value`` as quoted in an error message: cut to ``limit`` characters and marked so.
+
+    Ids come from the client; quoting a 100 KB one back whole makes every error as large as
+    the request that caused it.
+    """
+    return value if len(value) <= limit else value[:limit] + "…"
+
+
 def error_body(
     message: str,
     error_type: str,
@@ -152,14 +195,19 @@ def classify_upstream_error(
 ) -> str:
     """Choose the Responses error code for an upstream failure.
 
-    Precedence: an explicit context-length signal, then rate limiting, then the status class
-    (other 4xx are the client's fault and must not be retried), then ``server_error``.
+    Precedence: an explicit context-length signal, then rate limiting, then a rejected key
+    (401), then the status class (other 4xx are the client's fault and must not be retried),
+    then ``server_error``.
     """
     hints = " ".join(str(x) for x in (code, error_type) if x)
     if "context_length_exceeded" in hints or _CONTEXT_LENGTH.search(message):
         return "context_length_exceeded"
     if status_code == 429 or _RATE_LIMIT.search(hints) or _RATE_LIMIT.search(message):
         return "rate_limit_exceeded"
+    if status_code == 401:
+        # OpenAI's code for a rejected key; a client shows it as an authentication problem
+        # instead of blaming the prompt.
+        return "invalid_api_key"
     if status_code is not None and 400 <= status_code < 500:
         return "invalid_prompt"
     if "invalid_request" in hints:

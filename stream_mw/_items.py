@@ -24,6 +24,7 @@ from typing import Any, Literal
 import orjson
 
 from ._errors import (
+    GATEWAY_FAILURE_CODES,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamReportedError,
@@ -564,17 +565,23 @@ def finish_outcome(finish_reason: str | None) -> tuple[Outcome, str | None]:
     return "completed", None
 
 
-def in_band_error(payload: object) -> UpstreamReportedError:
+def in_band_error(payload: object) -> UpstreamError:
     """The error an upstream reported inside a 2xx body: ``{"error": {...}}``,
     ``{"error": "text"}``, vLLM's ``{"object": "error", "message", "code"}``, or the data of
     an ``event: error``. The upstream's message is kept word for word (Codex reads
-    "try again in N s" from it)."""
+    "try again in N s" from it). ``ProxyApp``'s own report of losing the upstream mid-stream
+    is labelled as the gateway's failure."""
     if isinstance(payload, Mapping) and "error" in payload and payload["error"]:
         payload = payload["error"]
     if isinstance(payload, Mapping):
         raw_message = payload.get("message")
         message = raw_message if isinstance(raw_message, str) and raw_message else ""
         code = payload.get("code")
+        if code in GATEWAY_FAILURE_CODES:
+            return UpstreamError(
+                f"the gateway failed to read the upstream's response: {message}",
+                code="server_error",
+            )
         status = payload.get("status_code", payload.get("status"))
         if not isinstance(status, int) and isinstance(code, int):
             status = code

@@ -51,18 +51,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
 from ._errors import (
+    MethodNotAllowedError,
     RequestError,
     RequestTooLargeError,
     UpstreamError,
     UpstreamProtocolError,
     classify_upstream_error,
+    clip,
     error_body,
 )
 from ._items import new_id, translate_completion
 from ._observe import REQUEST_LOG_MESSAGE, ResponseRecord, logger, notify_observer
 from ._requests import _translate, parse_request_body
 from ._settings import Settings
-from ._store import StoreGateway, normalize_input
+from ._store import StoreGateway, has_item_references, normalize_input
 from ._stream import StreamConverter
 
 if TYPE_CHECKING:
@@ -122,6 +124,7 @@ _MAX_ERROR_MESSAGE: Final = 2000
 _CODE_STATUS: Final = {
     "context_length_exceeded": 400,
     "invalid_prompt": 400,
+    "invalid_api_key": 401,
     "rate_limit_exceeded": 429,
     "insufficient_quota": 429,
 }
@@ -224,9 +227,15 @@ class ResponsesMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if scope["method"] == "POST" and _route_path(scope) == self._responses_path:
-                await _Responder(self)(scope, receive, send)
-                return
+            if _route_path(scope) == self._responses_path:
+                method = scope["method"]
+                if method == "POST":
+                    await _Responder(self)(scope, receive, send)
+                    return
+                # OPTIONS is left to the app: a CORS layer inside may answer the preflight.
+                if method != "OPTIONS":
+                    await _method_not_allowed(send, method, scope["path"], "POST")
+                    return
             if self._store_on and self.gateway.matches(scope):
                 await self.gateway.handle(scope, receive, send)
                 return
@@ -247,6 +256,22 @@ class ResponsesMiddleware:
 
 async def unattached_send(message: Message) -> NoReturn:
     raise RuntimeError("send awaitable not set")  # pragma: no cover
+
+
+async def _method_not_allowed(send: Send, method: str, path: str, allowed: str) -> None:
+    body = orjson.dumps(MethodNotAllowedError(method, clip(path), allowed).body())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 405,
+            "headers": [
+                _JSON_TYPE,
+                (b"content-length", str(len(body)).encode("ascii")),
+                (b"allow", allowed.encode("ascii")),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _route_path(scope: Scope) -> str:
@@ -434,7 +459,9 @@ class _Responder:
         self.request = request
         self.stream = request.get("stream") is True
         self.storing = self.mw._store_on and request.get("store") is not False
-        if request.get("previous_response_id") is None:
+        if request.get("previous_response_id") is None and not has_item_references(
+            request.get("input")
+        ):
             # parse_request_body validated exactly this body: do not validate it twice.
             return _translate(request, self.settings, validated=True)
         expanded, self.input_items = await self.gateway.expand(self.scope, request)
@@ -1031,7 +1058,8 @@ async def _unattached_receive() -> NoReturn:
 
 def _too_large(limit: int) -> RequestTooLargeError:
     return RequestTooLargeError(
-        f"The request body is larger than the server's limit of {limit} bytes (max_request_bytes)."
+        f"The request body is larger than the server's limit of {limit} bytes (max_request_bytes).",
+        code="request_too_large",
     )
 
 

@@ -67,7 +67,6 @@ _LOGPROBS_INCLUDE: Final = "message.output_text.logprobs"
 #: Items that exist only with server-side state or hosted tools; Chat has no way to replay them.
 _DROPPED_ITEMS: Final = frozenset(
     {
-        "item_reference",
         "compaction",
         "compaction_trigger",
         "additional_tools",
@@ -93,6 +92,15 @@ _DROPPED_ITEMS: Final = frozenset(
         "program_output",
     }
 )
+
+#: Logged at INFO the first time a hosted tool type is dropped (hosted_tools="drop").
+HOSTED_TOOL_DROPPED: Final = (
+    "Dropped hosted tool type %r: a Chat Completions backend cannot run it "
+    "(hosted_tools='drop'; logged once per tool type)"
+)
+# Hosted tool types already logged. Process-wide on purpose: clients such as Codex send the
+# same hosted tools with every request, and one line per request would bury everything else.
+_HOSTED_LOGGED: set[str] = set()
 
 #: Responses parameters with no same-named Chat parameter: translated below or dropped.
 _RESPONSES_ONLY: Final = frozenset(
@@ -559,7 +567,7 @@ def parse_request_body(raw: bytes, settings: Settings) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"Request body is not valid JSON: {exc}.") from None
+        raise InvalidRequestError(_json_error(raw, exc)) from None
     if not isinstance(body, dict):
         raise InvalidRequestError(
             f"Request body must be a JSON object, but got {_kind_of(body)} instead."
@@ -577,6 +585,19 @@ def parse_request_body(raw: bytes, settings: Settings) -> dict[str, Any]:
         ) from None
     _validate(body)
     return body
+
+
+def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> str:
+    # orjson reports any invalid UTF-8 as "surrogates not allowed", which sends the client
+    # looking for surrogates; say where the bytes stop being UTF-8 instead.
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return (
+            "Request body is not valid UTF-8 JSON: the byte at offset "
+            f"{bad.start} (0x{raw[bad.start]:02x}) is not valid UTF-8."
+        )
+    return f"Request body is not valid JSON: {exc}."
 
 
 # --- translation -----------------------------------------------------------------------------
@@ -608,14 +629,21 @@ def _translate(body: Mapping[str, Any], settings: Settings, *, validated: bool) 
     """``translate_request``; ``validated`` skips the validation ``parse_request_body`` already
     did, for the middleware's hot path. Only for a body that came from ``parse_request_body``
     unmodified: anything changed or added since (a store's expansion) must be validated."""
-    for key in ("previous_response_id", "conversation"):
-        if body.get(key) is not None:
-            raise InvalidRequestError(
-                f"'{key}' refers to a stored conversation, which needs a response store to "
-                "expand: configure one (the store_url setting) or send the whole conversation "
-                "in 'input'.",
-                param=key,
-            )
+    if body.get("previous_response_id") is not None:
+        raise InvalidRequestError(
+            "'previous_response_id' refers to a stored response, which needs a response store "
+            "to expand: configure one (the store_url setting) or send the whole conversation "
+            "in 'input'.",
+            param="previous_response_id",
+        )
+    if body.get("conversation") is not None:
+        # Not a store question: no store here keeps Conversations API objects.
+        raise InvalidRequestError(
+            "The Conversations API ('conversation') is not supported by this server yet. "
+            "Chain turns with 'previous_response_id', or send the whole conversation in "
+            "'input'.",
+            param="conversation",
+        )
     if not validated:
         _validate(body)
 
@@ -721,6 +749,14 @@ class _History:
             self._add_output(item, _tool_output_text(item["output"]))
         elif kind == "reasoning":
             self._add_reasoning(item)
+        elif kind == "item_reference":
+            # The middleware's store resolves references before translation; one still here
+            # names an item nobody looked up, and dropping it would cut the conversation.
+            raise InvalidRequestError(
+                f"'{path}' is an item_reference, which only a response store can resolve; "
+                "send the item itself.",
+                param=path,
+            )
         else:
             self._dropped[kind] += 1
 
@@ -949,8 +985,10 @@ def _translate_tools(
             )
         else:
             hosted.append(kind)
-    if hosted:
-        logger.debug("Dropped hosted tools a Chat backend cannot run: %s", ", ".join(hosted))
+    for kind in hosted:
+        if kind not in _HOSTED_LOGGED:
+            _HOSTED_LOGGED.add(kind)
+            logger.info(HOSTED_TOOL_DROPPED, kind)
     return chat_tools
 
 

@@ -104,9 +104,12 @@ class Settings:
     store_max_responses: int = 10_000
     #: Most bytes the ``memory://`` store keeps in all.
     store_max_bytes: int = 256 * _MiB
-    #: Largest single stored response (input items + output), in bytes; larger ones are not
-    #: stored, with a log line.
-    store_max_response_bytes: int = 16 * _MiB
+    #: Largest single stored response (input items + output), in bytes. A larger one is not
+    #: stored: a warning is logged and a small tombstone answers later reads with the reason.
+    #: Twice ``max_request_bytes``, so every accepted full-history request is storable with
+    #: room for a ``previous_response_id`` chain to grow (``tests/benchmarks/store_sizes.py``:
+    #: a long Codex session stores at most ~4 MiB of text, screenshots ~1.5 MB each).
+    store_max_response_bytes: int = 64 * _MiB
     #: Maps a request's ASGI scope to a tenant key; stored responses are visible only to the
     #: tenant that created them. Default: a hash of the ``Authorization`` header.
     tenant: Callable[[Scope], str] | None = field(default=None, compare=False)

@@ -6,18 +6,26 @@ The Responses API is stateful: ``store`` defaults to true, clients chain turns w
 - ``StoredResponse``, what is kept per response: the Response object (which echoes
   ``instructions`` and holds the output items) and the full input the model saw, after
   ``previous_response_id`` expansion, normalised to items with ids;
+- ``NotStored``, the small tombstone kept instead of a response over the size limit, so that
+  a later ``GET`` or ``previous_response_id`` says why it is missing instead of "not found";
 - ``ResponseStore``, the async, tenant-scoped storage protocol, and two implementations:
   ``MemoryStore`` (``memory://``, a bounded LRU with a TTL) and ``SQLiteStore``
   (``sqlite:///path``, WAL, safe for several worker processes on one machine). ``RedisStore``
   (``redis://``) lives in ``_store_redis.py`` so that ``import stream_mw`` never imports redis;
 - ``open_store(settings)``, which picks one by ``Settings.store_url``;
-- ``StoreGateway``, the one object the middleware holds: it expands ``previous_response_id``,
-  saves finished responses (never raising: a store failure must not break generation) and
-  serves ``GET``/``DELETE {prefix}/responses/{id}`` and ``GET {prefix}/responses/{id}/input_items``.
+- ``StoreGateway``, the one object the middleware holds: it expands ``previous_response_id``
+  and resolves ``item_reference`` input items, saves finished responses (never raising: a
+  store failure must not break generation) and serves ``GET``/``DELETE
+  {prefix}/responses/{id}`` and ``GET {prefix}/responses/{id}/input_items``.
 
 Isolation: every operation takes a tenant key (``tenant_key``: ``Settings.tenant(scope)`` or a
 hash of the ``Authorization`` header). Keys are ``(tenant, id)``, so another tenant's id is
 simply absent and answers 404, exactly like an unknown one.
+
+Items: every backend also indexes the ids of a stored response's input and output items, so
+``item_reference`` resolves an item with one indexed lookup, never a scan. An id maps to the
+newest response holding it (a ``previous_response_id`` chain repeats its history's ids in each
+turn, and the newest turn expires last).
 
 Every store is bounded: a per-response size limit (``store_max_response_bytes``) and a TTL
 everywhere, plus a count and total-bytes limit for ``memory://``.
@@ -32,7 +40,7 @@ import re
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -44,9 +52,11 @@ from starlette.datastructures import QueryParams
 from ._errors import (
     ConfigurationError,
     InvalidRequestError,
+    MethodNotAllowedError,
     NotFoundError,
     RequestError,
     StoreUnavailableError,
+    clip,
 )
 from ._items import new_id
 from ._observe import logger
@@ -58,6 +68,7 @@ if TYPE_CHECKING:
 __all__ = [
     "STORE_TIMEOUT",
     "MemoryStore",
+    "NotStored",
     "ResponseStore",
     "SQLiteStore",
     "StoreGateway",
@@ -106,20 +117,106 @@ class StoredResponse:
         obj = orjson.loads(data)
         return cls(response=obj["response"], input_items=obj["input_items"])
 
+    def items(self) -> list[dict[str, Any]]:
+        """Every item an ``item_reference`` may name: the input items, then the output."""
+        output = self.response.get("output")
+        return [*self.input_items, *(output if isinstance(output, list) else ())]
+
+    def item_ids(self) -> list[str]:
+        """The ids of ``items()`` (the keys of the backends' item index)."""
+        return [i for item in self.items() if isinstance(i := item.get("id"), str) and i]
+
+
+@dataclass(frozen=True)
+class NotStored:
+    """What is kept instead of a response too large to store: its size and the limit.
+
+    Attributes:
+        response_id: The id of the response that was not stored.
+        size: Its encoded size in bytes.
+        limit: The limit it went over, in bytes.
+        setting: The ``Settings`` field holding that limit.
+    """
+
+    response_id: str
+    size: int
+    limit: int
+    setting: str = "store_max_response_bytes"
+
+    @property
+    def reason(self) -> str:
+        """Why the response is missing, in words a client can act on."""
+        return (
+            f"Response '{clip(self.response_id)}' was not stored: it was {self.size} bytes, "
+            f"over {self.setting}={self.limit}."
+        )
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "not_stored": {
+                    "id": self.response_id,
+                    "size": self.size,
+                    "limit": self.limit,
+                    "setting": self.setting,
+                }
+            }
+        )
+
+
+def decode_record(data: bytes | str) -> StoredResponse | NotStored:
+    """A stored record: a ``StoredResponse`` or the ``NotStored`` tombstone kept instead."""
+    obj = orjson.loads(data)
+    tombstone = obj.get("not_stored")
+    if tombstone is not None:
+        return NotStored(
+            tombstone["id"], tombstone["size"], tombstone["limit"], tombstone["setting"]
+        )
+    return StoredResponse(response=obj["response"], input_items=obj["input_items"])
+
+
+def _find_items(
+    records: dict[str, StoredResponse | NotStored | None], wanted: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """The items ``wanted`` names (item id → response id), taken from the loaded ``records``."""
+    found: dict[str, dict[str, Any]] = {}
+    by_response: dict[str, set[str]] = {}
+    for item_id, response_id in wanted.items():
+        by_response.setdefault(response_id, set()).add(item_id)
+    for response_id, item_ids in by_response.items():
+        record = records.get(response_id)
+        if not isinstance(record, StoredResponse):
+            continue
+        for item in record.items():
+            held = item.get("id")
+            if held in item_ids and held not in found:
+                found[held] = item
+    return found
+
 
 class ResponseStore(Protocol):
     """Async, tenant-scoped storage of responses. Implementations bound their size and age.
 
-    ``get``, ``put`` and ``delete`` raise ``StoreUnavailableError`` when the backend fails.
-    ``put`` silently skips (with a warning) a response over the per-response size limit.
+    Every method raises ``StoreUnavailableError`` when the backend fails. ``put`` keeps a
+    ``NotStored`` tombstone (and logs a warning) instead of a response over the per-response
+    size limit.
     """
 
-    async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
-        """The live response stored by ``tenant`` under ``response_id``, else ``None``."""
+    async def get(self, tenant: str, response_id: str) -> StoredResponse | NotStored | None:
+        """The live response stored by ``tenant`` under ``response_id`` (or the tombstone kept
+        instead of it), else ``None``."""
+        ...
+
+    async def get_items(self, tenant: str, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The input or output items of ``tenant``'s live responses with these ids, by id.
+
+        Ids that are unknown, expired or another tenant's are absent from the result. Costs
+        one indexed lookup per id (plus one load per response they belong to), never a scan.
+        """
         ...
 
     async def put(self, tenant: str, stored: StoredResponse) -> None:
-        """Store (or replace) ``stored`` under ``(tenant, stored.id)``."""
+        """Store (or replace) ``stored`` under ``(tenant, stored.id)``, indexing its items."""
         ...
 
     async def delete(self, tenant: str, response_id: str) -> bool:
@@ -131,17 +228,23 @@ class ResponseStore(Protocol):
         ...
 
 
-def _encode_bounded(stored: StoredResponse, limit: int) -> bytes | None:
+def _encode_bounded(
+    stored: StoredResponse, limit: int, setting: str = "store_max_response_bytes"
+) -> tuple[bytes, list[str]]:
+    """The bytes to keep for ``stored`` and the item ids to index: the response itself, or
+    (logged as a warning) a tombstone with no items when it is over ``limit``."""
     data = stored.encode()
-    if len(data) > limit:
-        logger.warning(
-            "response %s not stored: %d bytes is over store_max_response_bytes (%d)",
-            stored.id,
-            len(data),
-            limit,
-        )
-        return None
-    return data
+    if len(data) <= limit:
+        return data, stored.item_ids()
+    logger.warning(
+        "response %s not stored: %d bytes is over %s (%d); a later GET or "
+        "previous_response_id is told so",
+        stored.id,
+        len(data),
+        setting,
+        limit,
+    )
+    return NotStored(stored.id, len(data), limit, setting).encode(), []
 
 
 # --- memory:// -------------------------------------------------------------------------------
@@ -151,8 +254,9 @@ class MemoryStore:
     """An in-process LRU bounded by count and total bytes, with one TTL for every entry.
 
     Entries are kept encoded, which makes the byte accounting exact and means callers can never
-    mutate what is stored. All operations are O(1) (amortised for the expiry sweep). Visible
-    only to the process that holds it: use SQLite or Redis when several workers share state.
+    mutate what is stored. All operations are O(1) (amortised for the expiry sweep; ``put``
+    and removal are linear in the response's item count, for the item index). Visible only to
+    the process that holds it: use SQLite or Redis when several workers share state.
     """
 
     def __init__(
@@ -174,6 +278,10 @@ class MemoryStore:
         # Insertion order. With one TTL for all, this is also expiry order, so the sweep only
         # ever looks at the front.
         self._expiry: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # The item index: (tenant, item id) -> response id, and each entry's indexed item ids
+        # so that removing the entry removes exactly its index entries.
+        self._items: dict[tuple[str, str], str] = {}
+        self._entry_items: dict[tuple[str, str], list[str]] = {}
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -184,7 +292,7 @@ class MemoryStore:
         """Encoded bytes currently held."""
         return self._bytes
 
-    async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
+    async def get(self, tenant: str, response_id: str) -> StoredResponse | NotStored | None:
         key = (tenant, response_id)
         data = self._entries.get(key)
         if data is None:
@@ -193,20 +301,17 @@ class MemoryStore:
             self._remove(key)
             return None
         self._entries.move_to_end(key)
-        return StoredResponse.decode(data)
+        return decode_record(data)
+
+    async def get_items(self, tenant: str, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        wanted = {i: r for i in item_ids if (r := self._items.get((tenant, i))) is not None}
+        records = {r: await self.get(tenant, r) for r in set(wanted.values())}
+        return _find_items(records, wanted)
 
     async def put(self, tenant: str, stored: StoredResponse) -> None:
-        data = _encode_bounded(stored, self._max_response_bytes)
-        if data is None:
-            return
+        data, item_ids = _encode_bounded(stored, self._max_response_bytes)
         if len(data) > self._max_bytes:
-            logger.warning(
-                "response %s not stored: %d bytes is over store_max_bytes (%d)",
-                stored.id,
-                len(data),
-                self._max_bytes,
-            )
-            return
+            data, item_ids = _encode_bounded(stored, self._max_bytes, "store_max_bytes")
         key = (tenant, stored.id)
         now = self._clock()
         self._sweep(now)
@@ -215,6 +320,10 @@ class MemoryStore:
         self._entries[key] = data
         self._expiry[key] = now + self._ttl
         self._bytes += len(data)
+        if item_ids:
+            self._entry_items[key] = item_ids
+            for item_id in item_ids:
+                self._items[(tenant, item_id)] = stored.id
         while len(self._entries) > self._max_responses or self._bytes > self._max_bytes:
             self._remove(next(iter(self._entries)))
 
@@ -229,11 +338,18 @@ class MemoryStore:
     async def aclose(self) -> None:
         self._entries.clear()
         self._expiry.clear()
+        self._items.clear()
+        self._entry_items.clear()
         self._bytes = 0
 
     def _remove(self, key: tuple[str, str]) -> None:
         self._bytes -= len(self._entries.pop(key))
         del self._expiry[key]
+        tenant, response_id = key
+        for item_id in self._entry_items.pop(key, ()):
+            # A newer response holding the same item keeps its own index entry.
+            if self._items.get((tenant, item_id)) == response_id:
+                del self._items[(tenant, item_id)]
 
     def _sweep(self, now: float) -> None:
         while self._expiry:
@@ -254,7 +370,20 @@ _SCHEMA = (
         PRIMARY KEY (tenant, id)
     )""",
     "CREATE INDEX IF NOT EXISTS stream_mw_responses_expires_at ON stream_mw_responses (expires_at)",
+    # The item index: which response holds an item. Rows expire with their response and are
+    # purged like them; a lookup then loads that response, so the rows of a deleted or
+    # replaced response find nothing.
+    """CREATE TABLE IF NOT EXISTS stream_mw_items (
+        tenant TEXT NOT NULL,
+        id TEXT NOT NULL,
+        response_id TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (tenant, id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS stream_mw_items_expires_at ON stream_mw_items (expires_at)",
 )
+# SQLite's oldest limit on bound parameters is 999; lookups go in batches below it.
+_LOOKUP_BATCH = 500
 # Purging deletes at most this many rows per write, so no write holds the lock for long.
 _PURGE_BATCH = 500
 
@@ -300,13 +429,15 @@ class SQLiteStore:
         """The database file."""
         return self._path
 
-    async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
+    async def get(self, tenant: str, response_id: str) -> StoredResponse | NotStored | None:
         return await self._call(self._get_sync, tenant, response_id)
 
+    async def get_items(self, tenant: str, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return await self._call(self._get_items_sync, tenant, list(item_ids))
+
     async def put(self, tenant: str, stored: StoredResponse) -> None:
-        data = _encode_bounded(stored, self._max_response_bytes)
-        if data is not None:
-            await self._call(self._put_sync, tenant, stored.id, data)
+        data, item_ids = _encode_bounded(stored, self._max_response_bytes)
+        await self._call(self._put_sync, tenant, stored.id, data, item_ids)
 
     async def delete(self, tenant: str, response_id: str) -> bool:
         return await self._call(self._delete_sync, tenant, response_id)
@@ -354,7 +485,7 @@ class SQLiteStore:
             self._conn = conn
         return self._conn
 
-    def _get_sync(self, tenant: str, response_id: str) -> StoredResponse | None:
+    def _get_sync(self, tenant: str, response_id: str) -> StoredResponse | NotStored | None:
         row = (
             self._connection()
             .execute(
@@ -364,16 +495,47 @@ class SQLiteStore:
             )
             .fetchone()
         )
-        return None if row is None else StoredResponse.decode(row[0])
+        return None if row is None else decode_record(row[0])
 
-    def _put_sync(self, tenant: str, response_id: str, data: bytes) -> None:
+    def _get_items_sync(self, tenant: str, item_ids: list[str]) -> dict[str, dict[str, Any]]:
         conn = self._connection()
         now = self._clock()
-        conn.execute(
-            "INSERT OR REPLACE INTO stream_mw_responses (tenant, id, expires_at, body) "
-            "VALUES (?, ?, ?, ?)",
-            (tenant, response_id, now + self._ttl, data),
-        )
+        wanted: dict[str, str] = {}
+        unique = list(dict.fromkeys(item_ids))
+        for start in range(0, len(unique), _LOOKUP_BATCH):
+            batch = unique[start : start + _LOOKUP_BATCH]
+            marks = ",".join("?" * len(batch))
+            wanted.update(
+                conn.execute(
+                    f"SELECT id, response_id FROM stream_mw_items "
+                    f"WHERE tenant = ? AND expires_at > ? AND id IN ({marks})",
+                    (tenant, now, *batch),
+                ).fetchall()
+            )
+        records = {r: self._get_sync(tenant, r) for r in set(wanted.values())}
+        return _find_items(records, wanted)
+
+    def _put_sync(self, tenant: str, response_id: str, data: bytes, item_ids: list[str]) -> None:
+        conn = self._connection()
+        now = self._clock()
+        expires_at = now + self._ttl
+        # One transaction: a reader never sees the response without its index, or the reverse.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO stream_mw_responses (tenant, id, expires_at, body) "
+                "VALUES (?, ?, ?, ?)",
+                (tenant, response_id, expires_at, data),
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO stream_mw_items (tenant, id, response_id, expires_at) "
+                "VALUES (?, ?, ?, ?)",
+                [(tenant, item_id, response_id, expires_at) for item_id in item_ids],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         if now >= self._next_purge:
             self._next_purge = now + min(self._ttl, 60.0)
             self._purge_sync(_PURGE_BATCH)
@@ -390,10 +552,16 @@ class SQLiteStore:
         now = self._clock()
         if limit is None:
             cursor = conn.execute("DELETE FROM stream_mw_responses WHERE expires_at <= ?", (now,))
+            conn.execute("DELETE FROM stream_mw_items WHERE expires_at <= ?", (now,))
         else:
             cursor = conn.execute(
                 "DELETE FROM stream_mw_responses WHERE rowid IN (SELECT rowid FROM "
                 "stream_mw_responses WHERE expires_at <= ? LIMIT ?)",
+                (now, limit),
+            )
+            conn.execute(
+                "DELETE FROM stream_mw_items WHERE rowid IN (SELECT rowid FROM "
+                "stream_mw_items WHERE expires_at <= ? LIMIT ?)",
                 (now, limit),
             )
         return cursor.rowcount
@@ -564,13 +732,45 @@ def _message_content(item: dict[str, Any], index: int) -> Any:
 
 # Response ids are ours (resp_<hex>) or OpenAI's; anything else cannot be stored here.
 _RESPONSE_ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+# Methods the stored-response routes leave to the wrapped app (see StoreGateway.matches).
+_PASSED_METHODS = frozenset({"POST", "OPTIONS"})
 _DEFAULT_LIMIT = 20
 _MAX_LIMIT = 100
 
 
 def _not_found(response_id: str, *, param: str | None = None) -> NotFoundError:
     what = "Previous response" if param == "previous_response_id" else "Response"
-    return NotFoundError(f"{what} with id '{response_id}' not found.", param=param)
+    return NotFoundError(f"{what} with id '{clip(response_id)}' not found.", param=param)
+
+
+def has_item_references(value: object) -> bool:
+    """Whether a request's ``input`` holds an ``item_reference`` (which the store resolves)."""
+    return isinstance(value, list) and any(
+        isinstance(item, dict) and item.get("type") == "item_reference" for item in value
+    )
+
+
+def unique_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``items`` with every repeated id after the first replaced by a fresh one.
+
+    Listing input items pages by id (``after`` is the last id of the previous page), so two
+    items with one id would send a client round the same page forever. Clients do send
+    repeats: an item replayed both from a ``previous_response_id`` chain and in ``input``.
+    """
+    seen: set[Any] = set()
+    out: list[dict[str, Any]] | None = None
+    for index, item in enumerate(items):
+        item_id = item.get("id")
+        if item_id not in seen:
+            seen.add(item_id)
+            continue
+        if out is None:
+            out = list(items)
+        kind = item.get("type")
+        fresh = new_id(_ID_PREFIX.get(kind if isinstance(kind, str) else "", "item"))
+        seen.add(fresh)
+        out[index] = {**item, "id": fresh}
+    return items if out is None else out
 
 
 class StoreGateway:
@@ -611,16 +811,32 @@ class StoreGateway:
 
     def matches(self, scope: Scope) -> bool:
         """Whether ``handle`` serves this request (always ``False`` when storage is off, so
-        the wrapped app keeps any routes of its own)."""
-        return self.enabled and scope["type"] == "http" and self._route(scope) is not None
+        the wrapped app keeps any routes of its own).
+
+        Every method on the stored-response routes is served (a wrong one with 405), except
+        ``POST``, which OpenAI uses for routes of its own beside them
+        (``/responses/input_tokens``, ``/responses/compact``), and ``OPTIONS`` (CORS
+        preflight): those reach the wrapped app.
+        """
+        return (
+            self.enabled
+            and scope["type"] == "http"
+            and scope["method"] not in _PASSED_METHODS
+            and self._route(scope) is not None
+        )
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve a request ``matches`` accepted, with OpenAI-shaped JSON and errors."""
         route = self._route(scope)
+        headers: list[tuple[bytes, bytes]] = []
         try:
             if route is None:
-                raise NotFoundError(f"No route for {scope['method']} {scope['path']}.")
+                raise NotFoundError(f"No route for {scope['method']} {clip(scope['path'])}.")
             response_id, input_items = route
+            allowed = "GET" if input_items else "GET, DELETE"
+            if scope["method"] not in allowed.split(", "):
+                headers.append((b"allow", allowed.encode("ascii")))
+                raise MethodNotAllowedError(scope["method"], clip(scope["path"]), allowed)
             params = QueryParams(scope.get("query_string", b""))
             tenant = tenant_key(scope, self._settings)
             if input_items:
@@ -646,6 +862,7 @@ class StoreGateway:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(payload)).encode("ascii")),
+                    *headers,
                 ],
             }
         )
@@ -663,12 +880,20 @@ class StoreGateway:
         full normalised input to pass to ``save`` later. ``instructions`` are not carried over,
         as with OpenAI.
 
+        Every ``item_reference`` in ``input`` is replaced by the stored item it names (an input
+        or output item of any of the tenant's stored responses), in both the returned body and
+        ``input_items``.
+
         Raises:
-            InvalidRequestError: 400, no store is configured or the id is not a string.
+            InvalidRequestError: 400, no store is configured, the id is not a string, or an
+                ``item_reference`` names no item of this tenant's (``param`` is ``input[i]``).
             NotFoundError: 404, the id is unknown, expired or another tenant's.
             StoreUnavailableError: 503, the store failed or did not answer in time.
         """
         new_items = normalize_input(body.get("input"))
+        if has_item_references(body.get("input")):
+            new_items = await self._resolve_references(scope, new_items)
+            body = {**body, "input": new_items}
         previous = body.get("previous_response_id")
         if previous is None:
             return body, new_items
@@ -686,11 +911,42 @@ class StoreGateway:
         stored = await self._load(
             tenant_key(scope, self._settings), previous, param="previous_response_id"
         )
-        output = stored.response.get("output")
-        items = [*stored.input_items, *(output if isinstance(output, list) else ()), *new_items]
+        items = [*stored.items(), *new_items]
         expanded = {k: v for k, v in body.items() if k != "previous_response_id"}
         expanded["input"] = items
         return expanded, items
+
+    async def _resolve_references(
+        self, scope: Scope, items: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        references = [
+            (index, item)
+            for index, item in enumerate(items)
+            if item.get("type") == "item_reference"
+        ]
+        if not self.enabled:
+            index = references[0][0]
+            raise InvalidRequestError(
+                f"'input[{index}]' is an item_reference, which needs a response store to "
+                "resolve, and this server has none (store_url is None). Send the item itself "
+                "instead of a reference to it.",
+                param=f"input[{index}]",
+            )
+        tenant = tenant_key(scope, self._settings)
+        ids = [item["id"] for _, item in references]
+        found = await self._guard(lambda store: store.get_items(tenant, ids))
+        resolved = list(items)
+        for index, item in references:
+            target = found.get(item["id"])
+            if target is None:
+                raise InvalidRequestError(
+                    f"Item with id '{clip(item['id'])}' not found (input[{index}] is an "
+                    "item_reference). It is unknown, expired, belongs to another API key, or "
+                    "was in a response sent with store set to false; send the item itself.",
+                    param=f"input[{index}]",
+                )
+            resolved[index] = target
+        return resolved
 
     async def save(
         self, scope: Scope, input_items: list[dict[str, Any]], response: dict[str, Any]
@@ -705,7 +961,9 @@ class StoreGateway:
             return
         response_id = response.get("id")
         try:
-            stored = StoredResponse(response=response, input_items=normalize_input(input_items))
+            stored = StoredResponse(
+                response=response, input_items=unique_ids(normalize_input(input_items))
+            )
             tenant = tenant_key(scope, self._settings)
             # Shielded: the caller may sit in a scope that is cancelled as soon as the last
             # byte went out (Starlette's StreamingResponse cancels its sender when the server
@@ -737,10 +995,9 @@ class StoreGateway:
         response_id, slash, tail = path[len(self._base) :].partition("/")
         if not response_id:
             return None
-        method = scope["method"]
         if not slash:
-            return (response_id, False) if method in ("GET", "DELETE") else None
-        if tail == "input_items" and method == "GET":
+            return response_id, False
+        if tail == "input_items":
             return response_id, True
         return None
 
@@ -752,6 +1009,8 @@ class StoreGateway:
         stored = await self._guard(lambda store: store.get(tenant, response_id))
         if stored is None:
             raise _not_found(response_id, param=param)
+        if isinstance(stored, NotStored):
+            raise NotFoundError(stored.reason, param=param, code="response_not_stored")
         return stored
 
     async def _delete(self, tenant: str, response_id: str) -> dict[str, Any]:
@@ -778,8 +1037,8 @@ class StoreGateway:
             start = next((i + 1 for i, item in enumerate(ordered) if item.get("id") == after), -1)
             if start < 0:
                 raise InvalidRequestError(
-                    f"Invalid 'after': no input item with id '{after}' in response "
-                    f"'{response_id}'.",
+                    f"Invalid 'after': no input item with id '{clip(after)}' in response "
+                    f"'{clip(response_id)}'.",
                     param="after",
                 )
         page = ordered[start : start + limit]

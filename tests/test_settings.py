@@ -16,6 +16,14 @@ def test_defaults_are_valid_and_documented_routes_derive_from_the_prefix() -> No
     assert Settings(path_prefix="/api").responses_path == "/api/responses"
 
 
+def test_by_default_every_accepted_request_can_be_stored_with_room_to_grow() -> None:
+    """Issue 11.9: the 16 MiB default was under the 32 MiB request limit, so a request the
+    server accepted could produce a response it silently did not store."""
+    settings = Settings()
+    assert settings.store_max_response_bytes >= 2 * settings.max_request_bytes
+    assert settings.store_max_response_bytes <= settings.store_max_bytes
+
+
 def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().done_marker = False  # type: ignore[misc]

@@ -56,7 +56,7 @@ import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 from .._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
-from .._errors import ConfigurationError, error_body
+from .._errors import ConfigurationError, clip, error_body
 from ._asgi import send_error
 from ._transport import StreamingTransport
 
@@ -247,7 +247,9 @@ class ProxyApp:
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if not self._allowed(path):
-            await send_error(send, 404, f"{path} is not forwarded to the upstream", "not_found")
+            await send_error(
+                send, 404, f"{clip(path)} is not forwarded to the upstream", "not_found"
+            )
             return
         url = self.target_url(path)
         query: bytes = scope.get("query_string", b"")

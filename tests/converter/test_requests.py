@@ -11,7 +11,13 @@ from typing import Any
 import orjson
 import pytest
 
-from stream_mw import InvalidRequestError, RequestTooLargeError, Settings, translate_request
+from stream_mw import (
+    InvalidRequestError,
+    RequestTooLargeError,
+    Settings,
+    _requests,
+    translate_request,
+)
 from stream_mw._requests import parse_request_body
 from stream_mw._tools import CUSTOM_TOOL_PARAMETERS
 
@@ -556,10 +562,9 @@ MESSAGE_ROWS: list[tuple[str, dict[str, Any], dict[str, Any], list[dict[str, Any
         [user("hi"), user("again")],
     ),
     (
-        "item_references_compaction_and_hosted_tool_items_are_dropped",
+        "compaction_and_hosted_tool_items_are_dropped",
         {
             "input": [
-                {"type": "item_reference", "id": "msg_1"},
                 {"type": "compaction", "encrypted_content": "xyz"},
                 {"type": "web_search_call", "id": "ws_1", "status": "completed"},
                 {"type": "local_shell_call", "id": "ls_1", "call_id": "c9"},
@@ -980,18 +985,24 @@ def test_translation_does_not_modify_the_request() -> None:
     )
 
 
-def test_dropped_hosted_tools_and_items_are_logged_at_debug_only(
-    caplog: pytest.LogCaptureFixture,
+def test_a_dropped_hosted_tool_type_is_logged_at_info_once_per_process(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_requests, "_HOSTED_LOGGED", set())
+    caplog.set_level(logging.INFO, logger="stream_mw")
+    for _ in range(3):
+        translate({"tools": [HOSTED[0], WEATHER, HOSTED[2]], "input": [user("hi")]})
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert info == [
+        _requests.HOSTED_TOOL_DROPPED % "web_search",
+        _requests.HOSTED_TOOL_DROPPED % "file_search",
+    ]
+
+
+def test_dropped_input_items_are_logged_at_debug_only(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="stream_mw")
-    translate(
-        {
-            "tools": [HOSTED[0], WEATHER],
-            "input": [{"type": "web_search_call", "id": "ws"}, user("hi")],
-        }
-    )
+    translate({"input": [{"type": "web_search_call", "id": "ws"}, user("hi")]})
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
-    assert any("web_search" in line and "tools" in line for line in debug)
     assert any("web_search_call x1" in line for line in debug)
     assert not [r for r in caplog.records if r.levelno >= logging.INFO]
 
@@ -1006,7 +1017,20 @@ TRANSLATE_ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         "previous_response_id",
         "store",
     ),
-    ("conversation_needs_a_store", {"conversation": "conv_1"}, {}, "conversation", "store"),
+    (
+        "conversation_is_not_supported",
+        {"conversation": "conv_1"},
+        {},
+        "conversation",
+        "Conversations API ('conversation') is not supported",
+    ),
+    (
+        "item_reference_needs_a_store_to_resolve_it",
+        {"input": [user("hi"), {"type": "item_reference", "id": "msg_1"}]},
+        {},
+        "input[1]",
+        "item_reference, which only a response store can resolve",
+    ),
     (
         "file_id_only_image_is_unsupported",
         {"input": [msg("user", [{"type": "input_image", "file_id": "file-1", "detail": "auto"}])]},
@@ -1076,7 +1100,16 @@ def test_body_over_max_request_bytes_is_413_naming_the_limit_and_setting() -> No
 RAW_ERRORS = [
     ("empty_body", b"", "empty"),
     ("invalid_json", b'{"model": "m",', "not valid JSON"),
-    ("invalid_utf8", b'{"model": "\xff"}', "not valid JSON"),
+    (
+        "invalid_utf8_says_where_not_surrogates",
+        b'{"model": "\xff"}',
+        "not valid UTF-8 JSON: the byte at offset 11 (0xff) is not valid UTF-8",
+    ),
+    (
+        "encoded_surrogate_is_invalid_utf8",
+        b'{"model": "m", "input": "\xed\xa0\x80"}',
+        "not valid UTF-8 JSON: the byte at offset 25 (0xed)",
+    ),
     ("json_array", b'[{"model": "m"}]', "must be a JSON object, but got an array"),
     ("json_string", b'"hello"', "must be a JSON object, but got a string"),
 ]
@@ -1090,6 +1123,7 @@ def test_unparseable_bodies_are_400(raw: bytes, message: str) -> None:
         parse_request_body(raw, Settings())
     assert caught.value.status_code == 400
     assert message in caught.value.message
+    assert "surrogates" not in caught.value.message
 
 
 def base(**fields: Any) -> dict[str, Any]:

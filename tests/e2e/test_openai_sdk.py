@@ -370,3 +370,97 @@ async def test_in_process_clients_see_the_exception_unless_told_not_to_raise() -
         stream = await client.responses.create(model="crash-during", input="hi", stream=True)
         events = [event async for event in stream]
     assert events[-1].type == "response.failed"
+
+
+# --- item_reference (issue 10.1) -------------------------------------------------------------
+
+
+def keyed_sdk(http: httpx.AsyncClient, base_url: str, api_key: str) -> AsyncOpenAI:
+    return AsyncOpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        http_client=http,
+        max_retries=0,
+        _strict_response_validation=True,
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_item_references_to_an_earlier_turn_reach_the_upstream_as_that_turn(
+    stream: bool,
+) -> None:
+    """The AI SDK replays stored turns as item_references; they used to be dropped, and the
+    upstream saw user, user."""
+    chat = ScriptedChat()
+    with serve(ResponsesMiddleware(chat, keepalive_interval=0)) as running:
+        http = httpx.AsyncClient(verify=False)
+        async with http, keyed_sdk(http, running.url + "/v1", "sk-alice") as client:
+            first = await client.responses.create(model="text", input="hi")
+            [user] = (await client.responses.input_items.list(first.id)).data
+            references: Any = [
+                {"type": "item_reference", "id": user.id},
+                *({"type": "item_reference", "id": item.id} for item in first.output),
+                {"role": "user", "content": "and again?"},
+            ]
+            if stream:
+                events = [e async for e in await client.responses.create(
+                    model="text", input=references, stream=True
+                )]  # fmt: skip
+                assert events[-1].type == "response.completed"
+            else:
+                await client.responses.create(model="text", input=references)
+
+    messages = chat.requests[-1]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[0]["content"] == "hi"
+    assert messages[1]["content"] == message_text(first)
+    assert messages[2]["content"] == "and again?"
+
+
+async def test_an_item_reference_to_another_keys_item_is_a_bad_request() -> None:
+    chat = ScriptedChat()
+    app = ResponsesMiddleware(chat, keepalive_interval=0)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        alice = keyed_sdk(http, "http://testserver/v1", "sk-alice")
+        bob = keyed_sdk(http, "http://testserver/v1", "sk-bob")
+        first = await alice.responses.create(model="text", input="hi")
+        reference: Any = [{"role": "user", "content": "x"},
+                          {"type": "item_reference", "id": first.output[0].id}]  # fmt: skip
+        with pytest.raises(openai.BadRequestError) as caught:
+            await bob.responses.create(model="text", input=reference)
+    assert caught.value.param == "input[1]"
+    assert first.output[0].id in caught.value.message
+    assert len(chat.requests) == 1
+
+
+async def test_an_item_reference_without_a_store_is_a_bad_request() -> None:
+    chat = ScriptedChat()
+    app = ResponsesMiddleware(chat, keepalive_interval=0, store_url=None)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        client = keyed_sdk(http, "http://testserver/v1", "sk-alice")
+        reference: Any = [{"type": "item_reference", "id": "msg_1"}]
+        with pytest.raises(openai.BadRequestError, match="store_url is None") as caught:
+            await client.responses.create(model="text", input=reference, stream=True)
+    assert caught.value.param == "input[0]"
+    assert chat.requests == []
+
+
+async def test_a_response_too_large_to_store_still_streams_and_later_says_why_it_is_missing() -> (
+    None
+):
+    """Issue 11.9: the next turn used to get "previous response not found"."""
+    app = ResponsesMiddleware(ScriptedChat(), keepalive_interval=0, store_max_response_bytes=2_000)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        client = keyed_sdk(http, "http://testserver/v1", "sk-alice")
+        stream = await client.responses.create(model="text", input="x" * 5_000, stream=True)
+        events = [event async for event in stream]
+        assert events[-1].type == "response.completed"
+        response_id = events[-1].response.id
+        with pytest.raises(openai.NotFoundError, match="was not stored: it was") as got:
+            await client.responses.retrieve(response_id)
+        assert "store_max_response_bytes=2000" in got.value.message
+        with pytest.raises(openai.NotFoundError, match="was not stored") as continued:
+            await client.responses.create(
+                model="text", input="more", previous_response_id=response_id
+            )
+    assert continued.value.code == "response_not_stored"

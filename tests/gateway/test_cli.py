@@ -17,6 +17,7 @@ import pytest
 from stream_mw import Settings
 from stream_mw.cli import GatewayConfig, build_gateway, main
 from tests.e2e.conftest import serve
+from tests.faults.harness import parse_events
 from tests.gateway.helpers import breaking_upstream, cli_env, run_cli, running, write_script
 
 REQUEST_LOG = re.compile(
@@ -287,3 +288,8 @@ async def test_an_upstream_breaking_off_mid_stream_is_one_log_line_not_a_traceba
     assert warning.startswith(
         f"upstream {upstream.url}/v1/chat/completions broke off the response: "
     )
+    # The gateway lost the upstream; the upstream reported nothing.
+    failed = [e for e in parse_events(response.content) if e["type"] == "response.failed"]
+    error = failed[0]["response"]["error"]
+    assert error["message"] == f"the gateway failed to read the upstream's response: {warning}"
+    assert error["code"] == "server_error"

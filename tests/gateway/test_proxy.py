@@ -292,8 +292,12 @@ async def test_paths_other_than_chat_and_models_are_not_forwarded() -> None:
         transport = httpx.ASGITransport(app=proxy)
         async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
             response = await client.post("/v1/embeddings", json={})
+            long = await client.get("/v1/" + "x" * 60_000)
     assert response.status_code == 404
     assert "not forwarded" in response.json()["error"]["message"]
+    # A path is quoted clipped: a long one is not echoed back whole.
+    assert long.status_code == 404
+    assert len(long.json()["error"]["message"]) < 200
 
 
 @pytest.mark.anyio

@@ -159,7 +159,7 @@ async def test_a_length_cut_non_streaming_response_is_incomplete_with_status_200
         (422, b"application/json", {"detail": "model not loaded"}, "model not loaded",
          "invalid_prompt"),
         (429, b"application/json", {"error": "slow down"}, "slow down", "rate_limit_exceeded"),
-        (401, b"application/json", {"message": "bad key"}, "bad key", "invalid_prompt"),
+        (401, b"application/json", {"message": "bad key"}, "bad key", "invalid_api_key"),
         (503, b"text/plain", "upstream overloaded", "upstream overloaded", "server_error"),
         (500, b"text/html", "", "The upstream answered HTTP 500 with an empty body.",
          "server_error"),

@@ -42,6 +42,7 @@ async def test_a_declared_content_length_over_the_limit_is_413_without_reading_t
     error = exchange.json()["error"]
     assert "1000 bytes" in error["message"]
     assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == "request_too_large"
 
 
 async def test_a_chunked_body_over_the_limit_is_413_as_soon_as_it_crosses_it() -> None:
@@ -52,6 +53,7 @@ async def test_a_chunked_body_over_the_limit_is_413_as_soon_as_it_crosses_it() -
     assert exchange.status == 413
     assert exchange.receive_calls == 3
     assert upstream.calls == 0
+    assert exchange.json()["error"]["code"] == "request_too_large"
 
 
 @pytest.mark.parametrize(
@@ -96,6 +98,19 @@ async def test_an_unknown_previous_response_id_is_404() -> None:
 
     assert exchange.status == 404
     assert exchange.json()["error"]["param"] == "previous_response_id"
+    assert upstream.calls == 0
+
+
+async def test_conversation_with_a_store_configured_says_conversations_are_not_supported() -> None:
+    upstream = text_upstream()
+    body = responses_body(conversation="conv_1")
+    exchange = await drive(middleware(upstream, store_url="memory://"), body)
+
+    assert exchange.status == 400
+    error = exchange.json()["error"]
+    assert error["param"] == "conversation"
+    assert "Conversations API ('conversation') is not supported" in error["message"]
+    assert "store" not in error["message"]
     assert upstream.calls == 0
 
 
@@ -219,10 +234,11 @@ class Recorder:
     [
         ("POST", "/v1/chat/completions"),
         ("GET", "/v1/models"),
-        ("GET", "/v1/responses"),
-        ("PUT", "/v1/responses"),
-        ("POST", "/v1/responses/extra"),
-        ("POST", "/v2/responses"),
+        ("OPTIONS", "/v1/responses"),
+        ("POST", "/v1/responses/input_tokens"),
+        ("POST", "/v1/responses/resp_1/cancel"),
+        ("OPTIONS", "/v1/responses/resp_1"),
+        ("GET", "/v2/responses"),
     ],
 )
 async def test_other_http_requests_pass_through_untouched(method: str, path: str) -> None:
@@ -241,6 +257,42 @@ async def test_other_http_requests_pass_through_untouched(method: str, path: str
     assert app.received == [{"type": "http.request", "body": b'{"model": "m"}', "more_body": False}]
     assert exchange.messages == replies
     assert all(a is b for a, b in zip(exchange.messages, replies, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v1/responses", "POST"),
+        ("PUT", "/v1/responses", "POST"),
+        ("PUT", "/v1/responses/resp_1", "GET, DELETE"),
+        ("PATCH", "/v1/responses/resp_1", "GET, DELETE"),
+        ("DELETE", "/v1/responses/resp_1/input_items", "GET"),
+    ],
+)
+async def test_a_wrong_method_on_a_responses_route_is_405_with_allow(
+    method: str, path: str, allow: str
+) -> None:
+    """Issue 11: these reached the wrapped app, and `stream-mw serve` answered 404
+    "not forwarded"."""
+    app = Recorder([])
+    exchange = await drive(middleware(app), b"", scope=http_scope(method=method, path=path))
+
+    exchange.check()
+    assert app.calls == []
+    assert exchange.status == 405
+    assert exchange.headers["allow"] == allow
+    error = exchange.json()["error"]
+    assert error["code"] == "method_not_allowed"
+    assert error["type"] == "invalid_request_error"
+    assert f"Method {method} is not allowed on {path}" in error["message"]
+
+
+async def test_a_405_quotes_a_long_path_clipped() -> None:
+    path = "/v1/responses/" + "r" * 100_000
+    exchange = await drive(middleware(Recorder([])), b"", scope=http_scope("PUT", path))
+
+    assert exchange.status == 405
+    assert len(exchange.body) < 500
 
 
 async def test_websockets_pass_through_with_the_servers_receive_and_send() -> None:

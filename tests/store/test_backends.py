@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from stream_mw import Settings
-from stream_mw._store import ResponseStore, StoredResponse, open_store
+from stream_mw._store import NotStored, ResponseStore, StoredResponse, open_store
 from tests.store.helpers import new_response_id, stored
 
 pytestmark = pytest.mark.anyio
@@ -75,7 +75,7 @@ async def test_mutating_a_returned_response_does_not_change_the_stored_one(
     assert again.response["status"] == "completed"
 
 
-async def test_response_over_the_size_limit_is_not_stored_and_logged(
+async def test_response_over_the_size_limit_leaves_a_tombstone_and_a_warning(
     backend_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     small = stored(text="x")
@@ -87,10 +87,15 @@ async def test_response_over_the_size_limit_is_not_stored_and_logged(
         with caplog.at_level(logging.WARNING, logger="stream_mw"):
             await store.put("t", big)
             await store.put("t", small)
-        assert await store.get("t", big.id) is None
+        assert await store.get("t", big.id) == NotStored(
+            big.id, len(big.encode()), limit, "store_max_response_bytes"
+        )
         assert await store.get("t", small.id) == small
+        assert await store.get_items("t", big.item_ids()) == {}
         assert any(
-            big.id in r.getMessage() and "store_max_response_bytes" in r.getMessage()
+            r.levelno == logging.WARNING
+            and big.id in r.getMessage()
+            and "store_max_response_bytes" in r.getMessage()
             for r in caplog.records
         )
     finally:
@@ -108,3 +113,61 @@ async def test_large_response_under_the_limit_round_trips(store: ResponseStore) 
     )  # fmt: skip
     await store.put("t", item)
     assert await store.get("t", item.id) == item
+
+
+# --- the item index (item_reference) -------------------------------------------------------
+
+
+async def test_input_and_output_items_are_found_by_id(store: ResponseStore) -> None:
+    item = stored()
+    await store.put("t", item)
+    [user] = item.input_items
+    [answer] = item.response["output"]
+    found = await store.get_items("t", [answer["id"], user["id"]])
+    assert found == {answer["id"]: answer, user["id"]: user}
+
+
+async def test_items_of_every_type_are_indexed(store: ResponseStore) -> None:
+    items = [
+        {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "f",
+         "arguments": "{}", "status": "completed"},
+        {"type": "function_call_output", "id": "fco_1", "call_id": "c1", "output": "42",
+         "status": "completed"},
+        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "t"}]},
+        {"type": "custom_tool_call", "id": "ctc_1", "call_id": "c2", "name": "g", "input": "x",
+         "status": "completed"},
+    ]  # fmt: skip
+    item = StoredResponse(response=stored().response, input_items=items)
+    await store.put("t", item)
+    assert await store.get_items("t", [i["id"] for i in items]) == {i["id"]: i for i in items}
+
+
+async def test_unknown_and_foreign_item_ids_are_absent(store: ResponseStore) -> None:
+    item = stored()
+    await store.put("tenant-a", item)
+    answer_id = item.response["output"][0]["id"]
+    assert await store.get_items("tenant-b", [answer_id]) == {}
+    assert await store.get_items("tenant-a", ["msg_unknown", answer_id]) == {
+        answer_id: item.response["output"][0]
+    }
+    assert await store.get_items("tenant-a", []) == {}
+
+
+async def test_items_of_a_deleted_response_are_absent(store: ResponseStore) -> None:
+    item = stored()
+    await store.put("t", item)
+    await store.delete("t", item.id)
+    assert await store.get_items("t", item.item_ids()) == {}
+
+
+async def test_an_item_repeated_by_a_later_turn_outlives_the_earlier_turn(
+    store: ResponseStore,
+) -> None:
+    first = stored()
+    await store.put("t", first)
+    # The second turn of a previous_response_id chain holds the first turn's items again.
+    second = StoredResponse(response=stored(text="second").response, input_items=first.items())
+    await store.put("t", second)
+    await store.delete("t", first.id)
+    answer = first.response["output"][0]
+    assert await store.get_items("t", [answer["id"]]) == {answer["id"]: answer}

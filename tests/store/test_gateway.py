@@ -14,9 +14,12 @@ from typing import Any
 
 import anyio
 import httpx
+import hypothesis
 import openai
 import orjson
 import pytest
+from hypothesis import strategies as st
+from starlette.datastructures import QueryParams
 
 from stream_mw import InvalidRequestError, NotFoundError, Settings, StoreUnavailableError
 from stream_mw._store import StoreGateway, normalize_input, tenant_key
@@ -171,6 +174,60 @@ async def test_input_items_page_shape_and_cursor(gateway: StoreGateway) -> None:
     }  # fmt: skip
 
 
+async def test_duplicate_item_ids_page_to_the_end_one_item_at_a_time(
+    gateway: StoreGateway,
+) -> None:
+    """Issue 11.8: with two items sharing an id, limit=1 followed msg_x forever."""
+    inputs = [
+        {"role": "user", "content": "a", "id": "msg_x"},
+        {"role": "user", "content": "b", "id": "msg_x"},
+        {"role": "user", "content": "c", "id": "msg_y"},
+    ]
+    _, response = await turn(gateway, ALICE, inputs)
+    async with sdk(gateway) as client:
+        pages = client.responses.input_items.list(response["id"], limit=1, order="asc")
+        texts = []
+        async for item in pages:
+            texts.append(item.content[0].text)
+            assert len(texts) <= 3, "pagination did not end"
+    assert texts == ["a", "b", "c"]
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.given(
+    ids=st.lists(st.sampled_from(["msg_a", "msg_b", "fc_a", ""]), max_size=10),
+    limit=st.integers(1, 4),
+    order=st.sampled_from(["asc", "desc"]),
+)
+def test_paging_by_the_last_id_lists_every_item_once_whatever_ids_were_sent(
+    ids: list[str], limit: int, order: str
+) -> None:
+    async def pages() -> tuple[list[str], list[str]]:
+        gateway = StoreGateway(Settings(store_url="memory://"))
+        sent = [
+            {"role": "user", "content": f"m{i}", "id": item_id} for i, item_id in enumerate(ids)
+        ]
+        _, response = await turn(gateway, ALICE, sent)
+        seen: list[str] = []
+        after: str | None = None
+        for _ in range(len(ids) + 1):
+            query = {"limit": str(limit), "order": order, **({"after": after} if after else {})}
+            page = await gateway._list_input_items(
+                tenant_key(ALICE, gateway._settings), response["id"], QueryParams(query)
+            )
+            seen += [item["content"][0]["text"] for item in page["data"]]
+            if not page["has_more"]:
+                break
+            after = page["last_id"]
+        else:
+            raise AssertionError("pagination did not end")
+        expected = [f"m{i}" for i in range(len(ids))]
+        return seen, expected if order == "asc" else expected[::-1]
+
+    seen, expected = anyio.run(pages)
+    assert seen == expected
+
+
 @pytest.mark.parametrize(
     ("params", "param"),
     [
@@ -216,6 +273,24 @@ async def test_sdk_deletes_then_retrieval_is_404(gateway: StoreGateway) -> None:
             await client.responses.delete(response["id"])
         with pytest.raises(openai.NotFoundError):
             await client.responses.input_items.list(response["id"])
+
+
+async def test_a_huge_unknown_id_is_quoted_clipped_in_the_404(gateway: StoreGateway) -> None:
+    """Issue 11: a 100 KB id was echoed back whole."""
+    huge = "resp_" + "x" * 60_000  # httpx refuses URLs over 64 KiB
+    async with raw(gateway) as client:
+        replies = [
+            await client.get(f"/v1/responses/{huge}"),
+            await client.get(f"/v1/responses/{huge}/input_items"),
+            await client.delete(f"/v1/responses/{huge}"),
+        ]
+    for reply in replies:
+        assert reply.status_code == 404
+        message = reply.json()["error"]["message"]
+        assert message == f"Response with id '{huge[:64]}…' not found."
+    with pytest.raises(NotFoundError) as caught:
+        await gateway.expand(ALICE, {"model": "m", "input": "x", "previous_response_id": huge})
+    assert len(caught.value.message) < 200
 
 
 async def test_unknown_id_is_an_openai_shaped_404(gateway: StoreGateway) -> None:
@@ -357,6 +432,71 @@ async def test_expansion_does_not_mutate_the_request_body(gateway: StoreGateway)
     assert expanded["input"] is items
 
 
+# --- item_reference --------------------------------------------------------------------------
+
+
+async def test_item_references_resolve_to_stored_input_and_output_items(
+    gateway: StoreGateway,
+) -> None:
+    _, first = await turn(gateway, ALICE, "one")
+    [user] = await first_input_items(gateway, first["id"])
+    [answer] = first["output"]
+    references = [
+        {"type": "item_reference", "id": user["id"]},
+        {"type": "item_reference", "id": answer["id"]},
+        {"role": "user", "content": "two"},
+    ]
+    body, second = await turn(gateway, ALICE, references)
+    assert body["input"][:2] == [user, answer]
+    assert body["input"][2]["content"] == [{"type": "input_text", "text": "two"}]
+    # What is stored is the resolved conversation, so it can be referenced or continued again.
+    third_body, _ = await turn(gateway, ALICE, "three", second["id"])
+    assert [i.get("role") for i in third_body["input"]] == [
+        "user", "assistant", "user", "assistant", "user",
+    ]  # fmt: skip
+    assert third_body["input"][:2] == [user, answer]
+
+
+async def first_input_items(gateway: StoreGateway, response_id: str) -> list[dict[str, Any]]:
+    async with raw(gateway) as client:
+        reply = await client.get(f"/v1/responses/{response_id}/input_items")
+    items: list[dict[str, Any]] = reply.json()["data"]
+    return items
+
+
+async def test_item_references_work_beside_previous_response_id(gateway: StoreGateway) -> None:
+    _, first = await turn(gateway, ALICE, "one")
+    _, second = await turn(gateway, ALICE, "two")
+    answer = first["output"][0]
+    body, _ = await turn(
+        gateway, ALICE, [{"type": "item_reference", "id": answer["id"]}], second["id"]
+    )
+    assert body["input"][-1] == answer
+    assert len(body["input"]) == 3
+
+
+@pytest.mark.parametrize("who", ["unknown", "foreign"])
+async def test_an_unresolvable_item_reference_is_400_naming_its_index(
+    gateway: StoreGateway, who: str
+) -> None:
+    _, first = await turn(gateway, BOB, "bob's")
+    item_id = "msg_" + "0" * 40 if who == "unknown" else first["output"][0]["id"]
+    new_input = [{"role": "user", "content": "x"}, {"type": "item_reference", "id": item_id}]
+    with pytest.raises(InvalidRequestError) as caught:
+        await gateway.expand(ALICE, {"model": "m", "input": new_input})
+    assert caught.value.status_code == 400
+    assert caught.value.param == "input[1]"
+    assert item_id in caught.value.message
+
+
+async def test_an_item_reference_without_a_store_is_400_saying_so() -> None:
+    gateway = StoreGateway(Settings(store_url=None))
+    new_input = [{"type": "item_reference", "id": "msg_1"}]
+    with pytest.raises(InvalidRequestError, match="store_url is None") as caught:
+        await gateway.expand(ALICE, {"model": "m", "input": new_input})
+    assert caught.value.param == "input[0]"
+
+
 async def test_unknown_previous_response_is_404_naming_the_parameter(
     gateway: StoreGateway,
 ) -> None:
@@ -396,18 +536,30 @@ async def test_store_false_responses_are_not_stored(gateway: StoreGateway) -> No
         )
 
 
-async def test_too_large_response_is_logged_not_stored_and_generation_goes_on(
+async def test_a_response_too_large_to_store_answers_why_it_is_missing(
     backend_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Issue 11.9: it used to be silently absent: GET said 404 not found."""
     gateway = StoreGateway(Settings(store_url=backend_url, store_max_response_bytes=5_000))
     try:
         with caplog.at_level(logging.WARNING, logger="stream_mw"):
             _, big = await turn(gateway, ALICE, "x" * 10_000)
             _, small = await turn(gateway, ALICE, "x")
         assert "store_max_response_bytes" in caplog.text
+        why = f"Response '{big['id']}' was not stored: it was "
         async with raw(gateway) as client:
-            assert (await client.get(f"/v1/responses/{big['id']}")).status_code == 404
+            for path in (f"/v1/responses/{big['id']}", f"/v1/responses/{big['id']}/input_items"):
+                reply = await client.get(path)
+                assert reply.status_code == 404
+                error = reply.json()["error"]
+                assert error["message"].startswith(why)
+                assert error["message"].endswith(" bytes, over store_max_response_bytes=5000.")
+                assert error["code"] == "response_not_stored"
             assert (await client.get(f"/v1/responses/{small['id']}")).status_code == 200
+        with pytest.raises(NotFoundError, match=why) as caught:
+            await turn(gateway, ALICE, "next", big["id"])
+        assert caught.value.param == "previous_response_id"
+        assert caught.value.code == "response_not_stored"
     finally:
         await gateway.aclose()
 
@@ -464,7 +616,9 @@ async def test_unreadable_store_answers_503_on_every_route(
         ("GET", "/v1/responses", False),
         ("GET", "/v1/responses/", False),
         ("POST", "/v1/responses/resp_1", False),
-        ("DELETE", "/v1/responses/resp_1/input_items", False),
+        ("OPTIONS", "/v1/responses/resp_1", False),
+        ("PUT", "/v1/responses/resp_1", True),  # served with 405
+        ("DELETE", "/v1/responses/resp_1/input_items", True),  # served with 405
         ("POST", "/v1/responses/resp_1/cancel", False),
         ("GET", "/v1/responses/resp_1/other", False),
         ("GET", "/v1/chat/completions", False),

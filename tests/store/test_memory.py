@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from stream_mw._store import MemoryStore
+from stream_mw._store import MemoryStore, NotStored
 from tests.store.helpers import stored
 
 pytestmark = pytest.mark.anyio
@@ -76,14 +76,17 @@ async def test_byte_total_is_exact_after_replace_delete_and_eviction() -> None:
     assert len(store) == 1
 
 
-async def test_response_larger_than_the_whole_store_is_not_stored(
+async def test_response_larger_than_the_whole_store_leaves_only_a_tombstone(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store = memory(max_bytes=100)
+    store = memory(max_bytes=200)
     small_enough_for_one_response = stored()
     with caplog.at_level(logging.WARNING, logger="stream_mw"):
         await store.put("t", small_enough_for_one_response)
-    assert len(store) == 0
+    tombstone = await store.get("t", small_enough_for_one_response.id)
+    assert isinstance(tombstone, NotStored)
+    assert tombstone.setting == "store_max_bytes"
+    assert store.total_bytes == len(tombstone.encode()) <= 200
     assert "store_max_bytes" in caplog.text
 
 
@@ -98,6 +101,19 @@ async def test_expired_response_is_gone_on_read() -> None:
     assert await store.get("t", item.id) is None
     assert len(store) == 0
     assert store.total_bytes == 0
+
+
+async def test_items_of_an_expired_or_evicted_response_are_gone_with_it() -> None:
+    clock = Clock()
+    store = memory(clock, ttl=10, max_responses=1)
+    evicted, expired = stored(), stored()
+    await store.put("t", evicted)
+    await store.put("t", expired)
+    assert await store.get_items("t", evicted.item_ids()) == {}
+    clock.now += 10
+    assert await store.get_items("t", expired.item_ids()) == {}
+    await store.put("t", stored())
+    assert len(store._items) == 2  # only the live response's two items stay indexed
 
 
 async def test_reading_does_not_extend_the_ttl() -> None:

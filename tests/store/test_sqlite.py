@@ -27,9 +27,9 @@ class Clock:
         return self.now
 
 
-def rows(path: Path) -> int:
+def rows(path: Path, table: str = "stream_mw_responses") -> int:
     with sqlite3.connect(path) as conn:
-        count: int = conn.execute("SELECT count(*) FROM stream_mw_responses").fetchone()[0]
+        count: int = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     return count
 
 
@@ -91,11 +91,13 @@ async def test_expired_rows_are_invisible_then_purged_by_a_later_write(tmp_path:
             await store.put("t", item)
         clock.now += 10
         assert await store.get("t", old[0].id) is None
+        assert await store.get_items("t", old[0].item_ids()) == {}
         assert await store.delete("t", old[1].id) is False
         clock.now += 60  # past the purge interval
         fresh = stored()
         await store.put("t", fresh)
         assert rows(path) == 1
+        assert rows(path, "stream_mw_items") == 2
         assert await store.get("t", fresh.id) == fresh
     finally:
         await store.aclose()
