@@ -696,9 +696,10 @@ def translate_completion(
     """Translate a whole ``chat.completion`` body into the Response object.
 
     The items, ids, statuses and usage are built exactly as the stream converter builds its
-    terminal response. ``tenant`` is bound into the reasoning items' ``encrypted_content``
-    when the request's ``include`` asks for it (see ``StreamConverter``). ``length`` gives ``incomplete`` (``max_output_tokens``) and leaves tool
+    terminal response. ``length`` gives ``incomplete`` (``max_output_tokens``) and leaves tool
     calls ``incomplete``; ``content_filter`` gives ``incomplete``; ``error`` gives ``failed``.
+    ``tenant`` is bound into the reasoning items' ``encrypted_content`` when the request's
+    ``include`` asks for it (see ``StreamConverter``).
 
     Raises:
         UpstreamReportedError: The body is an error (``{"error": ...}`` or vLLM's
