@@ -817,13 +817,14 @@ class _History:
         )
 
     def _add_reasoning(self, item: Mapping[str, Any], path: str) -> None:
-        sealed = item.get("encrypted_content")
-        # A token is checked even when its reasoning is not passed on: a client must learn
-        # that what it keeps replaying is not ours rather than have it ignored in silence.
-        restored = None if sealed is None else self._unseal(sealed, path)
         if not self._settings.reasoning_passback:
+            # Nothing of the item reaches the model, so its token is not checked either: Codex
+            # replays every reasoning item it ever got, and a session must not break with a 400
+            # because the gateway restarted with a new per-process key.
             self._dropped["reasoning"] += 1
             return
+        sealed = item.get("encrypted_content")
+        restored = None if sealed is None else self._unseal(sealed, path)
         if restored:
             # The token holds exactly what the model wrote, whatever the visible parts say.
             self._reasoning.append(restored)

@@ -198,17 +198,26 @@ def test_the_token_wins_over_edited_visible_reasoning() -> None:
     assert replay(item)["messages"][1]["reasoning_content"] == "Think hard."
 
 
-@pytest.mark.parametrize("passback", [True, False])
-def test_a_foreign_token_is_a_400_naming_the_item(passback: bool) -> None:
+def test_a_foreign_token_is_a_400_naming_the_item() -> None:
     _, response = converted(INCLUDE, tenant="bob")
     item = response["output"][0]
 
     with pytest.raises(InvalidRequestError) as caught:
-        replay(item, SETTINGS.replace(reasoning_passback=passback))
+        replay(item)
 
     assert caught.value.param == "input[1].encrypted_content"
     assert caught.value.status_code == 400
     assert "another tenant" in caught.value.message
+
+
+def test_without_passback_a_token_is_dropped_unchecked_with_its_item() -> None:
+    """Codex replays every reasoning item it got; after a restart with a new per-process key
+    its tokens no longer verify, and that must not break the session when none is used."""
+    item = {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "smw1.x.y"}
+
+    chat = replay(item, SETTINGS.replace(reasoning_passback=False))
+
+    assert "reasoning_content" not in chat["messages"][1]
 
 
 def test_a_reasoning_item_without_a_token_replays_as_before() -> None:
