@@ -14,6 +14,7 @@ and under 64 characters, and each keeps the prefix the real API uses for its typ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -30,10 +31,12 @@ from ._errors import (
     UpstreamReportedError,
     classify_upstream_error,
 )
+from ._sealed import reasoning_key, seal_reasoning
 from ._settings import Settings
 from ._tools import ToolMap
 
 __all__ = [
+    "ENCRYPTED_REASONING",
     "Outcome",
     "ThinkSplitter",
     "base_response",
@@ -55,6 +58,7 @@ __all__ = [
     "random_part",
     "reasoning_item",
     "reasoning_of",
+    "reasoning_sealer",
     "refusal_part",
     "translate_completion",
 ]
@@ -167,9 +171,12 @@ def base_response(
         response["top_logprobs"] = top_logprobs
     tools = req.get("tools")
     if isinstance(tools, list):
-        response["tools"] = tools
-    if req.get("tool_choice") is not None:
-        response["tool_choice"] = req["tool_choice"]
+        response["tools"] = [_echo_tool(tool) for tool in tools]
+    choice = req.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("type") == "allowed_tools":
+        response["tool_choice"] = {"mode": "auto", **choice}
+    elif choice is not None:
+        response["tool_choice"] = choice
     if isinstance(req.get("truncation"), str):
         response["truncation"] = req["truncation"]
     for name in ("parallel_tool_calls", "store", "background"):
@@ -182,13 +189,63 @@ def base_response(
         response["metadata"] = dict(req["metadata"])
     text = req.get("text")
     if isinstance(text, Mapping):
-        response["text"] = {"format": {"type": "text"}, **text}
-        if response["text"].get("format") is None:
-            response["text"]["format"] = {"type": "text"}
+        response["text"] = _echo_text(text)
     reasoning = req.get("reasoning")
     if isinstance(reasoning, Mapping):
         response["reasoning"] = {"effort": None, "summary": None, **reasoning}
     return response
+
+
+# The keys Open Responses requires on an echoed object that a request may leave out, with the
+# value that means "not set" (or the API's default). Each request value is kept as sent.
+_FUNCTION_TOOL_KEYS: dict[str, Any] = {"description": None, "parameters": None, "strict": None}
+# OpenAI's defaults for file_search; the tool is dropped (Chat backends cannot run it), but the
+# echo still has to be a complete file_search tool.
+_FILE_SEARCH_KEYS: dict[str, Any] = {"vector_store_ids": [], "max_num_results": 20, "filters": None}
+_RANKING_OPTIONS: dict[str, Any] = {"ranker": "auto", "score_threshold": 0.0}
+# json_schema's ``strict`` is a boolean there (no null); OpenAI's default is false.
+_JSON_SCHEMA_KEYS: dict[str, Any] = {"description": None, "strict": False}
+
+
+def _echo_tool(tool: object) -> object:
+    """A request tool as the Response echoes it: complete for the tool types Open Responses
+    defines; other OpenAI tool types (``namespace``, ``custom``, ``mcp``...) are not in its
+    schema, so they are echoed as OpenAI defines them (as sent)."""
+    if not isinstance(tool, Mapping):
+        return tool
+    kind = tool.get("type")
+    if kind == "function":
+        return _filled(tool, _FUNCTION_TOOL_KEYS)
+    if kind == "file_search":
+        echoed = _filled(tool, _FILE_SEARCH_KEYS)
+        ranking = tool.get("ranking_options")
+        echoed["ranking_options"] = _filled(
+            ranking if isinstance(ranking, Mapping) else {}, _RANKING_OPTIONS
+        )
+        return echoed
+    return dict(tool)
+
+
+def _echo_text(text: Mapping[str, Any]) -> dict[str, Any]:
+    echoed = dict(text)
+    fmt = text.get("format")
+    if not isinstance(fmt, Mapping):
+        echoed["format"] = {"type": "text"}
+    elif fmt.get("type") == "json_schema":
+        echoed["format"] = _filled(fmt, _JSON_SCHEMA_KEYS)
+    if echoed.get("verbosity") is None:
+        # Open Responses allows the key absent, or one of its values, but not null.
+        echoed.pop("verbosity", None)
+    return echoed
+
+
+def _filled(obj: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` with every key of ``defaults`` that it lacks or leaves null set to the default."""
+    out = dict(obj)
+    for key, default in defaults.items():
+        if out.get(key) is None:
+            out[key] = default
+    return out
 
 
 # --- usage ------------------------------------------------------------------------------------
@@ -283,20 +340,42 @@ def message_item(item_id: str, status: str, content: list[dict[str, Any]]) -> di
 
 
 def reasoning_item(
-    item_id: str, status: str, text: str | None, mode: Literal["text", "summary"]
+    item_id: str,
+    status: str,
+    text: str | None,
+    mode: Literal["text", "summary"],
+    encrypted_content: str | None = None,
 ) -> dict[str, Any]:
     """A ``reasoning`` item. ``text=None`` gives the empty item of ``output_item.added``.
 
     ``mode="text"`` carries the reasoning as ``content`` (``reasoning_text``) with an empty
     ``summary``; ``mode="summary"`` carries it as one ``summary_text`` entry.
+    ``encrypted_content`` is present only when given: Open Responses allows a string or no key,
+    never null.
     """
     item: dict[str, Any] = {"id": item_id, "type": "reasoning", "status": status, "summary": []}
     if mode == "text":
         item["content"] = [] if text is None else [{"type": "reasoning_text", "text": text}]
     elif text is not None:
         item["summary"] = [{"type": "summary_text", "text": text}]
-    item["encrypted_content"] = None
+    if encrypted_content is not None:
+        item["encrypted_content"] = encrypted_content
     return item
+
+
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
+
+
+def reasoning_sealer(
+    request: Mapping[str, Any] | None, settings: Settings, tenant: str
+) -> Callable[[str], str] | None:
+    """What makes a reasoning item's ``encrypted_content`` for this request: ``None`` unless
+    its ``include`` asks for ``reasoning.encrypted_content``."""
+    include = request.get("include") if request is not None else None
+    if not isinstance(include, list) or ENCRYPTED_REASONING not in include:
+        return None
+    key = reasoning_key(settings.reasoning_key)
+    return functools.partial(seal_reasoning, key=key, tenant=tenant)
 
 
 def function_call_item(
@@ -619,12 +698,15 @@ def translate_completion(
     response_id: str | None = None,
     created_at: int | None = None,
     clock: Callable[[], float] = time.time,
+    tenant: str = "",
 ) -> dict[str, Any]:
     """Translate a whole ``chat.completion`` body into the Response object.
 
     The items, ids, statuses and usage are built exactly as the stream converter builds its
     terminal response. ``length`` gives ``incomplete`` (``max_output_tokens``) and leaves tool
     calls ``incomplete``; ``content_filter`` gives ``incomplete``; ``error`` gives ``failed``.
+    ``tenant`` is bound into the reasoning items' ``encrypted_content`` when the request's
+    ``include`` asks for it (see ``StreamConverter``).
 
     Raises:
         UpstreamReportedError: The body is an error (``{"error": ...}`` or vLLM's
@@ -701,12 +783,15 @@ def translate_completion(
     ]
 
     if reasoning_parts:
+        reasoning = "".join(reasoning_parts)
+        seal = reasoning_sealer(request, settings, tenant)
         output.append(
             reasoning_item(
                 item_id(response_id, "rs", len(output)),
                 "incomplete" if cut and not (text or refusal or calls) else "completed",
-                "".join(reasoning_parts),
+                reasoning,
                 mode,
+                seal(reasoning) if seal is not None else None,
             )
         )
     parts: list[dict[str, Any]] = []

@@ -64,7 +64,7 @@ from ._items import new_id, translate_completion
 from ._observe import REQUEST_LOG_MESSAGE, ResponseRecord, logger, notify_observer
 from ._requests import _translate, parse_request_body
 from ._settings import Settings
-from ._store import StoreGateway, has_item_references, normalize_input
+from ._store import StoreGateway, has_item_references, normalize_input, tenant_key
 from ._stream import StreamConverter
 
 if TYPE_CHECKING:
@@ -172,6 +172,7 @@ class SettingsOverrides(TypedDict, total=False):
     keepalive_interval: float
     developer_role: Literal["system", "developer"]
     reasoning_passback: bool
+    reasoning_key: str | None
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"]
     hosted_tools: Literal["drop", "reject"]
     store_url: str | None
@@ -326,6 +327,7 @@ class _Responder:
         "stream",
         "streaming",
         "task_group",
+        "tenant",
         "upstream_headers",
         "upstream_status",
         "watch_error",
@@ -345,6 +347,7 @@ class _Responder:
         self.response_id = new_id("resp")
         self.created_at = int(time.time())
         self.request: dict[str, Any] = {}
+        self.tenant = ""
         self.stream = False
         #: The request is to be stored (a store is configured and ``store`` is not false).
         self.storing = False
@@ -459,13 +462,15 @@ class _Responder:
         self.request = request
         self.stream = request.get("stream") is True
         self.storing = self.mw._store_on and request.get("store") is not False
+        # Sealed reasoning is bound to the tenant both ways: issued for it, accepted from it.
+        self.tenant = tenant_key(self.scope, self.settings)
         if request.get("previous_response_id") is None and not has_item_references(
             request.get("input")
         ):
             # parse_request_body validated exactly this body: do not validate it twice.
-            return _translate(request, self.settings, validated=True)
+            return _translate(request, self.settings, validated=True, tenant=self.tenant)
         expanded, self.input_items = await self.gateway.expand(self.scope, request)
-        return _translate(expanded, self.settings, validated=False)
+        return _translate(expanded, self.settings, validated=False, tenant=self.tenant)
 
     def _inner_scope(self) -> Scope:
         scope = self.scope
@@ -525,7 +530,11 @@ class _Responder:
 
     def _new_converter(self) -> StreamConverter:
         return StreamConverter(
-            self.request, self.settings, response_id=self.response_id, created_at=self.created_at
+            self.request,
+            self.settings,
+            response_id=self.response_id,
+            created_at=self.created_at,
+            tenant=self.tenant,
         )
 
     async def _run_app_in_task_group(self) -> Exception | None:
@@ -871,6 +880,7 @@ class _Responder:
                 self.settings,
                 response_id=self.response_id,
                 created_at=self.created_at,
+                tenant=self.tenant,
             )
         except UpstreamError as exc:
             await self._send_upstream_error(exc)

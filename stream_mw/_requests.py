@@ -44,6 +44,7 @@ import orjson
 
 from ._errors import InvalidRequestError, RequestTooLargeError
 from ._observe import logger
+from ._sealed import SealError, open_reasoning, reasoning_key
 from ._settings import Settings
 from ._tools import CUSTOM_TOOL_PARAMETERS, ToolMap
 
@@ -603,14 +604,18 @@ def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> str:
 # --- translation -----------------------------------------------------------------------------
 
 
-def translate_request(body: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+def translate_request(
+    body: Mapping[str, Any], settings: Settings, *, tenant: str = ""
+) -> dict[str, Any]:
     """Translate a Responses request into a Chat Completions request body.
 
     Args:
         body: A Responses request (as from ``parse_request_body``), with any
             ``previous_response_id`` already expanded into ``input`` by the middleware.
-        settings: Supplies ``developer_role``, ``reasoning_passback``, ``max_tokens_param``
-            and ``hosted_tools``.
+        settings: Supplies ``developer_role``, ``reasoning_passback``, ``reasoning_key``,
+            ``max_tokens_param`` and ``hosted_tools``.
+        tenant: Who sends the request: a replayed reasoning item's ``encrypted_content``
+            must have been made for this tenant (see ``StreamConverter``).
 
     Returns:
         A new dict; ``body`` is not modified. With ``stream: true`` it always asks for usage
@@ -620,12 +625,15 @@ def translate_request(body: Mapping[str, Any], settings: Settings) -> dict[str, 
         InvalidRequestError: the request is invalid, still refers to stored state
             (``previous_response_id``, ``conversation``), or uses something a Chat backend
             cannot receive (file_id-only images, file URLs, hosted tools when
-            ``hosted_tools="reject"``).
+            ``hosted_tools="reject"``), or replays a reasoning item whose
+            ``encrypted_content`` stream_mw did not make for this tenant with this key.
     """
-    return _translate(body, settings, validated=False)
+    return _translate(body, settings, validated=False, tenant=tenant)
 
 
-def _translate(body: Mapping[str, Any], settings: Settings, *, validated: bool) -> dict[str, Any]:
+def _translate(
+    body: Mapping[str, Any], settings: Settings, *, validated: bool, tenant: str = ""
+) -> dict[str, Any]:
     """``translate_request``; ``validated`` skips the validation ``parse_request_body`` already
     did, for the middleware's hot path. Only for a body that came from ``parse_request_body``
     unmodified: anything changed or added since (a store's expansion) must be validated."""
@@ -648,7 +656,7 @@ def _translate(body: Mapping[str, Any], settings: Settings, *, validated: bool) 
         _validate(body)
 
     tool_map = ToolMap.from_tools(body.get("tools"))
-    history = _History(settings, tool_map)
+    history = _History(settings, tool_map, tenant)
     instructions = body.get("instructions")
     if instructions:
         history.messages.append({"role": "system", "content": instructions})
@@ -718,11 +726,21 @@ def _translate(body: Mapping[str, Any], settings: Settings, *, validated: bool) 
 class _History:
     """Builds Chat ``messages`` from Responses input items, repairing the tool conversation."""
 
-    __slots__ = ("_dropped", "_held", "_open", "_reasoning", "_settings", "_tool_map", "messages")
+    __slots__ = (
+        "_dropped",
+        "_held",
+        "_open",
+        "_reasoning",
+        "_settings",
+        "_tenant",
+        "_tool_map",
+        "messages",
+    )
 
-    def __init__(self, settings: Settings, tool_map: ToolMap) -> None:
+    def __init__(self, settings: Settings, tool_map: ToolMap, tenant: str) -> None:
         self._settings = settings
         self._tool_map = tool_map
+        self._tenant = tenant
         self.messages: list[dict[str, Any]] = []
         # Call ids of the last assistant message that still await an output (a dict keeps order).
         self._open: dict[str, None] = {}
@@ -748,7 +766,7 @@ class _History:
         elif kind in ("function_call_output", "custom_tool_call_output"):
             self._add_output(item, _tool_output_text(item["output"]))
         elif kind == "reasoning":
-            self._add_reasoning(item)
+            self._add_reasoning(item, path)
         elif kind == "item_reference":
             # The middleware's store resolves references before translation; one still here
             # names an item nobody looked up, and dropping it would cut the conversation.
@@ -834,9 +852,18 @@ class _History:
             }
         )
 
-    def _add_reasoning(self, item: Mapping[str, Any]) -> None:
+    def _add_reasoning(self, item: Mapping[str, Any], path: str) -> None:
         if not self._settings.reasoning_passback:
+            # Nothing of the item reaches the model, so its token is not checked either: Codex
+            # replays every reasoning item it ever got, and a session must not break with a 400
+            # because the gateway restarted with a new per-process key.
             self._dropped["reasoning"] += 1
+            return
+        sealed = item.get("encrypted_content")
+        restored = None if sealed is None else self._unseal(sealed, path)
+        if restored:
+            # The token holds exactly what the model wrote, whatever the visible parts say.
+            self._reasoning.append(restored)
             return
         # Raw reasoning is what the model wrote; the summary is the fallback.
         for key in ("content", "summary"):
@@ -844,6 +871,24 @@ class _History:
             if parts:
                 self._reasoning.append(_PART_SEPARATOR.join(parts))
                 return
+
+    def _unseal(self, token: str, path: str) -> str:
+        settings = self._settings
+        try:
+            return open_reasoning(
+                token,
+                key=reasoning_key(settings.reasoning_key),
+                tenant=self._tenant,
+                max_bytes=settings.max_request_bytes,
+            )
+        except SealError as exc:
+            raise InvalidRequestError(
+                f"The reasoning item's encrypted_content cannot be used: {exc}. Send back the "
+                "reasoning items of responses from this server and credential unchanged, or "
+                "leave encrypted_content out.",
+                param=f"{path}.encrypted_content",
+                code="invalid_encrypted_content",
+            ) from None
 
     def _attach_reasoning(self, message: dict[str, Any]) -> None:
         if not self._reasoning:

@@ -32,6 +32,8 @@ _MiB = 1024 * 1024
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _NONE = frozenset({"", "none", "null"})
+# A shorter HMAC key could be guessed; 16 characters of a random string are plenty.
+_MIN_KEY_CHARS = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +90,11 @@ class Settings:
     #: Pass replayed reasoning items back as ``reasoning_content`` on the next assistant
     #: message, for thinking models that need their own reasoning in the history.
     reasoning_passback: bool = False
+    #: Key that signs the ``encrypted_content`` of reasoning items (asked for with
+    #: ``include: ["reasoning.encrypted_content"]``) so they can be verified when replayed.
+    #: Must be the same in every worker; unset, each process uses a random key (with a
+    #: warning) and tokens do not survive a restart or cross workers.
+    reasoning_key: str | None = field(default=None, repr=False)
     #: Chat parameter that carries ``max_output_tokens``.
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     #: What to do with hosted tools (``web_search``, ``file_search``, ...), which Chat
@@ -163,6 +170,11 @@ class Settings:
             raise ConfigurationError(
                 "store_url must be memory://, sqlite:///path, redis://host:port/db or None, "
                 f"got {self.store_url!r}"
+            )
+        if self.reasoning_key is not None and len(self.reasoning_key) < _MIN_KEY_CHARS:
+            raise ConfigurationError(
+                f"reasoning_key must be at least {_MIN_KEY_CHARS} characters (a random string, "
+                "e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
         for name in ("tenant", "on_response"):
             value = getattr(self, name)

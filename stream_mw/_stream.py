@@ -104,6 +104,7 @@ from ._items import (
     random_part,
     reasoning_item,
     reasoning_of,
+    reasoning_sealer,
     refusal_part,
 )
 from ._observe import logger
@@ -360,13 +361,15 @@ class _Message:
 
 
 class _Reasoning(_Streamed):
-    __slots__ = ("id", "index", "status")
+    __slots__ = ("id", "index", "sealed", "status")
 
     def __init__(self, item_id: str, index: int) -> None:
         super().__init__()
         self.id = item_id
         self.index = index
         self.status = "in_progress"
+        #: The ``encrypted_content`` token, made once when the item is done (if asked for).
+        self.sealed: str | None = None
 
 
 class _Call:
@@ -540,6 +543,10 @@ class StreamConverter:
             so a given id makes the output deterministic.
         created_at: Unix seconds for ``created_at`` (``clock()`` by default).
         clock: Returns the time in seconds; read for ``created_at`` and ``completed_at``.
+        tenant: Who the response is for. When the request's ``include`` asks for
+            ``reasoning.encrypted_content``, each finished reasoning item carries a token of
+            its reasoning signed with ``Settings.reasoning_key`` and bound to this tenant
+            (in ``output_item.done`` and the terminal response, as OpenAI sends it).
     """
 
     __slots__ = (
@@ -562,6 +569,7 @@ class StreamConverter:
         "_reasoning_mode",
         "_request",
         "_response",
+        "_seal",
         "_seq",
         "_settings",
         "_snapshot_json",
@@ -581,9 +589,11 @@ class StreamConverter:
         response_id: str | None = None,
         created_at: int | None = None,
         clock: Callable[[], float] = time.time,
+        tenant: str = "",
     ) -> None:
         self._settings = settings if settings is not None else _DEFAULT_SETTINGS
         self._request: Mapping[str, Any] = request if request is not None else {}
+        self._seal = reasoning_sealer(self._request, self._settings, tenant)
         self._id = response_id if response_id is not None else new_id("resp")
         self._stem = random_part(self._id)
         self._clock = clock
@@ -1228,6 +1238,8 @@ class StreamConverter:
                 {**where, "summary_index": 0, "part": {"type": "summary_text", "text": text}},
             )
         reasoning.status = status
+        if self._seal is not None:
+            reasoning.sealed = self._seal(text)
         self._emit(
             "response.output_item.done",
             {"output_index": reasoning.index, "item": self._item_dict(reasoning)},
@@ -1479,6 +1491,7 @@ class StreamConverter:
                 item.status,
                 item.text() if item.status != "in_progress" or item.chunks else None,
                 self._reasoning_mode,
+                item.sealed,
             )
         return item.as_dict()
 

@@ -45,6 +45,12 @@ Terminal state
     done items equal their ``output_item.done`` item; calls never done appear with status
     ``incomplete`` and the streamed arguments. ``usage`` is null or complete (all five fields
     and the details, including ``cache_write_tokens``).
+Schema
+    Every event, and every Response, item, part and tool inside one, carries each key the
+    Open Responses schema requires, with its JSON type, null only where the schema allows it
+    (``_SCHEMA``, ``_EVENT_KEYS``): e.g. a function tool without ``strict`` or a reasoning item
+    with ``encrypted_content: null`` fails. ``check_response`` applies the same rules (and the
+    terminal-state ones) to a Response that was not streamed.
 
 The upstream corpus (``tests/fixtures/streams``) is shared too: ``load_fixtures()`` gives every
 recorded Chat Completions stream with its hand-written expectation, and
@@ -66,7 +72,10 @@ __all__ = [
     "CheckedPart",
     "CheckedStream",
     "Fixture",
+    "check_event_schema",
     "check_expectation",
+    "check_response",
+    "check_response_schema",
     "check_stream",
     "load_fixtures",
     "parse_frames",
@@ -263,6 +272,45 @@ def check_stream(
     )
 
 
+def check_response(response: Any) -> dict[str, Any]:
+    """Check a Response object that was not streamed (a JSON answer, a stored response).
+
+    It must pass the Open Responses schema, be finished (completed, incomplete or failed) with
+    the matching ``error``/``incomplete_details``, list items with unique, prefixed ids, and
+    carry a complete usage or none.
+
+    Raises:
+        AssertionError: naming the first violation.
+    """
+    where = "response"
+    check_response_schema(response, where)
+    status = response["status"]
+    _expect(
+        status in ("completed", "incomplete", "failed"), where, f"status {status!r} is unfinished"
+    )
+    _expect(
+        (response["error"] is not None) == (status == "failed"),
+        where,
+        f"error {response['error']!r} does not fit status {status!r}",
+    )
+    _expect(
+        (response["incomplete_details"] is not None) == (status == "incomplete"),
+        where,
+        f"incomplete_details {response['incomplete_details']!r} does not fit status {status!r}",
+    )
+    ids = [item["id"] for item in response["output"]]
+    _expect(len(set(ids)) == len(ids), where, f"duplicate item ids in {ids}")
+    for index, item in enumerate(response["output"]):
+        prefix = ITEM_PREFIXES[item["type"]]
+        _expect(
+            item["id"].startswith(prefix),
+            f"{where}.output[{index}]",
+            f"id {item['id']!r} must start with {prefix}",
+        )
+    _check_usage(where, response["usage"])
+    return response  # type: ignore[no-any-return]
+
+
 def _decode(index: int, name: str, data: str) -> dict[str, Any]:
     try:
         event = json.loads(data)
@@ -324,6 +372,7 @@ class _State:
             _expect(self.terminal is None, self.where, "event after the terminal event")
             handler = _HANDLERS.get(event["type"])
             _expect(handler is not None, self.where, "unknown event type")
+            check_event_schema(event, self.where)
             assert handler is not None
             handler(self, event)
             if event["type"] == "error":
@@ -865,6 +914,289 @@ def _check_usage(where: str, usage: Any) -> None:
     count(usage.get("input_tokens_details"), "cached_tokens")
     count(usage.get("input_tokens_details"), "cache_write_tokens")
     count(usage.get("output_tokens_details"), "reasoning_tokens")
+
+
+# --------------------------------------------------------------------------------------------
+# The Open Responses schema: required keys, types and nullability
+# --------------------------------------------------------------------------------------------
+
+# Written from the Open Responses OpenAPI document (version 2026-04-24,
+# openresponses/openresponses: public/openapi/openapi.json and schema/components/schemas/),
+# as our own table, not a copy. Each entry names an object's keys and what each must hold:
+#   "str", "int", "num", "bool", "obj" (any JSON object), "any";
+#   another entry's name (capitalised), or a union of entries chosen by the value's "type";
+#   "[X]" for a list of X; a trailing "?" when the value may be null.
+# A key is required unless written "~key": then it may be absent, but when present it must
+# match (so "~encrypted_content": "str" allows no key or a string, never null).
+# Where the openai SDK's models and Open Responses differ, the table asks for what satisfies
+# both; what Open Responses leaves out (OpenAI's custom_tool_call items, custom/namespace and
+# hosted tools other than file_search and web_search) is held to OpenAI's required keys.
+_SCHEMA: dict[str, dict[str, str]] = {
+    "Response": {
+        "id": "str",
+        "object": "str",
+        "created_at": "int",
+        "completed_at": "int?",
+        "status": "str",
+        "incomplete_details": "IncompleteDetails?",
+        "model": "str",
+        "previous_response_id": "str?",
+        "instructions": "str?",
+        "output": "[Item]",
+        "error": "Error?",
+        "tools": "[Tool]",
+        "tool_choice": "ToolChoice",
+        "truncation": "str",
+        "parallel_tool_calls": "bool",
+        "text": "TextField",
+        "top_p": "num",
+        "presence_penalty": "num",
+        "frequency_penalty": "num",
+        "top_logprobs": "int",
+        "temperature": "num",
+        "reasoning": "ReasoningConfig?",
+        # Required by ResponseResource.json, dropped from the 2026-04-24 document; sent anyway.
+        "user": "str?",
+        "usage": "Usage?",
+        "max_output_tokens": "int?",
+        "max_tool_calls": "int?",
+        "store": "bool",
+        "background": "bool",
+        "service_tier": "str",
+        "metadata": "obj",
+        "safety_identifier": "str?",
+        "prompt_cache_key": "str?",
+    },
+    "IncompleteDetails": {"reason": "str"},
+    "Error": {"code": "str", "message": "str"},
+    "ReasoningConfig": {"effort": "str?", "summary": "str?"},
+    "Usage": {
+        "input_tokens": "int",
+        "output_tokens": "int",
+        "total_tokens": "int",
+        "input_tokens_details": "InputTokensDetails",
+        "output_tokens_details": "OutputTokensDetails",
+    },
+    # cache_write_tokens: the openai SDK (>= 2) requires it; Open Responses allows extra keys.
+    "InputTokensDetails": {"cached_tokens": "int", "cache_write_tokens": "int"},
+    "OutputTokensDetails": {"reasoning_tokens": "int"},
+    "TextField": {"format": "TextFormat", "~verbosity": "str"},
+    "TextResponseFormat": {"type": "str"},
+    "JsonSchemaResponseFormat": {
+        "type": "str",
+        "name": "str",
+        "description": "str?",
+        "schema": "obj",
+        "strict": "bool",
+    },
+    "FunctionTool": {
+        "type": "str",
+        "name": "str",
+        "description": "str?",
+        "parameters": "obj?",
+        "strict": "bool?",
+    },
+    "FileSearchTool": {
+        "type": "str",
+        "vector_store_ids": "[str]",
+        "max_num_results": "int",
+        "ranking_options": "RankingOptions",
+        "filters": "obj?",
+    },
+    "RankingOptions": {"ranker": "str", "score_threshold": "num"},
+    "OtherTool": {"type": "str"},
+    "FunctionToolChoice": {"type": "str", "~name": "str"},
+    "AllowedToolChoice": {"type": "str", "tools": "[obj]", "mode": "str"},
+    "OtherToolChoice": {"type": "str"},
+    "Message": {
+        "type": "str",
+        "id": "str",
+        "status": "str",
+        "role": "str",
+        "content": "[Part]",
+    },
+    "FunctionCall": {
+        "type": "str",
+        "id": "str",
+        "call_id": "str",
+        "name": "str",
+        "arguments": "str",
+        "status": "str",
+        "~namespace": "str",
+    },
+    # Not in Open Responses (OpenAI's freeform tool call); its items rule applies: id and status.
+    "CustomToolCall": {
+        "type": "str",
+        "id": "str",
+        "call_id": "str",
+        "name": "str",
+        "input": "str",
+        "status": "str",
+    },
+    "ReasoningItem": {
+        "type": "str",
+        "id": "str",
+        "summary": "[Part]",
+        "~content": "[Part]",
+        "~encrypted_content": "str",
+        # Open Responses: every item has a status; optional in both schemas, always sent.
+        "status": "str",
+    },
+    # logprobs: optional in the document, required by the spec text and sent always.
+    "OutputText": {
+        "type": "str",
+        "text": "str",
+        "annotations": "[Annotation]",
+        "logprobs": "[LogProb]",
+    },
+    "Refusal": {"type": "str", "refusal": "str"},
+    "TextPart": {"type": "str", "text": "str"},
+    "UrlCitation": {
+        "type": "str",
+        "url": "str",
+        "start_index": "int",
+        "end_index": "int",
+        "title": "str",
+    },
+    "OtherAnnotation": {"type": "str"},
+    "LogProb": {"token": "str", "logprob": "num", "bytes": "[int]", "top_logprobs": "[TopLogProb]"},
+    "TopLogProb": {"token": "str", "logprob": "num", "bytes": "[int]"},
+}
+
+# Unions chosen by the value's "type"; "*" is the entry for any other type (absent: an error).
+_UNIONS: dict[str, dict[str, str]] = {
+    "Item": {
+        "message": "Message",
+        "function_call": "FunctionCall",
+        "custom_tool_call": "CustomToolCall",
+        "reasoning": "ReasoningItem",
+    },
+    "Part": {
+        "output_text": "OutputText",
+        "refusal": "Refusal",
+        "reasoning_text": "TextPart",
+        "summary_text": "TextPart",
+    },
+    "Tool": {"function": "FunctionTool", "file_search": "FileSearchTool", "*": "OtherTool"},
+    "ToolChoice": {
+        "function": "FunctionToolChoice",
+        "allowed_tools": "AllowedToolChoice",
+        "*": "OtherToolChoice",
+    },
+    "TextFormat": {
+        "text": "TextResponseFormat",
+        "json_object": "TextResponseFormat",
+        "json_schema": "JsonSchemaResponseFormat",
+    },
+    "Annotation": {"url_citation": "UrlCitation", "*": "OtherAnnotation"},
+}
+_TOOL_CHOICE_WORDS = frozenset({"none", "auto", "required"})
+
+_ITEM_EVENT = {"output_index": "int", "item": "Item"}
+_PART_EVENT = {"item_id": "str", "output_index": "int", "content_index": "int", "part": "Part"}
+_SUMMARY_EVENT = {"item_id": "str", "output_index": "int", "summary_index": "int", "part": "Part"}
+_AT_CONTENT = {"item_id": "str", "output_index": "int", "content_index": "int"}
+_AT_SUMMARY = {"item_id": "str", "output_index": "int", "summary_index": "int"}
+_AT_ITEM = {"item_id": "str", "output_index": "int"}
+_DELTA = {"delta": "str", "~obfuscation": "str"}
+
+#: Every event's keys besides ``type`` and ``sequence_number``. ``response.reasoning_text.*``
+#: is OpenAI's name for Open Responses' ``response.reasoning.*`` (same keys); the custom tool
+#: input events are OpenAI's; the ``error`` event's shape is checked by ``_State.error``.
+_EVENT_KEYS: dict[str, dict[str, str]] = {
+    **{kind: {"response": "Response"} for kind in LIFECYCLE_TYPES},
+    "response.output_item.added": _ITEM_EVENT,
+    "response.output_item.done": _ITEM_EVENT,
+    "response.content_part.added": _PART_EVENT,
+    "response.content_part.done": _PART_EVENT,
+    "response.reasoning_summary_part.added": _SUMMARY_EVENT,
+    "response.reasoning_summary_part.done": _SUMMARY_EVENT,
+    "response.output_text.delta": {**_AT_CONTENT, **_DELTA, "logprobs": "[LogProb]"},
+    "response.output_text.done": {**_AT_CONTENT, "text": "str", "logprobs": "[LogProb]"},
+    "response.output_text.annotation.added": {
+        **_AT_CONTENT,
+        "annotation_index": "int",
+        "annotation": "Annotation?",
+    },
+    "response.refusal.delta": {**_AT_CONTENT, **_DELTA},
+    "response.refusal.done": {**_AT_CONTENT, "refusal": "str"},
+    "response.reasoning_text.delta": {**_AT_CONTENT, **_DELTA},
+    "response.reasoning_text.done": {**_AT_CONTENT, "text": "str"},
+    "response.reasoning_summary_text.delta": {**_AT_SUMMARY, **_DELTA},
+    "response.reasoning_summary_text.done": {**_AT_SUMMARY, "text": "str"},
+    "response.function_call_arguments.delta": {**_AT_ITEM, **_DELTA},
+    "response.function_call_arguments.done": {**_AT_ITEM, "arguments": "str"},
+    "response.custom_tool_call_input.delta": {**_AT_ITEM, **_DELTA},
+    "response.custom_tool_call_input.done": {**_AT_ITEM, "input": "str"},
+    "error": {},
+}
+
+_PRIMITIVES: dict[str, Any] = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: type(v) is int,
+    "num": lambda v: type(v) in (int, float),
+    "bool": lambda v: type(v) is bool,
+    "obj": lambda v: isinstance(v, dict),
+    "any": lambda v: True,
+}
+
+
+def check_event_schema(event: dict[str, Any], where: str = "event") -> None:
+    """Check one event against the Open Responses schema (keys, types, nullability).
+
+    Raises:
+        AssertionError: naming the path of the first key that is missing or wrong.
+    """
+    kind = event.get("type")
+    keys = _EVENT_KEYS.get(kind) if isinstance(kind, str) else None
+    _expect(keys is not None, where, f"event type {kind!r} is not in the schema table")
+    assert keys is not None
+    _check_keys(where, event, {"type": "str", "sequence_number": "int", **keys})
+
+
+def check_response_schema(response: Any, where: str = "response") -> None:
+    """Check a Response object against the Open Responses schema (``ResponseResource``)."""
+    _check_value(where, response, "Response")
+
+
+def _check_value(where: str, value: Any, spec: str) -> None:
+    if spec.endswith("?"):
+        if value is None:
+            return
+        spec = spec[:-1]
+    _expect(value is not None, where, "is null, which the schema does not allow")
+    if spec.startswith("["):
+        _expect(isinstance(value, list), where, f"must be a list, got {value!r}")
+        for index, entry in enumerate(value):
+            _check_value(f"{where}[{index}]", entry, spec[1:-1])
+        return
+    primitive = _PRIMITIVES.get(spec)
+    if primitive is not None:
+        _expect(primitive(value), where, f"must be {spec}, got {value!r}")
+        return
+    if spec == "ToolChoice" and isinstance(value, str):
+        _expect(value in _TOOL_CHOICE_WORDS, where, f"tool_choice {value!r} is not a choice")
+        return
+    _expect(isinstance(value, dict), where, f"must be an object ({spec}), got {value!r}")
+    union = _UNIONS.get(spec)
+    if union is not None:
+        kind = value.get("type")
+        member = union.get(kind) if isinstance(kind, str) else None
+        member = member or union.get("*")
+        _expect(member is not None, where, f"type {kind!r} is not a {spec} the schema knows")
+        assert member is not None
+        spec = member
+    _check_keys(where, value, _SCHEMA[spec])
+
+
+def _check_keys(where: str, obj: dict[str, Any], keys: dict[str, str]) -> None:
+    for key, spec in keys.items():
+        optional = key.startswith("~")
+        name = key.removeprefix("~")
+        if name not in obj:
+            _expect(optional, where, f"required key {name!r} is missing")
+            continue
+        _check_value(f"{where}.{name}", obj[name], spec)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,16 +8,40 @@ from typing import Any
 import httpx
 import pytest
 from openai import AsyncOpenAI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Not in the lowest-versions run: the Agents SDK needs a newer Starlette than stream_mw does.
 pytest.importorskip("agents", reason="needs openai-agents (the test extra)")
 from agents import Agent, OpenAIResponsesModel, RunConfig, Runner, function_tool
 
 from stream_mw import ResponsesMiddleware
+from tests.checker import check_stream
 from tests.e2e.apps import ScriptedChat
 from tests.e2e.conftest import RunningServer, serve
 
 pytestmark = pytest.mark.anyio
+
+
+class Tap:
+    """Keeps every body the app sends: the bytes the agent's client read off the wire."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts: list[bytes] = []
+
+        async def tapped(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                parts.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tapped)
+        finally:
+            if scope["type"] == "http":
+                self.bodies.append(b"".join(parts))
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +50,19 @@ def upstream() -> ScriptedChat:
 
 
 @pytest.fixture(scope="module")
-def server(upstream: ScriptedChat) -> Iterator[RunningServer]:
-    with serve(ResponsesMiddleware(upstream, keepalive_interval=0)) as running:
+def tap(upstream: ScriptedChat) -> Tap:
+    return Tap(ResponsesMiddleware(upstream, keepalive_interval=0))
+
+
+@pytest.fixture(scope="module")
+def server(tap: Tap) -> Iterator[RunningServer]:
+    with serve(tap) as running:
         yield running
 
 
 @pytest.mark.parametrize("transport", ["asgi", "uvicorn"])
 async def test_a_streamed_agent_run_calls_the_tool_once_and_gets_the_final_answer(
-    transport: str, server: RunningServer, upstream: ScriptedChat
+    transport: str, server: RunningServer, upstream: ScriptedChat, tap: Tap
 ) -> None:
     calls: list[str] = []
 
@@ -45,11 +74,12 @@ async def test_a_streamed_agent_run_calls_the_tool_once_and_gets_the_final_answe
 
     if transport == "asgi":
         upstream = ScriptedChat()
-        app = ResponsesMiddleware(upstream, keepalive_interval=0)
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+        tap = Tap(ResponsesMiddleware(upstream, keepalive_interval=0))
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=tap))
         base_url = "http://testserver/v1"
     else:
         upstream.requests.clear()
+        tap.bodies.clear()
         http = httpx.AsyncClient(verify=False)
         base_url = server.url + "/v1"
     client = AsyncOpenAI(
@@ -74,6 +104,7 @@ async def test_a_streamed_agent_run_calls_the_tool_once_and_gets_the_final_answe
     assert calls == ["Paris"]
     assert result.final_output == "The weather tool says: sunny and 21 degrees in Paris"
     raw_types = [e.data.type for e in events if e.type == "raw_response_event"]
+    assert [check_stream(body).status for body in tap.bodies] == ["completed", "completed"]
     assert raw_types.count("response.completed") == 2
     assert "response.function_call_arguments.delta" in raw_types
     tool_outputs = [e for e in events if getattr(e, "name", None) == "tool_output"]

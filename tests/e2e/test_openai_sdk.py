@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from starlette.config import Config
 from starlette.middleware import Middleware
 
 from stream_mw import ResponsesMiddleware, Settings
-from tests.checker import check_stream
+from tests.checker import check_response, check_stream
 from tests.e2e.apps import ScriptedChat, fastapi_upstream, starlette_upstream
 from tests.e2e.conftest import RunningServer, serve
 
@@ -170,8 +171,10 @@ async def test_stream_helper_reports_a_stream_that_did_not_complete(
 async def test_create_without_stream_returns_the_same_response(
     client: AsyncOpenAI, model: str
 ) -> None:
-    response = await client.responses.create(model=model, input="hi", tools=TOOLS)
+    raw = await client.responses.with_raw_response.create(model=model, input="hi", tools=TOOLS)
+    response = raw.parse()
 
+    check_response(raw.http_response.json())
     assert response.id.startswith("resp_")
     check_scenario(model, response)
 
@@ -240,6 +243,85 @@ async def test_the_raw_stream_passes_the_checker(client: AsyncOpenAI, model: str
         data = await raw.read()
 
     assert check_stream(data, done_marker=True).types[-1] == TERMINAL.get(model, "response.failed")
+
+
+# --- store: false with encrypted reasoning (issue 10, item 3) --------------------------------------
+
+REASONING_KEY = "e2e-reasoning-key-0123456789"
+
+
+@contextmanager
+def stateless_client(transport: str, upstream: ScriptedChat) -> Iterator[AsyncOpenAI]:
+    app = ResponsesMiddleware(
+        upstream, keepalive_interval=0, reasoning_passback=True, reasoning_key=REASONING_KEY
+    )
+    if transport == "asgi":
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+        yield sdk(http, "http://testserver/v1")
+        return
+    with serve(app) as running:
+        yield sdk(httpx.AsyncClient(verify=False), running.url + "/v1")
+
+
+async def first_turn(client: AsyncOpenAI, stream: bool) -> list[dict[str, Any]]:
+    """A reasoning turn with store: false; the output items as the client would replay them."""
+    body: dict[str, Any] = {"model": "reasoning", "input": "hi", "store": False}
+    body["include"] = ["reasoning.encrypted_content"]
+    if stream:
+        async with client.with_streaming_response.responses.create(**body, stream=True) as raw:
+            final = check_stream(await raw.read(), done_marker=True).response
+    else:
+        raw_json = await client.responses.with_raw_response.create(**body)
+        final = check_response(raw_json.http_response.json())
+        raw_json.parse()  # and the SDK's strict models accept it
+    return [{k: v for k, v in item.items() if v is not None} for item in final["output"]]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("transport", ["asgi", "uvicorn"])
+async def test_a_stateless_client_replays_sealed_reasoning_and_the_upstream_gets_it_back(
+    transport: str, stream: bool
+) -> None:
+    upstream = ScriptedChat()
+    with stateless_client(transport, upstream) as client:
+        async with client:
+            output = await first_turn(client, stream)
+            second = await client.responses.create(
+                model="text",
+                store=False,
+                input=[
+                    {"role": "user", "content": "hi"},
+                    *output,
+                    {"role": "user", "content": "?"},
+                ],  # type: ignore[list-item]
+            )
+
+    assert output[0]["type"] == "reasoning"
+    assert output[0]["encrypted_content"].startswith("smw1.")
+    assert second.status == "completed"
+    assistant = upstream.requests[-1]["messages"][1]
+    assert assistant == {"role": "assistant", "content": "Hi there.", "reasoning_content": "The user says hi."}  # fmt: skip
+
+
+@pytest.mark.parametrize("transport", ["asgi", "uvicorn"])
+async def test_a_forged_reasoning_token_is_a_bad_request_naming_the_item(transport: str) -> None:
+    upstream = ScriptedChat()
+    with stateless_client(transport, upstream) as client:
+        async with client:
+            output = await first_turn(client, stream=True)
+            token = output[0]["encrypted_content"]
+            output[0]["encrypted_content"] = token[:-4] + (
+                "AAAA" if token[-4:] != "AAAA" else "BBBB"
+            )
+            with pytest.raises(openai.BadRequestError) as caught:
+                await client.responses.create(
+                    model="text",
+                    store=False,
+                    input=[{"role": "user", "content": "hi"}, *output],  # type: ignore[list-item]
+                )
+
+    assert caught.value.param == "input[1].encrypted_content"
+    assert len(upstream.requests) == 1, "the forged turn never reached the upstream"
 
 
 async def test_chat_completions_and_models_still_pass_through(client: AsyncOpenAI) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.checker import check_stream
+from tests.checker import check_response, check_stream
 from tests.e2e.apps import USAGE, chunk, completion_of, sse
 from tests.middleware.harness import END, Last, Upstream, drive, middleware, responses_body
 
@@ -42,7 +42,7 @@ async def test_a_json_completion_becomes_one_response_object() -> None:
     assert exchange.status == 200
     assert exchange.headers["content-type"] == "application/json"
     assert int(exchange.headers["content-length"]) == len(exchange.body)
-    response = exchange.json()
+    response = check_response(exchange.json())
     assert response["object"] == "response"
     assert response["status"] == "completed"
     assert response["id"].startswith("resp_")
@@ -64,7 +64,7 @@ async def test_a_streamed_upstream_answers_a_non_streaming_request_with_json() -
 
     exchange.check()
     assert exchange.headers["content-type"] == "application/json"
-    response = exchange.json()
+    response = check_response(exchange.json())
     assert response["status"] == "completed"
     assert output_text(response) == "Hello there"
 
@@ -131,7 +131,7 @@ async def test_a_length_cut_non_streaming_response_is_incomplete_with_status_200
     exchange = await drive(middleware(upstream), responses_body(stream=False))
 
     assert exchange.status == 200
-    response = exchange.json()
+    response = check_response(exchange.json())
     assert response["status"] == "incomplete"
     assert response["incomplete_details"] == {"reason": "max_output_tokens"}
 
