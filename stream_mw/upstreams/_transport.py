@@ -70,7 +70,8 @@ class StreamingTransport(httpx.AsyncBaseTransport):
     Args:
         max_connections: Connections open (and requests in flight) at most.
         keepalive_expiry: Seconds an idle connection is kept for reuse.
-        ssl_context: For ``https`` upstreams; httpx's default verification when ``None``.
+        ssl_context: For ``https`` upstreams; when ``None``, httpx's default verification,
+            built once on the first ``https`` connection and shared by all.
     """
 
     def __init__(
@@ -87,6 +88,13 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context
         self._closed = False
+
+    def _tls(self) -> ssl.SSLContext:
+        # Loading the CA bundle takes tens of milliseconds of blocked event loop: done once
+        # per transport, not per connection (every stream stalled while 100 opened at once).
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context()
+        return self._ssl_context
 
     @property
     def is_closed(self) -> bool:
@@ -119,7 +127,8 @@ class StreamingTransport(httpx.AsyncBaseTransport):
                 connection = None if retried else await self._take_idle()
                 reused = connection is not None
                 if connection is None:
-                    connection = await _Connection.open(request, timeouts, self._ssl_context)
+                    tls = self._tls() if request.url.scheme == "https" else None
+                    connection = await _Connection.open(request, timeouts, tls)
                 self._busy.add(connection)
                 try:
                     status, headers = await connection.exchange(request, timeouts)
@@ -270,14 +279,12 @@ class _Connection:
         timeouts: dict[str, float | None],
         ssl_context: ssl.SSLContext | None,
     ) -> _Connection:
+        """Connect to the request's origin; over TLS when ``ssl_context`` is given."""
         url = request.url
-        tls = url.scheme == "https"
-        port = url.port or (443 if tls else 80)
-        if tls and ssl_context is None:
-            ssl_context = httpx.create_ssl_context()
+        port = url.port or (443 if ssl_context is not None else 80)
         try:
             with anyio.fail_after(timeouts.get("connect")):
-                stream = await connect(url.host, port, ssl_context if tls else None)
+                stream = await connect(url.host, port, ssl_context)
         except TimeoutError:
             raise httpx.ConnectTimeout("connecting timed out", request=request) from None
         except (*_NETWORK_ERRORS, ssl.SSLError) as exc:

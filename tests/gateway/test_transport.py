@@ -14,14 +14,17 @@ import asyncio
 import contextlib
 import re
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
 from stream_mw.upstreams._transport import StreamingTransport
+from tests.tls import server_context
 
 WAIT = 5.0
 
@@ -68,10 +71,13 @@ class Upstream:
 
 
 @contextlib.asynccontextmanager
-async def upstream(handler: Handler) -> AsyncIterator[Upstream]:
+async def upstream(
+    handler: Handler, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[Upstream]:
     up = Upstream(handler)
-    server = await asyncio.start_server(up.serve, "127.0.0.1", 0)
-    up.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+    server = await asyncio.start_server(up.serve, "127.0.0.1", 0, ssl=tls)
+    scheme = "https" if tls else "http"
+    up.url = f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
     try:
         yield up
     finally:
@@ -865,3 +871,45 @@ async def test_closing_the_transport_closes_its_idle_connections_and_refuses_new
         with pytest.raises(RuntimeError):
             await transport.handle_async_request(post(up.url))
         assert up.accepted == 1
+
+
+# TLS
+
+
+@pytest.mark.anyio
+async def test_the_tls_context_is_built_once_for_all_the_connections_of_a_transport(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server_tls, certificate = server_context(tmp_path)
+    # httpx's default verification reads its CA bundle from here: the test's own CA.
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+    built: list[ssl.SSLContext] = []
+    create_ssl_context = httpx.create_ssl_context
+
+    def counting_create_ssl_context() -> ssl.SSLContext:
+        context = create_ssl_context()
+        built.append(context)
+        return context
+
+    monkeypatch.setattr(httpx, "create_ssl_context", counting_create_ssl_context)
+    held = asyncio.Event()
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> None:
+        await read_request(reader)
+        await held.wait()
+        writer.write(answer(b"connection %d" % index))
+        await writer.drain()
+
+    async with upstream(handler, tls=server_tls) as up, StreamingTransport() as transport:
+        # Held answers make every request open a connection of its own.
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tasks:
+                for _ in range(5):
+                    tasks.start_soon(fetch, transport, post(up.url))
+                while up.accepted < 5:
+                    await asyncio.sleep(0.01)
+                held.set()
+        assert up.accepted == 5
+        assert len(built) == 1
