@@ -33,7 +33,9 @@ How it behaves, and why:
   ``Date`` and ``Server`` coming down (the server in front of this app sets its own).
 - **Disconnects.** When the client goes away (``http.disconnect``), the upstream response is
   closed at once, so the upstream stops generating.
-- **Errors.** An upstream that cannot be reached answers ``502``, a timeout before the
+- **Errors.** An upstream that cannot be reached, or whose response head breaks HTTP or is
+  over ``max_header_bytes`` / ``max_headers`` (a proxy would hold and forward it all),
+  answers ``502``, a timeout before the
   response began ``504``, both as OpenAI-shaped JSON naming the upstream URL. An upstream
   that breaks off (or falls silent past ``read_timeout``) mid-stream gets a warning log line
   and, between two events, an in-band ``data: {"error": ...}`` event naming it, which the
@@ -56,7 +58,7 @@ from starlette.types import Message, Receive, Scope, Send
 from .._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
 from .._errors import ConfigurationError, error_body
 from ._asgi import send_error
-from ._transport import StreamingTransport
+from ._transport import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, StreamingTransport
 
 __all__ = ["DEFAULT_PATHS", "ProxyApp"]
 
@@ -145,6 +147,8 @@ class ProxyApp:
         max_connections: Connections kept open to the upstream at most.
         paths: Paths forwarded, relative to the API root; others answer 404.
         headers: Extra headers sent with every upstream request.
+        max_header_bytes: Bytes an upstream response's head may take; a larger one is a 502.
+        max_headers: Header fields an upstream response may have; more is a 502.
 
     Raises:
         ConfigurationError: ``base_url`` is not an ``http(s)://host`` URL.
@@ -162,6 +166,8 @@ class ProxyApp:
         max_connections: int = 100,
         paths: Iterable[str] = DEFAULT_PATHS,
         headers: Mapping[str, str] | None = None,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_headers: int = DEFAULT_MAX_HEADERS,
     ) -> None:
         self._base = parse_base_url(base_url)
         self._api_key = api_key
@@ -173,6 +179,10 @@ class ProxyApp:
             "pool": pool_timeout,
         }
         self._max_connections = max_connections
+        if max_header_bytes < 1 or max_headers < 1:
+            raise ConfigurationError("max_header_bytes and max_headers must be at least 1")
+        self._max_header_bytes = max_header_bytes
+        self._max_headers = max_headers
         self._paths = tuple("/" + p.strip("/") for p in paths)
         self._extra_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         self._transport: StreamingTransport | None = None
@@ -218,7 +228,11 @@ class ProxyApp:
 
     def _get_transport(self) -> StreamingTransport:
         if self._transport is None:
-            self._transport = StreamingTransport(max_connections=self._max_connections)
+            self._transport = StreamingTransport(
+                max_connections=self._max_connections,
+                max_header_bytes=self._max_header_bytes,
+                max_headers=self._max_headers,
+            )
         return self._transport
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -290,6 +304,12 @@ class ProxyApp:
             return
         except httpx.TimeoutException as exc:
             await self._send_failure(send, 504, url, "timed out", exc)
+            return
+        except httpx.RemoteProtocolError as exc:
+            # Reached, but its answer broke HTTP (or a bound: headers too large).
+            await self._send_failure(
+                send, 502, url, "sent an unusable response", exc, "upstream_invalid_response"
+            )
             return
         except httpx.HTTPError as exc:
             await self._send_failure(send, 502, url, "could not be reached", exc)
@@ -394,11 +414,18 @@ class ProxyApp:
         return headers
 
     async def _send_failure(
-        self, send: Send, status: int, url: httpx.URL, what: str, exc: Exception
+        self,
+        send: Send,
+        status: int,
+        url: httpx.URL,
+        what: str,
+        exc: Exception,
+        code: str | None = None,
     ) -> None:
         message = f"upstream {_display(url)} {what}: {_describe(exc)}"
         logger.warning("%s", message)
-        code = "upstream_timeout" if status == 504 else "upstream_unreachable"
+        if code is None:
+            code = "upstream_timeout" if status == 504 else "upstream_unreachable"
         await send_error(send, status, message, code)
 
 
