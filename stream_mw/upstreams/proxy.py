@@ -14,7 +14,8 @@ How it behaves, and why:
 - **Streaming both ways.** A request body that arrives in several ASGI messages is streamed up
   as it arrives (with the client's ``Content-Length``, so the upstream sees no chunked
   encoding); the response is sent down chunk by chunk as the upstream produces it.
-  Compressed upstream bodies are decoded, so the middleware always reads plain SSE.
+  The upstream is asked for an uncompressed body; a compressed one is refused (``502``),
+  as a few kilobytes of it can inflate to gigabytes.
 - **One connection pool.** Requests go through one pooled httpx transport (HTTP/1.1
   keep-alive, see ``_transport.py``), opened on ASGI ``lifespan`` startup and closed on
   shutdown; without lifespan (``httpx.ASGITransport``, some test harnesses) it is opened on
@@ -320,6 +321,20 @@ class ProxyApp:
             _display(url),
             response.status_code,
         )
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            # Asked for none (Accept-Encoding: identity). Decoding one would let a few
+            # kilobytes inflate to gigabytes in the gateway: a gzip bomb.
+            await response.aclose()
+            await self._send_failure(
+                send,
+                502,
+                url,
+                "sent an unusable response",
+                httpx.DecodingError(f"a {encoding!r}-encoded body, though asked for none"),
+                "upstream_invalid_response",
+            )
+            return
         try:
             await self._relay(response, url, send)
         finally:

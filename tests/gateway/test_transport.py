@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import re
 import socket
 import ssl
@@ -1001,3 +1002,50 @@ async def test_proxyapp_answers_an_oversized_upstream_head_with_a_502_that_says_
     assert error["code"] == "upstream_invalid_response"
     assert "headers are too large" in error["message"]
     assert "x-huge" not in response.headers
+
+
+async def proxy_post(base: str) -> httpx.Response:
+    async with ProxyApp(base) as proxy:
+        transport = httpx.ASGITransport(app=proxy)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            with anyio.fail_after(WAIT):
+                return await client.post("/v1/chat/completions", json={})
+
+
+@pytest.mark.anyio
+async def test_proxyapp_refuses_a_compressed_body_it_did_not_ask_for_with_a_502_naming_it() -> None:
+    # 100 MB of zeros in 100 KB: decoded, such a body would grow the gateway by its full size.
+    bomb = gzip.compress(b"\0" * (100 * 1024 * 1024), compresslevel=9)
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> None:
+        request = await read_request(reader)
+        assert request is not None
+        assert b"\r\naccept-encoding: identity\r\n" in request.lower()
+        writer.write(answer(bomb, b"Content-Encoding: gzip"))
+        await writer.drain()
+        await reader.read()
+
+    async with upstream(handler) as up:
+        response = await proxy_post(up.url.removesuffix("/chat/completions"))
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "upstream_invalid_response"
+    assert "'gzip'-encoded body" in error["message"]
+
+
+@pytest.mark.anyio
+async def test_proxyapp_relays_a_body_marked_identity_encoded() -> None:
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> None:
+        await read_request(reader)
+        writer.write(answer(b'{"ok": true}', b"Content-Encoding: identity"))
+        await writer.drain()
+        await reader.read()
+
+    async with upstream(handler) as up:
+        response = await proxy_post(up.url.removesuffix("/chat/completions"))
+    assert response.status_code == 200
+    assert response.json() == {"ok": True}
