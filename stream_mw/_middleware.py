@@ -791,8 +791,11 @@ class _Responder:
         if body:
             self.upstream_bytes += len(body)
             if self.upstream_bytes > self.mw._max_upstream_stream:
-                converter.close(self._stream_too_long())
-                await self._answer_json(converter.response)
+                # Not through the converter: its done events would copy the output it holds
+                # several times over, only for the client to get an error.
+                self.converter = None
+                self.complete = True
+                await self._send_upstream_error(self._stream_too_long())
                 self._cancel_app()
                 return
             converter.feed(body)
