@@ -18,7 +18,8 @@ proxy in front of the gateway would set them (nginx's ``client_header_timeout`` 
   never sees the request. An unfinished head is measured by the bytes received while it is
   incomplete, so it is refused as soon as it outgrows the limit.
 - **Head time.** A head must arrive whole within ``header_timeout`` seconds of the connection
-  opening, or of its first byte on a kept-alive connection; otherwise ``408`` and close.
+  opening, or of its first byte on a kept-alive connection; otherwise ``408`` and close (a
+  connection that sent nothing is closed without an answer).
 - **Connections.** Beyond ``max_connections`` open at once a new connection gets a ``503``
   and is closed, so slow clients cannot take the file descriptors that requests in progress
   need for their upstream connections.
@@ -27,6 +28,7 @@ proxy in front of the gateway would set them (nginx's ``client_header_timeout`` 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import resource
 from dataclasses import dataclass
@@ -72,6 +74,7 @@ class ClientLimits:
         if self.max_connections is not None and self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
 
+    @functools.cached_property
     def connection_cap(self) -> int:
         """``max_connections``, or what the process's open-file limit leaves for clients."""
         if self.max_connections is not None:
@@ -92,7 +95,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, limits: ClientLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._limits = limits
-        self._cap = limits.connection_cap()
+        self._cap = limits.connection_cap
         # True while the next bytes belong to a request head; they are counted.
         self._awaiting_head = True
         self._head_bytes = 0
@@ -180,6 +183,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # A pipelined head dribbling in behind a response still being sent: that
             # response finishes, then the connection closes.
             self.cycle.keep_alive = False
+            return
+        if self._head_bytes == 0:
+            # Nothing sent at all (a browser's speculative pre-connection, say): closed
+            # without an answer or a warning, as nginx does.
+            self._refused = True
+            self.transport.close()
             return
         self._refuse(408, f"the request head did not arrive within {self._limits.header_timeout} s")
 
