@@ -23,8 +23,8 @@ with costs that do not grow with the pool:
   TLS set-up, ``write`` per piece of request body, ``read`` per wait for response bytes
   (silence, not total time), ``pool`` for waiting on a free connection. They raise httpx's
   own exception types, as do network and protocol errors, so the client code is unchanged.
-- **Bounds.** A response head (status line and headers) over ``max_header_bytes`` or with
-  more than ``max_headers`` fields fails as a ``RemoteProtocolError`` naming the limit: a
+- **Bounds.** Response headers over ``max_header_bytes`` (an unfinished head is measured by
+  the bytes read while it lasts) or more than ``max_headers`` fields fails as a ``RemoteProtocolError`` naming the limit: a
   proxy holds and forwards every header it accepts.
 - **Retry.** A request whose body is held in memory is sent once more, on a new connection,
   when a reused connection turns out to be closed before any of the response arrived (the
@@ -83,7 +83,7 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         keepalive_expiry: Seconds an idle connection is kept for reuse.
         ssl_context: For ``https`` upstreams; when ``None``, httpx's default verification,
             built once on the first ``https`` connection and shared by all.
-        max_header_bytes: Bytes a response head may take, status line included.
+        max_header_bytes: Bytes a response's header fields may take.
         max_headers: Header fields a response may have.
     """
 
@@ -414,8 +414,8 @@ class _Connection:
 
     def _head_too_large(self, request: httpx.Request, what: str) -> httpx.RemoteProtocolError:
         return httpx.RemoteProtocolError(
-            f"the upstream's response headers are too large ({what}; "
-            f"{self._limits.max_fields} fields and {self._limits.max_bytes} bytes at most)",
+            f"the upstream's response headers are too large: {what} (the limits are "
+            f"{self._limits.max_bytes} bytes and {self._limits.max_fields} fields)",
             request=request,
         )
 

@@ -36,13 +36,13 @@ How it behaves, and why:
   closed at once, so the upstream stops generating.
 - **Errors.** An upstream that cannot be reached, or whose response head breaks HTTP or is
   over ``max_header_bytes`` / ``max_headers`` (a proxy would hold and forward it all),
-  answers ``502``, a timeout before the
-  response began ``504``, both as OpenAI-shaped JSON naming the upstream URL. An upstream
-  that breaks off (or falls silent past ``read_timeout``) mid-stream gets a warning log line
-  and, between two events, an in-band ``data: {"error": ...}`` event naming it, which the
-  middleware reports as ``response.failed``; then the body ends cleanly. Nothing is raised:
-  the response has begun, and an exception would only make the server drop the client's
-  keep-alive connection.
+  answers ``502``, a timeout before the response began ``504``, both as OpenAI-shaped JSON
+  naming the upstream URL. An upstream that breaks off (or falls silent past
+  ``read_timeout``) mid-stream gets a warning log line and, between two events, an in-band
+  ``data: {"error": ...}`` event naming it, which the middleware reports as
+  ``response.failed``; then the body ends cleanly. Nothing is raised: the response has
+  begun, and an exception would only make the server drop the client's keep-alive
+  connection.
 """
 
 from __future__ import annotations
