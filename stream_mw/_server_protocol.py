@@ -122,7 +122,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         # A head still unfinished is judged by the bytes it took so far (httptools holds
         # an unfinished header whole); one that ended is measured exactly when it ends.
-        if self._awaiting_head and self._head_bytes > self._limits.max_header_bytes:
+        if (
+            self._awaiting_head
+            and self._head_bytes > self._limits.max_header_bytes
+            and not self._refused
+            and not self.transport.is_closing()  # uvicorn answered a parse error itself
+        ):
             self._refuse(431, f"the request head is over {self._limits.max_header_bytes} bytes")
 
     # httptools callbacks

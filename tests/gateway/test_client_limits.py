@@ -98,6 +98,28 @@ def test_a_request_head_over_max_header_bytes_gets_a_431_and_never_reaches_the_u
     assert "Traceback" not in gateway.stderr()
 
 
+def test_a_large_body_behind_a_small_head_is_not_counted_against_the_head(
+    tmp_path: Path,
+) -> None:
+    body = json.dumps({"model": "m", "input": "x" * 500_000}).encode()
+    with (
+        running("serve", "--max-header-bytes", "4096", tmp_path=tmp_path) as gateway,
+        connection(gateway) as sock,
+    ):
+        # Head and body in one write: the server reads them in the same pieces.
+        sock.sendall(request_head(length=len(body)) + body)
+        assert read_response_head(sock).startswith(b"HTTP/1.1 200")
+
+
+def read_response_head(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
+
+
 def test_an_unfinished_header_is_refused_once_it_outgrows_the_limit_not_held_to_its_end(
     tmp_path: Path,
 ) -> None:
