@@ -13,8 +13,8 @@ its time, and parses bodies several times slower.
 proxy in front of the gateway would set them (nginx's ``client_header_timeout`` and
 ``large_client_header_buffers``, Apache's ``LimitRequestFields``):
 
-- **Head size and field count.** Past ``max_header_bytes`` (request line and headers) or
-  ``max_headers`` fields the client gets a ``431`` and the connection is closed; the app
+- **Head size and field count.** Past ``max_header_bytes`` (the request target and the
+  header fields, with 4 bytes of framing each) or ``max_headers`` fields the client gets a ``431`` and the connection is closed; the app
   never sees the request. An unfinished head is measured by the bytes received while it is
   incomplete, so it is refused as soon as it outgrows the limit.
 - **Head time.** A head must arrive whole within ``header_timeout`` seconds of the connection
