@@ -164,6 +164,7 @@ class SettingsOverrides(TypedDict, total=False):
     max_request_bytes: int
     max_event_bytes: int
     max_argument_bytes: int
+    max_response_bytes: int
     done_marker: bool
     reasoning_events: Literal["text", "summary"]
     think_tags: bool
@@ -222,6 +223,7 @@ class ResponsesMiddleware:
         # A whole non-streamed completion is held in memory; it gets the same bound as one
         # upstream SSE event.
         self._max_upstream_json = settings.max_event_bytes
+        self._max_upstream_stream = settings.max_response_bytes
         self._on_response = settings.on_response
         self._store_on = self.gateway.enabled
 
@@ -328,6 +330,7 @@ class _Responder:
         "streaming",
         "task_group",
         "tenant",
+        "upstream_bytes",
         "upstream_headers",
         "upstream_status",
         "watch_error",
@@ -365,6 +368,8 @@ class _Responder:
         self.streaming = False
         self.parts: list[bytes] = []
         self.parts_size = 0
+        #: Bytes of upstream event stream read so far (``max_response_bytes``).
+        self.upstream_bytes = 0
         self.upstream_status = 0
         self.upstream_headers: list[tuple[bytes, bytes]] = []
         self.http_status = 0
@@ -610,7 +615,15 @@ class _Responder:
             converter = self.converter
             assert converter is not None
             body: bytes = message.get("body", b"")
-            out = converter.feed(body) if body else b""
+            if body:
+                self.upstream_bytes += len(body)
+                if self.upstream_bytes > self.mw._max_upstream_stream:
+                    await self._end_stream(b"", self._stream_too_long())
+                    self._cancel_app()
+                    return
+                out = converter.feed(body)
+            else:
+                out = b""
             if converter.finished or not message.get("more_body", False):
                 await self._end_stream(out)
                 if message.get("more_body", False) and converter.response["status"] == "failed":
@@ -812,11 +825,28 @@ class _Responder:
         assert converter is not None
         body: bytes = message.get("body", b"")
         if body:
+            self.upstream_bytes += len(body)
+            if self.upstream_bytes > self.mw._max_upstream_stream:
+                # Not through the converter: its done events would copy the output it holds
+                # several times over, only for the client to get an error.
+                self.converter = None
+                self.complete = True
+                await self._send_upstream_error(self._stream_too_long())
+                self._cancel_app()
+                return
             converter.feed(body)
         if not message.get("more_body", False) and not converter.finished:
             converter.close()
         if converter.finished:
             await self._answer_json(converter.response)
+
+    def _stream_too_long(self) -> UpstreamProtocolError:
+        limit = self.mw._max_upstream_stream
+        logger.warning("%s: upstream stream over max_response_bytes, failed", self.response_id)
+        return UpstreamProtocolError(
+            f"The upstream's event stream is longer than max_response_bytes ({limit} bytes); "
+            "raise Settings.max_response_bytes to allow longer responses."
+        )
 
     async def _answer_json(self, response: dict[str, Any]) -> None:
         error = response.get("error")

@@ -59,6 +59,10 @@ class Settings:
     max_event_bytes: int = 8 * _MiB
     #: Largest arguments string of one tool call, in bytes; a larger one fails the response.
     max_argument_bytes: int = 8 * _MiB
+    #: Largest upstream event stream one response may read, in bytes; a longer one fails
+    #: the response. Its whole output is held until the final Response object is sent (a
+    #: 300 MB stream took 2.8 GB); a real answer of 100,000 tokens is ~20 MB of events.
+    max_response_bytes: int = 64 * _MiB
 
     # --- the emitted stream ----------------------------------------------------------------
     #: Send ``data: [DONE]`` after the terminal event (Open Responses requires it; harmless
@@ -147,6 +151,7 @@ class Settings:
             "max_request_bytes",
             "max_event_bytes",
             "max_argument_bytes",
+            "max_response_bytes",
             "store_max_responses",
             "store_max_bytes",
             "store_max_response_bytes",

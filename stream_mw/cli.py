@@ -11,7 +11,9 @@ worker processes with ``--workers N`` (and how ``uvicorn --factory stream_mw.cli
 is configured): ``STREAM_MW_UPSTREAM``, ``STREAM_MW_UPSTREAM_API_KEY``,
 ``STREAM_MW_LITELLM_MODEL``, ``STREAM_MW_LITELLM_KWARGS`` (a JSON object),
 ``STREAM_MW_SCRIPT``, ``STREAM_MW_CONNECT_TIMEOUT``, ``STREAM_MW_READ_TIMEOUT``, and
-``STREAM_MW_HOST`` / ``STREAM_MW_PORT`` for where to listen; the middleware's own settings
+``STREAM_MW_HOST`` / ``STREAM_MW_PORT`` for where to listen, and ``STREAM_MW_MAX_HEADER_BYTES``,
+``STREAM_MW_MAX_HEADERS``, ``STREAM_MW_HEADER_TIMEOUT`` and ``STREAM_MW_MAX_CONNECTIONS`` for
+the bounds on clients (see ``_server_protocol.py``); the middleware's own settings
 are the ``STREAM_MW_*`` variables ``Settings.from_env()`` reads.
 
 Errors a user can fix (a bad URL, a taken port, a missing extra, a bad setting) print one
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import importlib.util
 import inspect
 import json
@@ -53,6 +56,10 @@ _ENV_CONNECT_TIMEOUT = "STREAM_MW_CONNECT_TIMEOUT"
 _ENV_READ_TIMEOUT = "STREAM_MW_READ_TIMEOUT"
 _ENV_HOST = "STREAM_MW_HOST"
 _ENV_PORT = "STREAM_MW_PORT"
+_ENV_MAX_HEADER_BYTES = "STREAM_MW_MAX_HEADER_BYTES"
+_ENV_MAX_HEADERS = "STREAM_MW_MAX_HEADERS"
+_ENV_HEADER_TIMEOUT = "STREAM_MW_HEADER_TIMEOUT"
+_ENV_MAX_CONNECTIONS = "STREAM_MW_MAX_CONNECTIONS"
 
 
 class UsageError(Exception):
@@ -226,7 +233,9 @@ class _RequestLog:
 
 def _serve(args: argparse.Namespace) -> int:
     _require("uvicorn", "stream-mw serve", "gateway")
+    _require("httptools", "stream-mw serve", "gateway")
     config = _gateway_config(args)
+    limits = _client_limits(args)
     try:
         settings = Settings.from_env()
     except ConfigurationError as exc:
@@ -242,7 +251,7 @@ def _serve(args: argparse.Namespace) -> int:
     sock = _bind(args.host, args.port)
     port = sock.getsockname()[1]
     _print_banner(config, settings, args.host, port, args.workers)
-    return _run_uvicorn(app, config, sock, args)
+    return _run_uvicorn(app, config, sock, args, limits)
 
 
 def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
@@ -341,8 +350,26 @@ def _log_config(level: str) -> dict[str, Any]:
     }
 
 
-def _run_uvicorn(app: Any, config: GatewayConfig, sock: socket.socket, args: Any) -> int:
+def _client_limits(args: argparse.Namespace) -> Any:
+    from ._server_protocol import ClientLimits
+
+    try:
+        return ClientLimits(
+            max_header_bytes=args.max_header_bytes,
+            max_headers=args.max_headers,
+            header_timeout=args.header_timeout,
+            max_connections=args.max_connections,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _run_uvicorn(
+    app: Any, config: GatewayConfig, sock: socket.socket, args: Any, limits: Any
+) -> int:
     import uvicorn
+
+    from ._server_protocol import GuardedHttpToolsProtocol
 
     log_config = _log_config(args.log_level.upper())
     common: dict[str, Any] = {
@@ -350,6 +377,10 @@ def _run_uvicorn(app: Any, config: GatewayConfig, sock: socket.socket, args: Any
         "access_log": False,
         "timeout_graceful_shutdown": 10,
         "server_header": False,
+        # uvicorn's own protocols set no time limit on a request head, and its httptools
+        # one no size limit either (see _server_protocol.py). A partial, not a closure:
+        # with --workers it is pickled into each worker process.
+        "http": functools.partial(GuardedHttpToolsProtocol, limits=limits),
     }
     if args.workers == 1:
         server = uvicorn.Server(uvicorn.Config(app, **common))
@@ -506,7 +537,8 @@ Middleware settings come from STREAM_MW_* environment variables (see the README'
 settings table); the options above also have one: STREAM_MW_UPSTREAM,
 STREAM_MW_UPSTREAM_API_KEY, STREAM_MW_LITELLM_MODEL, STREAM_MW_LITELLM_KWARGS,
 STREAM_MW_SCRIPT, STREAM_MW_CONNECT_TIMEOUT, STREAM_MW_READ_TIMEOUT, STREAM_MW_HOST,
-STREAM_MW_PORT.
+STREAM_MW_PORT, STREAM_MW_MAX_HEADER_BYTES, STREAM_MW_MAX_HEADERS, STREAM_MW_HEADER_TIMEOUT,
+STREAM_MW_MAX_CONNECTIONS.
 
 A --script file is a JSON list of turns, one per model request, for example:
   [{"tool_call": {"name": "exec_command", "arguments": {"cmd": "ls"}}},
@@ -603,6 +635,39 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="worker processes (default 1)",
+    )
+    clients = serve.add_argument_group("client limits (per worker)")
+    clients.add_argument(
+        "--max-header-bytes",
+        type=_positive_int,
+        default=os.environ.get(_ENV_MAX_HEADER_BYTES) or "65536",
+        metavar="N",
+        help="bytes a request head may take; larger gets a 431 (default 65536) "
+        "[STREAM_MW_MAX_HEADER_BYTES]",
+    )
+    clients.add_argument(
+        "--max-headers",
+        type=_positive_int,
+        default=os.environ.get(_ENV_MAX_HEADERS) or "100",
+        metavar="N",
+        help="header fields a request may have; more gets a 431 (default 100) "
+        "[STREAM_MW_MAX_HEADERS]",
+    )
+    clients.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=os.environ.get(_ENV_HEADER_TIMEOUT) or "10",
+        metavar="SECONDS",
+        help="seconds a client has to send a request head; later gets a 408 (default 10) "
+        "[STREAM_MW_HEADER_TIMEOUT]",
+    )
+    clients.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=os.environ.get(_ENV_MAX_CONNECTIONS) or None,
+        metavar="N",
+        help="client connections open at once; more get a 503 (default: the open-file "
+        "limit less 160) [STREAM_MW_MAX_CONNECTIONS]",
     )
     serve.set_defaults(handler=_serve)
 

@@ -23,6 +23,9 @@ with costs that do not grow with the pool:
   TLS set-up, ``write`` per piece of request body, ``read`` per wait for response bytes
   (silence, not total time), ``pool`` for waiting on a free connection. They raise httpx's
   own exception types, as do network and protocol errors, so the client code is unchanged.
+- **Bounds.** Response headers over ``max_header_bytes`` (an unfinished head is measured by
+  the bytes read while it lasts) or more than ``max_headers`` fields fails as a ``RemoteProtocolError`` naming the limit: a
+  proxy holds and forwards every header it accepts.
 - **Retry.** A request whose body is held in memory is sent once more, on a new connection,
   when a reused connection turns out to be closed before any of the response arrived (the
   server may close an idle keep-alive connection at any moment).
@@ -52,7 +55,15 @@ import httpx
 from .._asyncio_path import running_asyncio_loop
 from ._byte_streams import ByteStream, connect
 
-__all__ = ["StreamingTransport"]
+__all__ = ["DEFAULT_MAX_HEADERS", "DEFAULT_MAX_HEADER_BYTES", "StreamingTransport"]
+
+#: A response head larger than this fails. Real upstreams send a few KiB at most (a CDN in
+#: front adds a dozen fields); h11 stops at 16 KiB and Go's server at 1 MiB. 64 KiB leaves
+#: room for long tracing and rate-limit headers while bounding what one response can make the
+#: gateway hold (a 200 MB header used to be read whole, and forwarded).
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+#: A response with more header fields fails: Apache's ``LimitRequestFields`` default.
+DEFAULT_MAX_HEADERS = 100
 
 _T = TypeVar("_T")
 
@@ -70,7 +81,10 @@ class StreamingTransport(httpx.AsyncBaseTransport):
     Args:
         max_connections: Connections open (and requests in flight) at most.
         keepalive_expiry: Seconds an idle connection is kept for reuse.
-        ssl_context: For ``https`` upstreams; httpx's default verification when ``None``.
+        ssl_context: For ``https`` upstreams; when ``None``, httpx's default verification,
+            built once on the first ``https`` connection and shared by all.
+        max_header_bytes: Bytes a response's header fields may take.
+        max_headers: Header fields a response may have.
     """
 
     def __init__(
@@ -79,7 +93,10 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         max_connections: int = 100,
         keepalive_expiry: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_headers: int = DEFAULT_MAX_HEADERS,
     ) -> None:
+        self._limits = _HeadLimits(max_header_bytes, max_headers)
         self._slots = anyio.Semaphore(max_connections)
         # Most recently used last: taken from the right, expired ones pruned from the left.
         self._idle: deque[_Connection] = deque()
@@ -87,6 +104,13 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context
         self._closed = False
+
+    def _tls(self) -> ssl.SSLContext:
+        # Loading the CA bundle takes tens of milliseconds of blocked event loop: done once
+        # per transport, not per connection (every stream stalled while 100 opened at once).
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context()
+        return self._ssl_context
 
     @property
     def is_closed(self) -> bool:
@@ -119,7 +143,8 @@ class StreamingTransport(httpx.AsyncBaseTransport):
                 connection = None if retried else await self._take_idle()
                 reused = connection is not None
                 if connection is None:
-                    connection = await _Connection.open(request, timeouts, self._ssl_context)
+                    tls = self._tls() if request.url.scheme == "https" else None
+                    connection = await _Connection.open(request, timeouts, tls, self._limits)
                 self._busy.add(connection)
                 try:
                     status, headers = await connection.exchange(request, timeouts)
@@ -206,6 +231,20 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         await self.aclose()
 
 
+class _HeadLimits:
+    __slots__ = ("max_bytes", "max_fields")
+
+    def __init__(self, max_bytes: int, max_fields: int) -> None:
+        if max_bytes < 1 or max_fields < 1:
+            raise ValueError("max_header_bytes and max_headers must be at least 1")
+        self.max_bytes = max_bytes
+        self.max_fields = max_fields
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback; ``read()`` reports it as a ``RemoteProtocolError``."""
+
+
 class _StaleConnection(Exception):
     """A reused connection was closed by the server before any of the response arrived."""
 
@@ -218,8 +257,9 @@ class _Connection:
     difference is a fifth of a core. Requests are small and written here directly.
     """
 
-    def __init__(self, stream: ByteStream) -> None:
+    def __init__(self, stream: ByteStream, limits: _HeadLimits) -> None:
         self._stream = stream
+        self._limits = limits
         self._parser = httptools.HttpResponseParser(self)
         self._deadline = _IODeadline(stream.abort)
         self.idle_since = 0.0
@@ -229,6 +269,8 @@ class _Connection:
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_done = False
+        # Bytes of the response head received so far (interim 1xx heads included).
+        self._head_bytes = 0
         self._body: list[bytes] = []
         self.complete = False
         self._keep_alive = False
@@ -238,6 +280,8 @@ class _Connection:
     # httptools callbacks, run inside feed_data()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self._headers) >= self._limits.max_fields:
+            raise _HeadTooLarge(f"more than {self._limits.max_fields} header fields")
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -269,20 +313,19 @@ class _Connection:
         request: httpx.Request,
         timeouts: dict[str, float | None],
         ssl_context: ssl.SSLContext | None,
+        limits: _HeadLimits,
     ) -> _Connection:
+        """Connect to the request's origin; over TLS when ``ssl_context`` is given."""
         url = request.url
-        tls = url.scheme == "https"
-        port = url.port or (443 if tls else 80)
-        if tls and ssl_context is None:
-            ssl_context = httpx.create_ssl_context()
+        port = url.port or (443 if ssl_context is not None else 80)
         try:
             with anyio.fail_after(timeouts.get("connect")):
-                stream = await connect(url.host, port, ssl_context if tls else None)
+                stream = await connect(url.host, port, ssl_context)
         except TimeoutError:
             raise httpx.ConnectTimeout("connecting timed out", request=request) from None
         except (*_NETWORK_ERRORS, ssl.SSLError) as exc:
             raise httpx.ConnectError(_describe(exc), request=request) from None
-        return cls(stream)
+        return cls(stream, limits)
 
     async def exchange(
         self, request: httpx.Request, timeouts: dict[str, float | None]
@@ -346,12 +389,35 @@ class _Connection:
         if not data:
             self._end_of_stream(request, stale)
             return
+        head_before = self._head_done
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
+            # httptools re-raises a callback's exception as the context of its own.
+            cause = exc.__context__
+            if isinstance(cause, _HeadTooLarge):
+                raise self._head_too_large(request, str(cause)) from None
             raise httpx.RemoteProtocolError(
                 f"the upstream sent invalid HTTP: {exc}", request=request
             ) from None
+        if not head_before:
+            # httptools gathers a header in memory until its end: the head is bounded by
+            # counting what it was fed, a read at a time, before the head ended. Body bytes
+            # in the read that ends the head count too, at most one read's worth.
+            self._head_bytes += len(data)
+            size = self._head_size() if self._head_done else self._head_bytes
+            if size > self._limits.max_bytes:
+                raise self._head_too_large(request, f"over {self._limits.max_bytes} bytes")
+
+    def _head_size(self) -> int:
+        return sum(len(name) + len(value) + 4 for name, value in self._headers)
+
+    def _head_too_large(self, request: httpx.Request, what: str) -> httpx.RemoteProtocolError:
+        return httpx.RemoteProtocolError(
+            f"the upstream's response headers are too large: {what} (the limits are "
+            f"{self._limits.max_bytes} bytes and {self._limits.max_fields} fields)",
+            request=request,
+        )
 
     def _end_of_stream(self, request: httpx.Request, stale: bool) -> None:
         if stale and not self._head_done:

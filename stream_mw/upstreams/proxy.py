@@ -14,7 +14,8 @@ How it behaves, and why:
 - **Streaming both ways.** A request body that arrives in several ASGI messages is streamed up
   as it arrives (with the client's ``Content-Length``, so the upstream sees no chunked
   encoding); the response is sent down chunk by chunk as the upstream produces it.
-  Compressed upstream bodies are decoded, so the middleware always reads plain SSE.
+  The upstream is asked for an uncompressed body; a compressed one is refused (``502``),
+  as a few kilobytes of it can inflate to gigabytes.
 - **One connection pool.** Requests go through one pooled httpx transport (HTTP/1.1
   keep-alive, see ``_transport.py``), opened on ASGI ``lifespan`` startup and closed on
   shutdown; without lifespan (``httpx.ASGITransport``, some test harnesses) it is opened on
@@ -33,15 +34,16 @@ How it behaves, and why:
   ``Date`` and ``Server`` coming down (the server in front of this app sets its own).
 - **Disconnects.** When the client goes away (``http.disconnect``), the upstream response is
   closed at once, so the upstream stops generating.
-- **Errors.** An upstream that cannot be reached answers ``502``, a timeout before the
-  response began ``504``, both as OpenAI-shaped JSON naming the upstream URL. An upstream
-  that breaks off (or falls silent past ``read_timeout``) mid-stream gets a warning log line
-  and, between two events, an in-band ``data: {"error": ...}`` event naming it (code
-  ``upstream_broke_off``); then the body ends cleanly. The middleware reports it as
-  ``response.failed``, unless the upstream's ``finish_reason`` had already arrived: then the
-  answer is whole, and it completes exactly as if the body had ended there. Nothing is raised:
-  the response has begun, and an exception would only make the server drop the client's
-  keep-alive connection.
+- **Errors.** An upstream that cannot be reached, or whose response head breaks HTTP or is
+  over ``max_header_bytes`` / ``max_headers`` (a proxy would hold and forward it all),
+  answers ``502``, a timeout before the response began ``504``, both as OpenAI-shaped JSON
+  naming the upstream URL. An upstream that breaks off (or falls silent past
+  ``read_timeout``) mid-stream gets a warning log line and, between two events, an in-band
+  ``data: {"error": ...}`` event naming it (code ``upstream_broke_off``); then the body ends
+  cleanly. The middleware reports it as ``response.failed``, unless the upstream's
+  ``finish_reason`` had already arrived: then the answer is whole, and it completes exactly
+  as if the body had ended there. Nothing is raised: the response has begun, and an
+  exception would only make the server drop the client's keep-alive connection.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from starlette.types import Message, Receive, Scope, Send
 from .._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
 from .._errors import ConfigurationError, clip, error_body
 from ._asgi import send_error
-from ._transport import StreamingTransport
+from ._transport import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, StreamingTransport
 
 __all__ = ["DEFAULT_PATHS", "ProxyApp"]
 
@@ -147,6 +149,8 @@ class ProxyApp:
         max_connections: Connections kept open to the upstream at most.
         paths: Paths forwarded, relative to the API root; others answer 404.
         headers: Extra headers sent with every upstream request.
+        max_header_bytes: Bytes an upstream response's head may take; a larger one is a 502.
+        max_headers: Header fields an upstream response may have; more is a 502.
 
     Raises:
         ConfigurationError: ``base_url`` is not an ``http(s)://host`` URL.
@@ -164,6 +168,8 @@ class ProxyApp:
         max_connections: int = 100,
         paths: Iterable[str] = DEFAULT_PATHS,
         headers: Mapping[str, str] | None = None,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_headers: int = DEFAULT_MAX_HEADERS,
     ) -> None:
         self._base = parse_base_url(base_url)
         self._api_key = api_key
@@ -175,6 +181,10 @@ class ProxyApp:
             "pool": pool_timeout,
         }
         self._max_connections = max_connections
+        if max_header_bytes < 1 or max_headers < 1:
+            raise ConfigurationError("max_header_bytes and max_headers must be at least 1")
+        self._max_header_bytes = max_header_bytes
+        self._max_headers = max_headers
         self._paths = tuple("/" + p.strip("/") for p in paths)
         self._extra_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         self._transport: StreamingTransport | None = None
@@ -220,7 +230,11 @@ class ProxyApp:
 
     def _get_transport(self) -> StreamingTransport:
         if self._transport is None:
-            self._transport = StreamingTransport(max_connections=self._max_connections)
+            self._transport = StreamingTransport(
+                max_connections=self._max_connections,
+                max_header_bytes=self._max_header_bytes,
+                max_headers=self._max_headers,
+            )
         return self._transport
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -295,6 +309,12 @@ class ProxyApp:
         except httpx.TimeoutException as exc:
             await self._send_failure(send, 504, url, "timed out", exc)
             return
+        except httpx.RemoteProtocolError as exc:
+            # Reached, but its answer broke HTTP (or a bound: headers too large).
+            await self._send_failure(
+                send, 502, url, "sent an unusable response", exc, "upstream_invalid_response"
+            )
+            return
         except httpx.HTTPError as exc:
             await self._send_failure(send, 502, url, "could not be reached", exc)
             return
@@ -304,6 +324,20 @@ class ProxyApp:
             _display(url),
             response.status_code,
         )
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            # Asked for none (Accept-Encoding: identity). Decoding one would let a few
+            # kilobytes inflate to gigabytes in the gateway: a gzip bomb.
+            await response.aclose()
+            await self._send_failure(
+                send,
+                502,
+                url,
+                "sent an unusable response",
+                httpx.DecodingError(f"a {encoding!r}-encoded body, though asked for none"),
+                "upstream_invalid_response",
+            )
+            return
         try:
             await self._relay(response, url, send)
         finally:
@@ -398,11 +432,18 @@ class ProxyApp:
         return headers
 
     async def _send_failure(
-        self, send: Send, status: int, url: httpx.URL, what: str, exc: Exception
+        self,
+        send: Send,
+        status: int,
+        url: httpx.URL,
+        what: str,
+        exc: Exception,
+        code: str | None = None,
     ) -> None:
         message = f"upstream {_display(url)} {what}: {_describe(exc)}"
         logger.warning("%s", message)
-        code = "upstream_timeout" if status == 504 else "upstream_unreachable"
+        if code is None:
+            code = "upstream_timeout" if status == 504 else "upstream_unreachable"
         await send_error(send, status, message, code)
 
 

@@ -16,6 +16,7 @@ from tests.faults.gateway import (
     GATEWAY_KEY,
     MAX_ARGUMENT_BYTES,
     MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES,
     READ_TIMEOUT,
     Gateway,
     GatewayFactory,
@@ -49,6 +50,7 @@ def start_gateway(
                 "FAULTS_UPSTREAM_API_KEY": GATEWAY_KEY,
                 "STREAM_MW_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
                 "STREAM_MW_MAX_ARGUMENT_BYTES": str(MAX_ARGUMENT_BYTES),
+                "STREAM_MW_MAX_RESPONSE_BYTES": str(MAX_RESPONSE_BYTES),
                 **env,
             },
         )

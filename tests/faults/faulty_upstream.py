@@ -44,6 +44,7 @@ before the response was complete) or ``cancelled`` (the app's task was cancelled
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import json
 import random
@@ -553,6 +554,38 @@ async def _inband_error(p: _Producer, params: dict[str, str], body: dict[str, An
     await p.end()
 
 
+async def _longtext(p: _Producer, params: dict[str, str], body: dict[str, Any]) -> None:
+    # A well-formed stream too long to hold: 16 KB of text per event.
+    size = _int(params, "size", 1024 * 1024)
+    await _prefix(p, params)
+    piece = sse(chat_chunk({"content": "t" * 16384}))
+    for _ in range(size // len(piece) + 1):
+        await p.body(piece)
+    await p.body(sse(chat_chunk({}, "stop")) + sse("[DONE]"), more=False)
+
+
+async def _encoded(p: _Producer, params: dict[str, str], body: dict[str, Any]) -> None:
+    # Compressed although the gateway asks for identity; inflates to 64 MB of zeros.
+    data = gzip.compress(b"\0" * (64 * 1024 * 1024))
+    await p.start(
+        200,
+        [
+            (b"content-type", b"application/json"),
+            (b"content-encoding", b"gzip"),
+            (b"content-length", str(len(data)).encode()),
+        ],
+    )
+    await p.body(data, more=False)
+
+
+async def _headers(p: _Producer, params: dict[str, str], body: dict[str, Any]) -> None:
+    # An ordinary stream behind a response head with ``count`` extra fields.
+    extra = [(b"x-extra-%d" % n, b"1") for n in range(_int(params, "count", 10))]
+    await p.start(200, [(b"content-type", b"text/event-stream"), *extra])
+    await p.body(sse(chat_chunk({"role": "assistant", "content": "fine"})))
+    await p.body(sse(chat_chunk({}, "stop")) + sse("[DONE]"), more=False)
+
+
 _SCRIPTS: dict[str, Callable[[_Producer, dict[str, str], dict[str, Any]], Awaitable[None]]] = {
     "ok": _ok,
     "tool": _tool,
@@ -567,4 +600,7 @@ _SCRIPTS: dict[str, Callable[[_Producer, dict[str, str], dict[str, Any]], Awaita
     "trunc_tool": _trunc_tool,
     "bigargs": _bigargs,
     "inband_error": _inband_error,
+    "longtext": _longtext,
+    "encoded": _encoded,
+    "headers": _headers,
 }

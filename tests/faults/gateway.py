@@ -13,6 +13,7 @@ __all__ = [
     "GATEWAY_KEY",
     "MAX_ARGUMENT_BYTES",
     "MAX_REQUEST_BYTES",
+    "MAX_RESPONSE_BYTES",
     "READ_TIMEOUT",
     "Gateway",
     "GatewayFactory",
@@ -25,6 +26,8 @@ CLIENT_KEY = "sk-client-SECRET-" + secrets.token_hex(12)
 
 MAX_REQUEST_BYTES = 1024 * 1024
 MAX_ARGUMENT_BYTES = 64 * 1024
+# Above the default max_event_bytes (8 MiB), so that a huge line still fails on that limit.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 READ_TIMEOUT = 1.0
 
 

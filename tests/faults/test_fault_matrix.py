@@ -34,6 +34,7 @@ from tests.faults.gateway import (
     GATEWAY_KEY,
     MAX_ARGUMENT_BYTES,
     MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES,
     Gateway,
     GatewayFactory,
 )
@@ -41,6 +42,7 @@ from tests.faults.harness import (
     ServerProcess,
     asgi_call,
     assert_openai_error,
+    parse_events,
     proc_status_kib,
     responses_body,
 )
@@ -76,6 +78,7 @@ PRE_STREAM_FAULTS: list[tuple[str, dict[str, object], int]] = [
     ("status", {"code": 429, "ctype": "text"}, 429),
     ("status", {"code": 401, "ctype": "json"}, 401),
     ("raise", {"when": "before"}, 500),
+    ("encoded", {}, 502),
 ]
 PRE_STREAM_IDS = [fault_model(f, **p) for f, p, _ in PRE_STREAM_FAULTS]
 
@@ -388,6 +391,41 @@ async def test_a_100_mb_line_fails_the_response_naming_max_event_bytes_with_boun
 
 
 @pytest.mark.anyio
+async def test_a_stream_past_max_response_bytes_fails_naming_it_and_ends_the_upstream_request(
+    client: httpx.AsyncClient, upstream: ServerProcess
+) -> None:
+    # Not in STREAM_FAULTS: the checker takes half a minute over a body this size.
+    size = 4 * MAX_RESPONSE_BYTES
+    streamed = await stream_via(client, fault_model("longtext", size=size, tag="long-stream"))
+    last = parse_events(streamed.content)[-1]
+    assert last["type"] == "response.failed"
+    assert "max_response_bytes" in last["response"]["error"]["message"]
+    plain = await client.post(
+        "/v1/responses",
+        json=responses_body("longtext", stream=False, size=size, tag="long-plain"),
+    )
+    assert plain.status_code == 502, plain.text
+    assert "max_response_bytes" in assert_openai_error(plain.content)["message"]
+    for tag in ("long-stream", "long-plain"):
+        record = await upstream_record(upstream, tag)
+        assert record["outcome"] == "disconnected", record
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "non-stream"])
+async def test_an_upstream_head_with_too_many_fields_gets_a_502_naming_the_limit(
+    client: httpx.AsyncClient, stream: bool
+) -> None:
+    fine = await stream_via(client, fault_model("headers", count=90), stream=stream)
+    assert fine.status_code == 200, fine.text
+    response = await stream_via(client, fault_model("headers", count=150), stream=stream)
+    assert response.status_code == 502, response.text
+    error = assert_openai_error(response.content)
+    assert error["code"] == "upstream_invalid_response"
+    assert "more than 100 header fields" in error["message"]
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_a_request_body_over_the_limit_gets_413_and_never_reaches_the_upstream(
     client: httpx.AsyncClient, upstream: ServerProcess, chunked: bool
@@ -610,7 +648,11 @@ def test_an_upstream_that_breaks_off_does_not_cost_the_client_its_keep_alive_con
 
 def in_process(upstream: FaultyUpstream, **settings: Any) -> ResponsesMiddleware:
     return ResponsesMiddleware(
-        upstream, max_argument_bytes=MAX_ARGUMENT_BYTES, keepalive_interval=0, **settings
+        upstream,
+        max_argument_bytes=MAX_ARGUMENT_BYTES,
+        max_response_bytes=MAX_RESPONSE_BYTES,
+        keepalive_interval=0,
+        **settings,
     )
 
 

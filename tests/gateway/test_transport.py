@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import re
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
+from stream_mw.upstreams import ProxyApp
 from stream_mw.upstreams._transport import StreamingTransport
+from tests.tls import server_context
 
 WAIT = 5.0
 
@@ -68,10 +73,11 @@ class Upstream:
 
 
 @contextlib.asynccontextmanager
-async def upstream(handler: Handler) -> AsyncIterator[Upstream]:
+async def upstream(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[Upstream]:
     up = Upstream(handler)
-    server = await asyncio.start_server(up.serve, "127.0.0.1", 0)
-    up.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+    server = await asyncio.start_server(up.serve, "127.0.0.1", 0, ssl=tls)
+    scheme = "https" if tls else "http"
+    up.url = f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
     try:
         yield up
     finally:
@@ -865,3 +871,181 @@ async def test_closing_the_transport_closes_its_idle_connections_and_refuses_new
         with pytest.raises(RuntimeError):
             await transport.handle_async_request(post(up.url))
         assert up.accepted == 1
+
+
+# TLS
+
+
+@pytest.mark.anyio
+async def test_the_tls_context_is_built_once_for_all_the_connections_of_a_transport(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server_tls, certificate = server_context(tmp_path)
+    # httpx's default verification reads its CA bundle from here: the test's own CA.
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+    built: list[ssl.SSLContext] = []
+    create_ssl_context = httpx.create_ssl_context
+
+    def counting_create_ssl_context() -> ssl.SSLContext:
+        context = create_ssl_context()
+        built.append(context)
+        return context
+
+    monkeypatch.setattr(httpx, "create_ssl_context", counting_create_ssl_context)
+    held = asyncio.Event()
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> None:
+        await read_request(reader)
+        if index == 4:
+            held.set()
+        await held.wait()
+        writer.write(answer(b"connection %d" % index))
+        await writer.drain()
+
+    async with upstream(handler, tls=server_tls) as up, StreamingTransport() as transport:
+        # No answer before the fifth request arrives: each opens a connection of its own.
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tasks:
+                for _ in range(5):
+                    tasks.start_soon(fetch, transport, post(up.url))
+        assert up.accepted == 5
+        assert len(built) == 1
+
+
+# Bounds on what an upstream can make the transport hold
+
+
+def endless_header(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+) -> Awaitable[None]:
+    async def handler() -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-huge: ")
+        # Far more than the limit, and never ended: only counting the bytes can stop it.
+        for _ in range(64):
+            writer.write(b"a" * 65536)
+            await writer.drain()
+        await reader.read()
+
+    return handler()
+
+
+async def head_error(transport: StreamingTransport, url: str) -> str:
+    with anyio.fail_after(WAIT), pytest.raises(httpx.RemoteProtocolError) as raised:
+        await transport.handle_async_request(post(url))
+    return str(raised.value)
+
+
+@pytest.mark.anyio
+async def test_a_response_header_that_never_ends_fails_once_past_max_header_bytes() -> None:
+    async with (
+        upstream(endless_header) as up,
+        StreamingTransport(max_header_bytes=16384) as transport,
+    ):
+        message = await head_error(transport, up.url)
+    assert "headers are too large" in message
+    assert "16384 bytes" in message
+
+
+@pytest.mark.anyio
+async def test_a_whole_response_head_in_one_read_is_held_to_max_header_bytes() -> None:
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> None:
+        while await read_request(reader) is not None:
+            size = 900 if index == 0 else 1100
+            writer.write(answer(b"ok", b"x-big: " + b"a" * size))
+            await writer.drain()
+
+    async with upstream(handler) as up, StreamingTransport(max_header_bytes=1024) as transport:
+        assert await fetch(transport, post(up.url)) == (200, b"ok")
+        # Another transport, so another connection: its answer has the larger head.
+        async with StreamingTransport(max_header_bytes=1024) as other:
+            assert "over 1024 bytes" in await head_error(other, up.url)
+
+
+@pytest.mark.parametrize(("fields", "refused"), [(100, False), (101, True)])
+@pytest.mark.anyio
+async def test_a_response_with_more_than_max_headers_fields_fails(
+    fields: int, refused: bool
+) -> None:
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> None:
+        await read_request(reader)
+        # Content-Length is one of the fields.
+        extra = [b"x-n: %d" % n for n in range(fields - 1)]
+        writer.write(answer(b"ok", *extra))
+        await writer.drain()
+        await reader.read()
+
+    async with upstream(handler) as up, StreamingTransport(max_headers=100) as transport:
+        if refused:
+            assert "more than 100 header fields" in await head_error(transport, up.url)
+        else:
+            assert await fetch(transport, post(up.url)) == (200, b"ok")
+
+
+@pytest.mark.anyio
+async def test_proxyapp_answers_an_oversized_upstream_head_with_a_502_that_says_so() -> None:
+    async with upstream(endless_header) as up:
+        base = up.url.removesuffix("/chat/completions")
+        async with ProxyApp(base, max_header_bytes=16384) as proxy:
+            transport = httpx.ASGITransport(app=proxy)
+            async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+                with anyio.fail_after(WAIT):
+                    response = await client.post("/v1/chat/completions", json={})
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "upstream_invalid_response"
+    assert "headers are too large" in error["message"]
+    assert "x-huge" not in response.headers
+
+
+async def proxy_post(base: str) -> httpx.Response:
+    async with ProxyApp(base) as proxy:
+        transport = httpx.ASGITransport(app=proxy)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            with anyio.fail_after(WAIT):
+                return await client.post("/v1/chat/completions", json={})
+
+
+@pytest.mark.anyio
+async def test_proxyapp_refuses_a_compressed_body_it_did_not_ask_for_with_a_502_naming_it() -> None:
+    # 100 MB of zeros in 100 KB: decoded, such a body would grow the gateway by its full size.
+    bomb = gzip.compress(b"\0" * (100 * 1024 * 1024), compresslevel=9)
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> None:
+        request = await read_request(reader)
+        assert request is not None
+        assert b"\r\naccept-encoding: identity\r\n" in request.lower()
+        writer.write(answer(bomb, b"Content-Encoding: gzip"))
+        await writer.drain()
+        await reader.read()
+
+    async with upstream(handler) as up:
+        response = await proxy_post(up.url.removesuffix("/chat/completions"))
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "upstream_invalid_response"
+    assert "'gzip'-encoded body" in error["message"]
+
+
+@pytest.mark.anyio
+async def test_proxyapp_relays_a_body_marked_identity_encoded() -> None:
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> None:
+        await read_request(reader)
+        writer.write(answer(b'{"ok": true}', b"Content-Encoding: identity"))
+        await writer.drain()
+        await reader.read()
+
+    async with upstream(handler) as up:
+        response = await proxy_post(up.url.removesuffix("/chat/completions"))
+    assert response.status_code == 200
+    assert response.json() == {"ok": True}

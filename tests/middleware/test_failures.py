@@ -367,3 +367,58 @@ async def test_with_error_event_off_openai_python_sees_response_failed_and_no_er
     types = await sdk_events(error_event=False)
     assert types[-1] == "response.failed"
     assert "error" not in types
+
+
+def endless_text(stopped: list[str]) -> Any:
+    """A wrapped app streaming text for ever (and never reading): only cancellation stops it."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        piece = sse(chunk({"content": "x" * 1000}))
+        try:
+            await send({"type": "http.response.body", "body": TEXT[0], "more_body": True})
+            while True:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                await anyio.lowlevel.checkpoint()
+        except anyio.get_cancelled_exc_class():
+            stopped.append("cancelled")
+            raise
+
+    return app
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_an_upstream_stream_past_max_response_bytes_fails_and_stops_the_app(
+    stream: bool,
+) -> None:
+    stopped: list[str] = []
+    app = middleware(endless_text(stopped), max_response_bytes=100_000)
+    with anyio.fail_after(5):
+        exchange = await drive(app, responses_body(stream=stream))
+
+    if stream:
+        exchange.check()
+        checked = check_stream(exchange.body)
+        assert checked.status == "failed"
+        error = checked.response["error"]
+        assert len(checked.output_text) < 100_000
+    else:
+        assert exchange.status == 502
+        error = exchange.json()["error"]
+    assert error["code"] == "server_error"
+    assert "max_response_bytes (100000 bytes)" in error["message"]
+    assert stopped == ["cancelled"]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_an_upstream_stream_exactly_max_response_bytes_long_completes(stream: bool) -> None:
+    app = middleware(Upstream([*TEXT, END]), max_response_bytes=sum(map(len, TEXT)))
+    exchange = await drive(app, responses_body(stream=stream))
+
+    assert exchange.status == 200
+    if stream:
+        assert check_stream(exchange.body).status == "completed"
+    else:
+        assert exchange.json()["status"] == "completed"
