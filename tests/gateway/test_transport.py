@@ -36,8 +36,9 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]
     return ("asyncio", {"use_uvloop": request.param == "uvloop"})
 
 
-# How late a timeout may fire on a busy test machine and still count as on time.
-SLACK = 0.8
+# How late a timeout may fire on a busy test machine and still count as on time (CI shares
+# two cores with the servers the suite starts; 0.8 s was seen exceeded under load).
+SLACK = 2.0
 
 # (reader, writer, index of the connection on this upstream, from 0)
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
