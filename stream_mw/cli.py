@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from . import __version__
+from ._auth import ClientKeys
 from ._errors import ConfigurationError
 from ._observe import JsonFormatter, access_logger
 from ._service import REQUEST_ID_HEADER, request_id
@@ -269,14 +270,28 @@ class _RequestLog:
 
 def _serve(args: argparse.Namespace) -> int:
     _require("uvicorn", "stream-mw serve", "gateway")
-    # Configured now, so that start-up warnings already come in the chosen format.
+    # Warnings from the checks are held until the port is bound and logging configured, so
+    # they come in the chosen format; a run that stops on an error prints them before it.
+    held = _HeldWarnings()
+    with held:
+        app, config, settings, sock = _prepare_serve(args)
     logging.config.dictConfig(_log_config(args.log_level, args.log_format, args.access_log))
-    config = _gateway_config(args)
-    if args.client_keys:
-        # Workers read the keys file themselves, through the variable.
+    held.replay()
+    port = sock.getsockname()[1]
+    _print_banner(config, settings, args.host, port, args.workers)
+    if args.client_keys and args.workers > 1:
+        # Workers build their own settings from the environment they inherit.
         os.environ[_ENV_CLIENT_KEYS] = args.client_keys
+    return _run_uvicorn(app, config, sock, args)
+
+
+def _prepare_serve(args: argparse.Namespace) -> tuple[Any, GatewayConfig, Settings, socket.socket]:
+    config = _gateway_config(args)
     try:
-        settings = Settings.from_env()
+        overrides: dict[str, Any] = {}
+        if args.client_keys:
+            overrides["client_keys"] = ClientKeys.from_file(args.client_keys)
+        settings = Settings.from_env(**overrides)
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from None
     _check_deployment(config, settings, args)
@@ -288,10 +303,35 @@ def _serve(args: argparse.Namespace) -> int:
         _require("litellm", "--litellm-model", "litellm")
     else:
         app = build_gateway(config, settings)
-    sock = _bind(args.host, args.port)
-    port = sock.getsockname()[1]
-    _print_banner(config, settings, args.host, port, args.workers)
-    return _run_uvicorn(app, config, sock, args)
+    return app, config, settings, _bind(args.host, args.port)
+
+
+class _HeldWarnings(logging.Handler):
+    """Holds the ``stream_mw`` logger's records while in use (see ``_serve``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+        self._propagate = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> None:
+        self._propagate = logger.propagate
+        logger.addHandler(self)
+        logger.propagate = False
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        logger.removeHandler(self)
+        logger.propagate = self._propagate
+        if exc_type is not None:
+            for record in self.records:
+                print(f"stream-mw serve: warning: {record.getMessage()}", file=sys.stderr)
+
+    def replay(self) -> None:
+        for record in self.records:
+            logging.getLogger(record.name).handle(record)
 
 
 def _check_deployment(config: GatewayConfig, settings: Settings, args: argparse.Namespace) -> None:
