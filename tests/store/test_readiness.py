@@ -84,7 +84,9 @@ async def test_a_stopped_redis_fails_its_ping(own_redis_server: RedisServer) -> 
 async def test_an_unopenable_sqlite_file_fails_its_ping(tmp_path: Path) -> None:
     from stream_mw._store import SQLiteStore
 
-    store = SQLiteStore(str(tmp_path / "missing-dir" / "responses.db"), ttl=60, max_response_bytes=1024)
+    store = SQLiteStore(
+        str(tmp_path / "missing-dir" / "responses.db"), ttl=60, max_response_bytes=1024
+    )
     try:
         with pytest.raises(StoreUnavailableError):
             await store.ping()
