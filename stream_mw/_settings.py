@@ -260,12 +260,13 @@ GATEWAY_VARIABLES = frozenset(
 
 
 def _warn_unknown_variables(environ: Mapping[str, str], prefix: str) -> None:
-    known = [prefix + name.upper() for name in _field_types()]
-    known += [prefix + name for name in GATEWAY_VARIABLES]
+    known = [name.upper() for name in _field_types()] + sorted(GATEWAY_VARIABLES)
     for name in sorted(environ):
-        if name.startswith(prefix) and name not in known:
-            nearest = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean {nearest[0]}?" if nearest else ""
+        suffix = name[len(prefix) :]
+        if name.startswith(prefix) and suffix not in known:
+            # Compared without the prefix, which every candidate shares.
+            nearest = difflib.get_close_matches(suffix, known, n=1)
+            hint = f"; did you mean {prefix}{nearest[0]}?" if nearest else ""
             logger.warning("unknown environment variable %s is ignored%s", name, hint)
 
 
