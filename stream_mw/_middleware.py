@@ -16,8 +16,13 @@ store and translated into a Chat Completions request that the wrapped app receiv
   is returned as JSON.
 - anything else: the upstream status with an OpenAI-shaped error carrying its message.
 
+Before any of that, every HTTP request gets its request id (``_service.request_id``), probes
+(``health_path``, ``ready_path``) are answered, and with ``client_keys`` a request without a
+valid key is answered 401 (``_auth``); those live in their own modules.
+
 One ``_Responder`` per request holds all per-request state; the middleware itself is never
-modified after ``__init__`` (only the store inside ``StoreGateway`` opens lazily).
+modified after ``__init__`` (only the store inside ``StoreGateway`` opens lazily, and the
+readiness probe caches its last result).
 
 Deliberate behaviour, do not "fix":
 

@@ -488,10 +488,13 @@ _ANONYMOUS = hashlib.sha256(b"anonymous").hexdigest()
 
 
 def tenant_key(scope: Scope, settings: Settings) -> str:
-    """The tenant a request acts for: ``settings.tenant(scope)``, or a hash of its credential.
+    """The tenant a request acts for: ``settings.tenant(scope)``, or its client key's tenant,
+    or a hash of its credential.
 
-    The default is the SHA-256 of the ``Authorization`` header, so the credential itself is
-    never stored; requests without one share the ``anonymous`` tenant.
+    With ``client_keys`` the middleware records the key's tenant in the scope (a named key:
+    ``key:<name>``). Otherwise the default is the SHA-256 of the ``Authorization`` header, so
+    the credential itself is never stored; requests without one share the ``anonymous``
+    tenant.
     """
     if settings.tenant is not None:
         return settings.tenant(scope)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib.util
+import ipaddress
 import json
 import logging
 import logging.config
@@ -62,7 +63,6 @@ _ENV_CLIENT_KEYS = ENV_PREFIX + "CLIENT_KEYS"
 
 #: uvicorn's level words; ``trace`` is uvicorn's level 5, below ``debug``.
 LOG_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class UsageError(Exception):
@@ -352,7 +352,7 @@ def _check_deployment(config: GatewayConfig, settings: Settings, args: argparse.
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
     if (
-        args.host not in _LOOPBACK
+        not _is_loopback(args.host)
         and (config.api_key or (config.upstream and "@" in config.upstream))
         and settings.client_keys is None
     ):
@@ -361,6 +361,13 @@ def _check_deployment(config: GatewayConfig, settings: Settings, args: argparse.
             "this port uses the upstream with that key; pass --client-keys FILE",
             args.host,
         )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _gateway_config(args: argparse.Namespace) -> GatewayConfig:

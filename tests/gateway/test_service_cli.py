@@ -296,3 +296,40 @@ def test_every_gateway_variable_is_known_to_the_unknown_variable_check() -> None
     }
     names.discard("CLIENT_KEYS")  # a Settings field
     assert names == GATEWAY_VARIABLES
+
+
+def test_readiness_can_follow_the_upstream_of_the_proxy(tmp_path: Path) -> None:
+    env = {"STREAM_MW_READY_CHECKS_UPSTREAM": "true"}
+    backend = ScriptedBackend([Turn.text("hi")])
+    with serve(backend) as upstream:
+        url = upstream.url + "/v1"
+        with running("serve", "--upstream", url, tmp_path=tmp_path, env=env) as gateway:
+            assert httpx.get(gateway.url + "/ready").status_code == 200
+    assert [r.path for r in backend.requests] == ["/v1/models"]
+    # The upstream is gone now: the same address refuses connections.
+    with running("serve", "--upstream", url, tmp_path=tmp_path, env=env) as gateway:
+        ready = httpx.get(gateway.url + "/ready", timeout=30)
+        assert httpx.get(gateway.url + "/health").status_code == 200
+    assert ready.status_code == 503
+    assert ready.json()["error"]["message"] == "Not ready: the upstream does not answer."
+    assert "not ready: upstream: GET /v1/models answered 502" in gateway.stderr()
+
+
+def test_workers_require_the_client_keys_too(tmp_path: Path) -> None:
+    env = {"STREAM_MW_STORE_URL": f"sqlite:///{tmp_path}/responses.db"}
+    args = ("serve", "--workers", "2", "--client-keys", keys_file(tmp_path))
+    with running(*args, tmp_path=tmp_path, env=env) as gateway:
+        url = gateway.url + "/v1/responses"
+        body = {"model": "demo", "input": "hi"}
+        for _ in range(4):
+            assert httpx.post(url, json=body, timeout=60).status_code == 401
+            authorized = {"authorization": "Bearer sk-gw-bob"}
+            assert httpx.post(url, json=body, headers=authorized, timeout=60).status_code == 200
+    assert "Traceback" not in gateway.stderr()
+
+
+def test_loopback_is_recognised_in_every_spelling() -> None:
+    from stream_mw.cli import _is_loopback
+
+    assert all(map(_is_loopback, ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"]))
+    assert not any(map(_is_loopback, ["0.0.0.0", "::", "192.168.1.5", "example.com"]))
