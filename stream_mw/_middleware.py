@@ -210,8 +210,9 @@ class ResponsesMiddleware:
     ``POST {path_prefix}/responses`` is translated and sent to the wrapped app as
     ``POST {chat_completions_path}``; the stored-response routes (``GET``/``DELETE``
     ``{path_prefix}/responses/{id}``, ``.../input_items``) are served from the store when one
-    is configured; every other request, websocket and lifespan message passes through
-    untouched.
+    is configured; ``GET {health_path}`` and ``GET {ready_path}`` are answered as probes;
+    every other request, websocket and lifespan message passes through untouched, unless
+    ``client_keys`` is set and it carries no valid key (401).
 
     Args:
         app: The wrapped ASGI app (a Starlette/FastAPI app, LiteLLM's proxy, a proxy app).
