@@ -8,6 +8,7 @@ translator underneath, usable on its own.
 
 from __future__ import annotations
 
+from ._auth import ClientKeys
 from ._errors import (
     ConfigurationError,
     InvalidRequestError,
@@ -30,6 +31,7 @@ from ._stream import StreamConverter
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClientKeys",
     "ConfigurationError",
     "InvalidRequestError",
     "NotFoundError",

@@ -16,8 +16,13 @@ store and translated into a Chat Completions request that the wrapped app receiv
   is returned as JSON.
 - anything else: the upstream status with an OpenAI-shaped error carrying its message.
 
+Before any of that, every HTTP request gets its request id (``_service.request_id``), probes
+(``health_path``, ``ready_path``) are answered, and with ``client_keys`` a request without a
+valid key is answered 401 (``_auth``); those live in their own modules.
+
 One ``_Responder`` per request holds all per-request state; the middleware itself is never
-modified after ``__init__`` (only the store inside ``StoreGateway`` opens lazily).
+modified after ``__init__`` (only the store inside ``StoreGateway`` opens lazily, and the
+readiness probe caches its last result).
 
 Deliberate behaviour, do not "fix":
 
@@ -50,6 +55,7 @@ from anyio.abc import TaskGroup
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
+from ._auth import CLIENT_SCOPE_KEY, ClientKeys, unauthorized_body
 from ._errors import (
     MethodNotAllowedError,
     RequestError,
@@ -61,8 +67,22 @@ from ._errors import (
     error_body,
 )
 from ._items import new_id, translate_completion
-from ._observe import REQUEST_LOG_MESSAGE, ResponseRecord, logger, notify_observer
+from ._observe import (
+    REQUEST_LOG_MESSAGE,
+    UNAUTHORIZED_LOG_MESSAGE,
+    ResponseRecord,
+    access_logger,
+    logger,
+    notify_observer,
+)
 from ._requests import _translate, parse_request_body
+from ._service import (
+    REQUEST_ID_HEADER,
+    Probes,
+    reject_unauthorized,
+    request_id,
+    send_with_request_id,
+)
 from ._settings import Settings
 from ._store import StoreGateway, has_item_references, normalize_input, tenant_key
 from ._stream import StreamConverter
@@ -183,6 +203,10 @@ class SettingsOverrides(TypedDict, total=False):
     store_max_response_bytes: int
     tenant: Callable[[Scope], str] | None
     on_response: Callable[[ResponseRecord], Awaitable[None] | None] | None
+    health_path: str | None
+    ready_path: str | None
+    ready_checks_upstream: bool
+    client_keys: ClientKeys | None
 
 
 class ResponsesMiddleware:
@@ -191,8 +215,9 @@ class ResponsesMiddleware:
     ``POST {path_prefix}/responses`` is translated and sent to the wrapped app as
     ``POST {chat_completions_path}``; the stored-response routes (``GET``/``DELETE``
     ``{path_prefix}/responses/{id}``, ``.../input_items``) are served from the store when one
-    is configured; every other request, websocket and lifespan message passes through
-    untouched.
+    is configured; ``GET {health_path}`` and ``GET {ready_path}`` are answered as probes;
+    every other request, websocket and lifespan message passes through untouched, unless
+    ``client_keys`` is set and it carries no valid key (401).
 
     Args:
         app: The wrapped ASGI app (a Starlette/FastAPI app, LiteLLM's proxy, a proxy app).
@@ -226,26 +251,69 @@ class ResponsesMiddleware:
         self._max_upstream_stream = settings.max_response_bytes
         self._on_response = settings.on_response
         self._store_on = self.gateway.enabled
+        self._client_keys = settings.client_keys
+        self.probes = Probes(settings, self.gateway, app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if _route_path(scope) == self._responses_path:
+            path = _route_path(scope)
+            rid = request_id(scope)
+            probe = self.probes.handler(scope, path)
+            if probe is not None:
+                await probe(scope, send_with_request_id(send, rid))
+                return
+            if self._client_keys is not None:
+                authorized = self._authorize(scope)
+                if authorized is None:
+                    await self._unauthorized(scope, receive, send, rid, path)
+                    return
+                scope = authorized
+            if path == self._responses_path:
                 method = scope["method"]
                 if method == "POST":
-                    await _Responder(self)(scope, receive, send)
+                    await _Responder(self, rid)(scope, receive, send)
                     return
                 # OPTIONS is left to the app: a CORS layer inside may answer the preflight.
                 if method != "OPTIONS":
-                    await _method_not_allowed(send, method, scope["path"], "POST")
+                    await _method_not_allowed(
+                        send_with_request_id(send, rid), method, scope["path"], "POST"
+                    )
                     return
             if self._store_on and self.gateway.matches(scope):
-                await self.gateway.handle(scope, receive, send)
+                await self.gateway.handle(scope, receive, send_with_request_id(send, rid))
                 return
+        elif kind == "websocket" and self._client_keys is not None:
+            authorized = self._authorize(scope)
+            if authorized is None:
+                await reject_unauthorized(scope, receive, send, None)
+                return
+            scope = authorized
         elif kind == "lifespan" and self._store_on:
             await self.app(scope, receive, self._closing_store(send))
             return
         await self.app(scope, receive, send)
+
+    async def _unauthorized(
+        self, scope: Scope, receive: Receive, send: Send, rid: bytes, path: str
+    ) -> None:
+        body = unauthorized_body(_has_authorization(scope))
+        await reject_unauthorized(scope, receive, send_with_request_id(send, rid), body)
+        if scope["method"] == "POST" and path == self._responses_path:
+            # This route's line is the middleware's to log (the gateway logs the others).
+            access_logger.info(
+                UNAUTHORIZED_LOG_MESSAGE,
+                {"method": "POST", "path": scope["path"], "request_id": rid.decode("ascii")},
+            )
+
+    def _authorize(self, scope: Scope) -> Scope | None:
+        """The scope with the caller's tenant recorded, or ``None`` without a valid key."""
+        assert self._client_keys is not None
+        tenant = self._client_keys.tenant_for(scope["headers"])
+        if tenant is None:
+            return None
+        # A copy: the server's scope is not ours to change.
+        return {**scope, CLIENT_SCOPE_KEY: tenant}
 
     def _closing_store(self, send: Send) -> Send:
         # The messages pass unchanged; the store is closed just before shutdown is reported.
@@ -275,6 +343,10 @@ async def _method_not_allowed(send: Send, method: str, path: str, allowed: str) 
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _has_authorization(scope: Scope) -> bool:
+    return any(name == b"authorization" for name, _ in scope["headers"])
 
 
 def _route_path(scope: Scope) -> str:
@@ -318,6 +390,7 @@ class _Responder:
         "replayed",
         "reported",
         "request",
+        "request_id",
         "response_id",
         "scope",
         "send",
@@ -337,8 +410,10 @@ class _Responder:
         "watcher",
     )
 
-    def __init__(self, mw: ResponsesMiddleware) -> None:
+    def __init__(self, mw: ResponsesMiddleware, rid: bytes) -> None:
         self.mw = mw
+        #: The ``x-request-id`` header every answer carries.
+        self.request_id = (REQUEST_ID_HEADER, rid)
         self.app = mw.app
         self.settings = mw.settings
         self.gateway = mw.gateway
@@ -669,6 +744,10 @@ class _Responder:
             lower = name.lower()
             if lower == b"content-type":
                 content_type = value
+            elif lower == REQUEST_ID_HEADER:
+                # Ours is the request's id (the one in our log line); the upstream's is kept
+                # under another name for tracing a request into the upstream's logs.
+                kept.append((b"x-upstream-request-id", value))
             elif lower not in _DROP_RESPONSE_HEADERS:
                 kept.append((name, value))
         self.upstream_status = status
@@ -705,7 +784,7 @@ class _Responder:
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": self.upstream_headers + _SSE_HEADERS,
+                    "headers": [*self.upstream_headers, *_SSE_HEADERS, self.request_id],
                 }
             )
         except OSError:
@@ -932,7 +1011,7 @@ class _Responder:
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": self.upstream_headers + _SSE_HEADERS,
+                    "headers": [*self.upstream_headers, *_SSE_HEADERS, self.request_id],
                 }
             )
             await self.send({"type": "http.response.body", "body": data, "more_body": False})
@@ -1022,7 +1101,7 @@ class _Responder:
         self.started = True
         self.complete = True
         self.http_status = status
-        extra = [_JSON_TYPE, (b"content-length", str(len(body)).encode("ascii"))]
+        extra = [_JSON_TYPE, (b"content-length", str(len(body)).encode("ascii")), self.request_id]
         if self.closing:
             # The exception is re-raised next, and servers drop the connection for that
             # (uvicorn closes the transport): tell the client not to reuse it.
@@ -1068,7 +1147,7 @@ class _Responder:
             return
         self.reported = True
         observer = self.mw._on_response
-        log = logger.isEnabledFor(logging.INFO)
+        log = access_logger.isEnabledFor(logging.INFO)
         if observer is None and not log:
             return  # nobody would see the record
         usage = None
@@ -1086,9 +1165,10 @@ class _Responder:
             duration=time.perf_counter() - self.started_at,
             http_status=self.http_status,
             error=error,
+            request_id=self.request_id[1].decode("ascii"),
         )
         if log:
-            logger.info(REQUEST_LOG_MESSAGE, record.log_fields("POST", self.scope["path"]))
+            access_logger.info(REQUEST_LOG_MESSAGE, record.log_fields("POST", self.scope["path"]))
         await notify_observer(observer, record)
 
 

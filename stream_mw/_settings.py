@@ -9,14 +9,18 @@ the same field names, upper-cased with the ``STREAM_MW_`` prefix
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
+import math
 import os
 import types
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from ._auth import ClientKeys
 from ._errors import ConfigurationError
+from ._observe import logger
 
 if TYPE_CHECKING:
     from starlette.config import Config
@@ -132,8 +136,30 @@ class Settings:
         default=None, compare=False
     )
 
+    # --- running as a service ---------------------------------------------------------------
+    #: Liveness probe: ``GET`` here answers 200 while the process serves requests. Not
+    #: behind ``client_keys``. ``None`` turns the route off (passed to the wrapped app).
+    health_path: str | None = "/health"
+    #: Readiness probe: ``GET`` here answers 200 when the store answers a ping (and, with
+    #: ``ready_checks_upstream``, the upstream answers), else 503. Not behind ``client_keys``.
+    ready_path: str | None = "/ready"
+    #: Readiness also sends ``GET {path_prefix}/models`` through the wrapped app (for the
+    #: gateway's proxy: to the upstream) and needs an answer below 500 within 2 seconds.
+    ready_checks_upstream: bool = False
+    #: Keys clients must send as ``Authorization: Bearer <key>`` on every route but the
+    #: probes; a missing or wrong key gets 401. ``STREAM_MW_CLIENT_KEYS`` names a keys file.
+    client_keys: ClientKeys | None = None
+
     def __post_init__(self) -> None:
         _check_types(self)
+        for name in ("health_path", "ready_path"):
+            path = getattr(self, name)
+            if path is not None and not path.startswith("/"):
+                raise ConfigurationError(f"{name} must start with '/' or be None, got {path!r}")
+        if self.health_path is not None and self.health_path == self.ready_path:
+            raise ConfigurationError(
+                f"health_path and ready_path must differ, both are {self.health_path!r}"
+            )
         if not self.path_prefix.startswith("/") and self.path_prefix != "":
             raise ConfigurationError(
                 f"path_prefix must be empty or start with '/', got {self.path_prefix!r}"
@@ -205,6 +231,7 @@ class Settings:
         ``STREAM_MW_MAX_EVENT_BYTES=1048576``: booleans accept 1/0, true/false, yes/no, on/off.
         """
         environ = os.environ if environ is None else environ
+        _warn_unknown_variables(environ, prefix)
         return cls._from_lookup(lambda key: environ.get(key), prefix, overrides)
 
     @classmethod
@@ -221,13 +248,49 @@ class Settings:
             if name in _CALLABLE_FIELDS:
                 continue
             raw = lookup(prefix + name.upper())
-            if raw is not None:
+            if raw is None:
+                continue
+            if name == "client_keys":
+                # The variable names a keys file: keys do not belong in the environment,
+                # which other processes of the same user can read.
+                path = raw.strip()
+                values[name] = ClientKeys.from_file(path) if path.lower() not in _NONE else None
+            else:
                 values[name] = _parse(name, raw, hint)
         values.update(overrides)
         return cls(**values)
 
 
 _CALLABLE_FIELDS = frozenset({"tenant", "on_response"})
+
+#: ``STREAM_MW_*`` variables that are not ``Settings`` fields: the gateway's own, read by
+#: ``stream_mw.cli`` (a test keeps this in step with it). Any other ``STREAM_MW_*`` variable
+#: is a typo, which would otherwise be silently ignored.
+GATEWAY_VARIABLES = frozenset(
+    {
+        "UPSTREAM",
+        "UPSTREAM_API_KEY",
+        "LITELLM_MODEL",
+        "LITELLM_KWARGS",
+        "SCRIPT",
+        "CONNECT_TIMEOUT",
+        "READ_TIMEOUT",
+        "HOST",
+        "PORT",
+        "CORS_ORIGINS",
+    }
+)
+
+
+def _warn_unknown_variables(environ: Mapping[str, str], prefix: str) -> None:
+    known = [name.upper() for name in _field_types()] + sorted(GATEWAY_VARIABLES)
+    for name in sorted(environ):
+        suffix = name[len(prefix) :]
+        if name.startswith(prefix) and suffix not in known:
+            # Compared without the prefix, which every candidate shares.
+            nearest = difflib.get_close_matches(suffix, known, n=1)
+            hint = f"; did you mean {prefix}{nearest[0]}?" if nearest else ""
+            logger.warning("unknown environment variable %s is ignored%s", name, hint)
 
 
 @functools.cache
@@ -263,9 +326,12 @@ def _parse(name: str, raw: str, hint: Any) -> Any:
             raise ConfigurationError(f"{env_name} must be an integer, got {raw!r}") from None
     if hint is float:
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
             raise ConfigurationError(f"{env_name} must be a number, got {raw!r}") from None
+        if not math.isfinite(number):
+            raise ConfigurationError(f"{env_name} must be a finite number, got {raw!r}")
+        return number
     if origin is Literal:
         if text not in args:
             choices = ", ".join(repr(a) for a in args)
@@ -281,6 +347,10 @@ def _check_types(settings: Settings) -> None:
         value = getattr(settings, name)
         if not _matches(value, hint):
             raise ConfigurationError(f"{name} must be {_describe(hint)}, got {value!r}")
+        # nan passes every comparison check (nan <= 0 is false), and an infinite timeout or
+        # interval is a hang: neither is a usable setting.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigurationError(f"{name} must be a finite number, got {value!r}")
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -299,6 +369,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
+    if hint is ClientKeys:
+        return isinstance(value, ClientKeys)
     return True
 
 
@@ -318,4 +390,5 @@ _TYPE_WORDS: dict[Any, str] = {
     int: "an integer",
     float: "a number",
     str: "a string",
+    ClientKeys: "a ClientKeys",
 }

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import logging
 import re
 import sqlite3
@@ -49,6 +50,7 @@ import anyio
 import orjson
 from starlette.datastructures import QueryParams
 
+from ._auth import CLIENT_SCOPE_KEY
 from ._errors import (
     ConfigurationError,
     InvalidRequestError,
@@ -75,6 +77,7 @@ __all__ = [
     "StoredResponse",
     "normalize_input",
     "open_store",
+    "require_store_extra",
     "tenant_key",
 ]
 
@@ -223,6 +226,11 @@ class ResponseStore(Protocol):
         """Delete the response; ``True`` if a live one existed."""
         ...
 
+    async def ping(self) -> None:
+        """Return when the backend answers (cheaply); raise ``StoreUnavailableError`` when
+        it does not. Readiness probes call it."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections and threads. The store is unusable afterwards."""
         ...
@@ -335,6 +343,10 @@ class MemoryStore:
         self._remove(key)
         return live
 
+    async def ping(self) -> None:
+        # Memory is there as long as the process is.
+        return
+
     async def aclose(self) -> None:
         self._entries.clear()
         self._expiry.clear()
@@ -445,6 +457,9 @@ class SQLiteStore:
     async def purge_expired(self) -> int:
         """Delete every expired row now; returns how many. Writes also do this, in batches."""
         return await self._call(self._purge_sync, None)
+
+    async def ping(self) -> None:
+        await self._call(self._ping_sync)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -566,6 +581,11 @@ class SQLiteStore:
             )
         return cursor.rowcount
 
+    def _ping_sync(self) -> None:
+        # Opens the file (and the schema) if need be: a missing directory or an unreadable
+        # file fails here, as it would on the next request.
+        self._connection().execute("SELECT 1").fetchone()
+
     def _close_sync(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -616,19 +636,40 @@ def open_store(settings: Settings) -> ResponseStore | None:
     raise ConfigurationError(f"unsupported store_url {url!r}")
 
 
+def require_store_extra(url: str) -> None:
+    """Fail now, not at the first request, when ``url``'s backend needs a missing package.
+
+    Raises:
+        ConfigurationError: names the package and the command that installs it.
+    """
+    scheme = url.partition("://")[0]
+    if scheme in ("redis", "rediss", "unix") and importlib.util.find_spec("redis") is None:
+        # The scheme only: the URL may hold a password.
+        raise ConfigurationError(
+            f"store_url {scheme}://... needs the redis package: pip install 'stream-mw[redis]'"
+        )
+
+
 # --- tenants and input items -----------------------------------------------------------------
 
 _ANONYMOUS = hashlib.sha256(b"anonymous").hexdigest()
 
 
 def tenant_key(scope: Scope, settings: Settings) -> str:
-    """The tenant a request acts for: ``settings.tenant(scope)``, or a hash of its credential.
+    """The tenant a request acts for: ``settings.tenant(scope)``, or its client key's tenant,
+    or a hash of its credential.
 
-    The default is the SHA-256 of the ``Authorization`` header, so the credential itself is
-    never stored; requests without one share the ``anonymous`` tenant.
+    With ``client_keys`` the middleware records the key's tenant in the scope (a named key:
+    ``key:<name>``). Otherwise the default is the SHA-256 of the ``Authorization`` header, so
+    the credential itself is never stored; requests without one share the ``anonymous``
+    tenant.
     """
     if settings.tenant is not None:
         return settings.tenant(scope)
+    client = scope.get(CLIENT_SCOPE_KEY)
+    if isinstance(client, str):
+        # Set by the middleware once the request's client key checked out.
+        return client
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             return hashlib.sha256(b"authorization\x00" + value).hexdigest()
@@ -792,6 +833,8 @@ class StoreGateway:
         self._store: ResponseStore | None = None
         #: Whether a store is configured (``store_url`` is not ``None``).
         self.enabled: bool = settings.store_url is not None
+        if settings.store_url is not None:
+            require_store_extra(settings.store_url)
 
     @property
     def store(self) -> ResponseStore:
@@ -977,6 +1020,18 @@ class StoreGateway:
                 _describe(exc, self._timeout),
                 exc_info=logger.isEnabledFor(logging.DEBUG),
             )
+
+    async def ping(self) -> str | None:
+        """``None`` when the store answers a ping in time, else why not (for readiness).
+        Always ``None`` when storage is off."""
+        if not self.enabled:
+            return None
+        try:
+            with anyio.fail_after(self._timeout):
+                await self.store.ping()
+        except Exception as exc:
+            return _describe(exc, self._timeout)
+        return None
 
     async def aclose(self) -> None:
         """Close the store if it was opened. A later call opens it again."""

@@ -127,6 +127,13 @@ class RedisStore:
             raise _unavailable(exc) from exc
         return bool(deleted)
 
+    async def ping(self) -> None:
+        # PING goes through the same client, so it has the store's short socket timeouts.
+        try:
+            await self._client.ping()
+        except self._errors as exc:
+            raise _unavailable(exc) from exc
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

@@ -27,8 +27,11 @@ import errno
 import functools
 import importlib.util
 import inspect
+import ipaddress
 import json
 import logging
+import logging.config
+import math
 import os
 import socket
 import sys
@@ -38,10 +41,13 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from . import __version__
+from ._auth import ClientKeys
 from ._errors import ConfigurationError
-from ._settings import Settings
+from ._observe import JsonFormatter, access_logger
+from ._service import REQUEST_ID_HEADER, request_id
+from ._settings import ENV_PREFIX, Settings
 
-__all__ = ["GatewayConfig", "app_from_env", "build_gateway", "main"]
+__all__ = ["GatewayConfig", "JsonFormatter", "app_from_env", "build_gateway", "main"]
 
 logger = logging.getLogger("stream_mw")
 
@@ -60,6 +66,11 @@ _ENV_MAX_HEADER_BYTES = "STREAM_MW_MAX_HEADER_BYTES"
 _ENV_MAX_HEADERS = "STREAM_MW_MAX_HEADERS"
 _ENV_HEADER_TIMEOUT = "STREAM_MW_HEADER_TIMEOUT"
 _ENV_MAX_CONNECTIONS = "STREAM_MW_MAX_CONNECTIONS"
+_ENV_CORS_ORIGINS = "STREAM_MW_CORS_ORIGINS"
+_ENV_CLIENT_KEYS = ENV_PREFIX + "CLIENT_KEYS"
+
+#: uvicorn's level words; ``trace`` is uvicorn's level 5, below ``debug``.
+LOG_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
 
 
 class UsageError(Exception):
@@ -82,6 +93,8 @@ class GatewayConfig:
     script: str | None = None
     connect_timeout: float = 5.0
     read_timeout: float = 300.0
+    #: Browser origins allowed by CORS (``*`` for any); empty: no CORS headers.
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         sources = [
@@ -95,7 +108,7 @@ class GatewayConfig:
         ]
         if len(sources) > 1:
             raise UsageError(f"{' and '.join(sources)} cannot be combined; choose one upstream")
-        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+        if not (0 < self.connect_timeout < math.inf and 0 < self.read_timeout < math.inf):
             raise UsageError("--connect-timeout and --read-timeout must be positive seconds")
 
     @property
@@ -122,6 +135,7 @@ class GatewayConfig:
             _ENV_SCRIPT: self.script or "",
             _ENV_CONNECT_TIMEOUT: repr(self.connect_timeout),
             _ENV_READ_TIMEOUT: repr(self.read_timeout),
+            _ENV_CORS_ORIGINS: ",".join(self.cors_origins),
         }
         return env
 
@@ -137,6 +151,7 @@ class GatewayConfig:
             script=env.get(_ENV_SCRIPT) or None,
             connect_timeout=_number(env.get(_ENV_CONNECT_TIMEOUT), 5.0, _ENV_CONNECT_TIMEOUT),
             read_timeout=_number(env.get(_ENV_READ_TIMEOUT), 300.0, _ENV_READ_TIMEOUT),
+            cors_origins=_origins(env.get(_ENV_CORS_ORIGINS)),
         )
 
 
@@ -181,7 +196,23 @@ def build_gateway(config: GatewayConfig, settings: Settings | None = None) -> An
         else:
             inner = ScriptedBackend.demo()
     settings = settings if settings is not None else Settings()
-    return _RequestLog(ResponsesMiddleware(inner, settings=settings), settings.responses_path)
+    try:
+        app: Any = ResponsesMiddleware(inner, settings=settings)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    if config.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        # Outside the middleware: a browser's preflight (OPTIONS, no credentials) is
+        # answered here, before client keys are checked.
+        app = CORSMiddleware(
+            app,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-request-id", "openai-beta"],
+            expose_headers=["x-request-id"],
+        )
+    return _RequestLog(app, settings.responses_path)
 
 
 def app_from_env() -> Any:
@@ -194,7 +225,8 @@ def app_from_env() -> Any:
 
 class _RequestLog:
     """One log line per request the middleware does not log itself (it logs the Responses
-    requests, with model, tokens and duration)."""
+    requests, with model, tokens and duration), and an ``x-request-id`` on every response
+    (the middleware sets its own; requests it passes through get one here)."""
 
     def __init__(self, app: Any, responses_path: str) -> None:
         self.app = app
@@ -209,22 +241,35 @@ class _RequestLog:
             return
         started = time.perf_counter()
         status = 0
+        rid = request_id(scope)
 
         async def send_and_watch(message: Any) -> None:
-            nonlocal status
+            nonlocal status, rid
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = list(message.get("headers", ()))
+                for name, value in headers:
+                    if name.lower() == REQUEST_ID_HEADER:
+                        rid = value  # the middleware's own
+                        break
+                else:
+                    headers.append((REQUEST_ID_HEADER, rid))
+                    message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_watch)
         finally:
-            logger.info(
-                "%s %s %s duration_ms=%.1f",
-                scope["method"],
-                scope["path"],
-                status or "-",
-                (time.perf_counter() - started) * 1000.0,
+            access_logger.info(
+                "%(method)s %(path)s %(http_status)s duration_ms=%(duration_ms).1f "
+                "request_id=%(request_id)s",
+                {
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "http_status": status or "-",
+                    "duration_ms": (time.perf_counter() - started) * 1000.0,
+                    "request_id": rid.decode("latin-1"),
+                },
             )
 
 
@@ -234,12 +279,32 @@ class _RequestLog:
 def _serve(args: argparse.Namespace) -> int:
     _require("uvicorn", "stream-mw serve", "gateway")
     _require("httptools", "stream-mw serve", "gateway")
-    config = _gateway_config(args)
     limits = _client_limits(args)
+    # Warnings from the checks are held until the port is bound and logging configured, so
+    # they come in the chosen format; a run that stops on an error prints them before it.
+    held = _HeldWarnings()
+    with held:
+        app, config, settings, sock = _prepare_serve(args)
+    logging.config.dictConfig(_log_config(args.log_level, args.log_format, args.access_log))
+    held.replay()
+    port = sock.getsockname()[1]
+    _print_banner(config, settings, args.host, port, args.workers)
+    if args.client_keys and args.workers > 1:
+        # Workers build their own settings from the environment they inherit.
+        os.environ[_ENV_CLIENT_KEYS] = args.client_keys
+    return _run_uvicorn(app, config, sock, args, limits)
+
+
+def _prepare_serve(args: argparse.Namespace) -> tuple[Any, GatewayConfig, Settings, socket.socket]:
+    config = _gateway_config(args)
     try:
-        settings = Settings.from_env()
+        overrides: dict[str, Any] = {}
+        if args.client_keys:
+            overrides["client_keys"] = ClientKeys.from_file(args.client_keys)
+        settings = Settings.from_env(**overrides)
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from None
+    _check_deployment(config, settings, args)
     # Fails early, before the port is taken, on a bad URL, script or missing extra. With
     # several workers each builds its own app (and connection pool); the parent only checks,
     # without importing LiteLLM for nothing.
@@ -248,10 +313,71 @@ def _serve(args: argparse.Namespace) -> int:
         _require("litellm", "--litellm-model", "litellm")
     else:
         app = build_gateway(config, settings)
-    sock = _bind(args.host, args.port)
-    port = sock.getsockname()[1]
-    _print_banner(config, settings, args.host, port, args.workers)
-    return _run_uvicorn(app, config, sock, args, limits)
+    return app, config, settings, _bind(args.host, args.port)
+
+
+class _HeldWarnings(logging.Handler):
+    """Holds the ``stream_mw`` logger's records while in use (see ``_serve``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+        self._propagate = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> None:
+        self._propagate = logger.propagate
+        logger.addHandler(self)
+        logger.propagate = False
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        logger.removeHandler(self)
+        logger.propagate = self._propagate
+        if exc_type is not None:
+            for record in self.records:
+                print(f"stream-mw serve: warning: {record.getMessage()}", file=sys.stderr)
+
+    def replay(self) -> None:
+        for record in self.records:
+            logging.getLogger(record.name).handle(record)
+
+
+def _check_deployment(config: GatewayConfig, settings: Settings, args: argparse.Namespace) -> None:
+    """Refuse, or warn about, what would go wrong only later, under load or in public."""
+    store = settings.store_url
+    if args.workers > 1 and store is not None and store.startswith("memory://"):
+        raise UsageError(
+            f"--workers {args.workers} cannot share the memory:// response store (each worker "
+            "would have its own, and a response stored by one is unknown to the others); "
+            "set STREAM_MW_STORE_URL to sqlite:///path/to/responses.db or redis://host:6379/0, "
+            "or none to turn storage off"
+        )
+    if store is not None:
+        try:
+            from ._store import require_store_extra
+
+            require_store_extra(store)
+        except ConfigurationError as exc:
+            raise UsageError(str(exc)) from None
+    if (
+        not _is_loopback(args.host)
+        and (config.api_key or (config.upstream and "@" in config.upstream))
+        and settings.client_keys is None
+    ):
+        logger.warning(
+            "listening on %s with an upstream key and no client keys: anyone who can reach "
+            "this port uses the upstream with that key; pass --client-keys FILE",
+            args.host,
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
@@ -270,6 +396,7 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
         script=args.script if chosen else from_env.script,
         connect_timeout=args.connect_timeout or from_env.connect_timeout,
         read_timeout=args.read_timeout or from_env.read_timeout,
+        cors_origins=_origins(args.cors_origins) or from_env.cors_origins,
     )
 
 
@@ -304,44 +431,66 @@ def _print_banner(
         shown_host = f"[{shown_host}]"
     base = f"http://{shown_host}:{port}{settings.path_prefix}"
     model = config.litellm_model or ("YOUR-MODEL" if config.upstream else "demo")
+    key = "YOUR-CLIENT-KEY" if settings.client_keys is not None else None
+    curl_auth = f" -H 'authorization: Bearer {key}'" if key else ""
     lines = [
         f"stream-mw {__version__}: Responses API at {base}/responses",
         f"  serving from {config.description}" + (f", {workers} workers" if workers > 1 else ""),
     ]
     if not (config.upstream or config.litellm_model or config.script):
         lines.append("  (use --upstream http://HOST:PORT/v1 to put a real model server behind it)")
+    # Printed flush left: these paste into a shell as they are (a heredoc's end marker must
+    # start its line, and Python refuses indented top-level code).
     lines += [
         "",
-        "Try it:",
-        f"  curl -sN {base}/responses -H 'content-type: application/json' \\",
-        f'    -d \'{{"model": "{model}", "input": "Hello!", "stream": true}}\'',
+        "Try it with curl:",
         "",
-        "  python - <<'EOF'",
-        "  from openai import OpenAI",
-        f'  client = OpenAI(base_url="{base}", api_key="unused")',
-        f'  print(client.responses.create(model="{model}", input="Hello!").output_text)',
-        "  EOF",
+        f"curl -sN {base}/responses -H 'content-type: application/json'{curl_auth} \\",
+        f'  -d \'{{"model": "{model}", "input": "Hello!", "stream": true}}\'',
         "",
-        "Press Ctrl+C to stop.",
+        "or with the openai package (pip install openai: the gateway does not install it):",
+        "",
+        "python - <<'EOF'",
+        "from openai import OpenAI",
+        f'client = OpenAI(base_url="{base}", api_key="{key or "unused"}")',
+        f'print(client.responses.create(model="{model}", input="Hello!").output_text)',
+        "EOF",
         "",
     ]
+    root = base[: len(base) - len(settings.path_prefix)]
+    probes = [
+        f"{root}{path} ({what})"
+        for path, what in ((settings.health_path, "liveness"), (settings.ready_path, "readiness"))
+        if path
+    ]
+    if probes:
+        lines.append("Probes: " + ", ".join(probes))
+    lines += ["Press Ctrl+C to stop.", ""]
     print("\n".join(lines), flush=True)
 
 
-def _log_config(level: str) -> dict[str, Any]:
-    handler = {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+def _log_config(level: str, log_format: str = "text", access_log: bool = True) -> dict[str, Any]:
+    number = LOG_LEVELS[level]
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": log_format,
+        "stream": "ext://sys.stderr",
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+            "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+            "json": {"()": "stream_mw.cli.JsonFormatter"},
         },
         "handlers": {"stderr": handler},
         "loggers": {
-            "stream_mw": {"handlers": ["stderr"], "level": level, "propagate": False},
-            "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-            "uvicorn.error": {"level": "INFO"},
-            # stream_mw logs every request itself, with the model, tokens and duration.
+            "stream_mw": {"handlers": ["stderr"], "level": number, "propagate": False},
+            # The one line per request; --no-access-log keeps only its warnings.
+            "stream_mw.access": {"level": number if access_log else max(number, 30)},
+            "uvicorn": {"handlers": ["stderr"], "level": number, "propagate": False},
+            "uvicorn.error": {"level": number},
+            # stream_mw logs every request itself, with the model, tokens, duration and id.
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
             "LiteLLM": {"level": "WARNING"},
             "LiteLLM Proxy": {"level": "WARNING"},
@@ -371,9 +520,11 @@ def _run_uvicorn(
 
     from ._server_protocol import GuardedHttpToolsProtocol
 
-    log_config = _log_config(args.log_level.upper())
+    log_config = _log_config(args.log_level, args.log_format, args.access_log)
     common: dict[str, Any] = {
         "log_config": log_config,
+        # uvicorn sets its own loggers' levels from this, after applying log_config.
+        "log_level": LOG_LEVELS[args.log_level],
         "access_log": False,
         "timeout_graceful_shutdown": 10,
         "server_header": False,
@@ -432,7 +583,8 @@ def _scripted(args: argparse.Namespace) -> int:
         flush=True,
     )
     common: dict[str, Any] = {
-        "log_config": _log_config(args.log_level.upper()),
+        "log_config": _log_config(args.log_level, args.log_format, args.access_log),
+        "log_level": LOG_LEVELS[args.log_level],
         "access_log": False,
     }
     server = uvicorn.Server(uvicorn.Config(_RequestLog(backend, ""), **common))
@@ -501,7 +653,8 @@ def _convert(args: argparse.Namespace) -> int:
         # The reader went away (`| head`); exit quietly like other Unix filters.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    return 0
+    # A filter reports failure in its status, so `convert < chat.sse && next-step` stops.
+    return 1 if converter.response.get("status") == "failed" else 0
 
 
 # --- the parser --------------------------------------------------------------------------------
@@ -555,7 +708,8 @@ examples:
     | stream-mw convert
 
 The input is the raw SSE body of a streamed /v1/chat/completions response
-("data: {...}" lines); the output is what ResponsesMiddleware would send a client."""
+("data: {...}" lines); the output is what ResponsesMiddleware would send a client.
+The exit status is 1 when the stream ended with response.failed, else 0."""
 
 _SCRIPTED_EPILOG = """\
 examples:
@@ -634,7 +788,18 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=1,
         metavar="N",
-        help="worker processes (default 1)",
+        help="worker processes (default 1; more need a sqlite:// or redis:// store_url)",
+    )
+    server.add_argument(
+        "--client-keys",
+        metavar="FILE",
+        help="require Authorization: Bearer <key> with a key from FILE (one per line, "
+        "optionally followed by a name) [STREAM_MW_CLIENT_KEYS]",
+    )
+    server.add_argument(
+        "--cors-origins",
+        metavar="ORIGINS",
+        help="comma-separated browser origins allowed by CORS, or '*' [STREAM_MW_CORS_ORIGINS]",
     )
     clients = serve.add_argument_group("client limits (per worker)")
     clients.add_argument(
@@ -738,9 +903,21 @@ def _add_server_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
     )
     server.add_argument(
         "--log-level",
-        choices=("debug", "info", "warning", "error"),
+        choices=tuple(LOG_LEVELS),
         default="info",
-        help="stream_mw log level (default info: one line per request)",
+        help="level of stream_mw's and uvicorn's logs (default info: one line per request)",
+    )
+    server.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines, or one JSON object per line (default text)",
+    )
+    server.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log one line per request (default on)",
     )
     return server
 
@@ -760,8 +937,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
@@ -785,6 +962,10 @@ def _json_object(text: str | None, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UsageError(f"{name} must be a JSON object, got {text!r}")
     return value
+
+
+def _origins(text: str | None) -> tuple[str, ...]:
+    return tuple(origin.strip() for origin in (text or "").split(",") if origin.strip())
 
 
 def _number(text: str | None, default: float, name: str) -> float:

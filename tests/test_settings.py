@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
 from starlette.config import Config
@@ -115,3 +116,35 @@ def test_replace_validates_the_new_values() -> None:
     assert Settings().replace(done_marker=False).done_marker is False
     with pytest.raises(ConfigurationError, match="max_event_bytes"):
         Settings().replace(max_event_bytes=0)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("field", ["keepalive_interval", "store_ttl"])
+def test_nan_and_infinities_are_refused_in_numeric_settings(value: float, field: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"{field} must be a finite number"):
+        Settings(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-Infinity"])
+def test_nan_and_infinities_are_refused_in_the_environment(text: str) -> None:
+    with pytest.raises(ConfigurationError, match="STREAM_MW_STORE_TTL must be a finite number"):
+        Settings.from_env({"STREAM_MW_STORE_TTL": text})
+
+
+def test_an_unknown_variable_is_a_warning_naming_the_nearest_real_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="stream_mw"):
+        Settings.from_env(
+            {
+                "STREAM_MW_DONE_MARKR": "false",
+                "STREAM_MW_ZZZ": "1",
+                "STREAM_MW_UPSTREAM": "http://h/v1",  # the gateway's own: known
+                "OTHER_DONE_MARKR": "x",  # not ours
+            }
+        )
+    assert [r.getMessage() for r in caplog.records] == [
+        "unknown environment variable STREAM_MW_DONE_MARKR is ignored; "
+        "did you mean STREAM_MW_DONE_MARKER?",
+        "unknown environment variable STREAM_MW_ZZZ is ignored",
+    ]

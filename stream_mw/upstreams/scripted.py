@@ -603,8 +603,10 @@ def demo_reply(request: Mapping[str, Any]) -> Turn:
         if re.search(rf"\b{re.escape(tool['name'])}\b", content):
             return Turn.tool_call(tool["name"], _demo_arguments(tool, content))
     said = _shorten(content, 200) if content else "nothing"
+    count = len(content.split())
     return Turn(
-        reasoning=f"The user wrote {len(content.split())} words. I will echo them back.",
+        reasoning=f"The user wrote {count} word{'' if count == 1 else 's'}. "
+        f"I will echo {'it' if count == 1 else 'them'} back.",
         content=(
             f"Hello! You said: “{said}”. This reply comes from the stream-mw demo backend, "
             "streamed as Responses API events. Point `stream-mw serve --upstream URL` at a "

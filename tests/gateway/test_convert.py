@@ -61,9 +61,23 @@ def test_convert_matches_the_library_on_every_recorded_stream(
             text = json.dumps(value) if not isinstance(value, str) else value
             monkeypatch.setenv(f"STREAM_MW_{name.upper()}", text)
     status, output = run_convert(monkeypatch, fixture.body, *args)
-    assert status == 0
     expected = library_output(fixture.body, fixture.request, Settings(**fixture.settings))
     assert output == expected
+    assert status == (1 if b"event: response.failed" in expected else 0)
+
+
+def test_a_stream_that_ended_failed_exits_1_like_a_filter_that_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = next(f.body for f in FIXTURES if f.name == "openai_plain_text")
+    cut = body[: body.index(b'"finish_reason":"stop"')].rpartition(b"\n\n")[0] + b"\n\n"
+    status, output = run_convert(monkeypatch, cut)
+    assert b"event: response.failed" in output
+    assert status == 1
+    incomplete = body.replace(b'"finish_reason":"stop"', b'"finish_reason":"length"')
+    status, output = run_convert(monkeypatch, incomplete)
+    assert b"event: response.incomplete" in output
+    assert status == 0
 
 
 def test_settings_are_read_from_the_environment_only_when_asked(

@@ -1,8 +1,8 @@
 """The README's Quickstart works on a fresh machine with only Python and pip.
 
-Its first command (install with the ``gateway`` extra, start the gateway) is run verbatim,
-read from README.md, in a new virtual environment, and the gateway it starts must answer a
-Responses request. ``STREAM_MW_PORT=0`` lets it pick a free port, which its banner names.
+Its first command (create and activate a virtual environment, install with the ``gateway``
+extra, start the gateway) is run verbatim, read from README.md, in a copy of this checkout,
+and the gateway it starts must answer a Responses request. ``STREAM_MW_PORT=0`` lets it pick a free port, which its banner names.
 The second command (install the test extra, run the suite) is not run from inside the suite;
 its presence is checked here and ``tests/test_readme.py`` checks that ``.ci/run`` runs it.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,9 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVE_COMMAND = 'pip install ".[gateway]" && stream-mw serve'
+SERVE_COMMAND = (
+    'python3 -m venv .venv && . .venv/bin/activate && pip install ".[gateway]" && stream-mw serve'
+)
 TEST_COMMAND = 'pip install -e ".[test]" && python -m pytest'
 
 
@@ -42,24 +45,31 @@ def test_the_quickstart_is_the_serve_command_then_the_test_command() -> None:
 @pytest.mark.timeout(900)
 def test_the_quickstart_serve_command_works_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     command = quickstart_commands()[0]
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # A copy, as a fresh clone would be: the command creates .venv where it runs.
+    clone = tmp_path / "clone"
+    shutil.copytree(
+        ROOT,
+        clone,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "node_modules", "__pycache__", "*.egg-info", ".mypy_cache"
+        ),
+    )
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV") and not k.startswith("STREAM_MW_")
     }
     env |= {
-        # What `source venv/bin/activate` does.
-        "VIRTUAL_ENV": str(venv),
-        "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        # `python3` is this interpreter (the system one may lack the venv module).
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         "STREAM_MW_PORT": "0",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PYTHONUNBUFFERED": "1",
     }
+    venv = clone / ".venv"
     shell = subprocess.Popen(
         ["bash", "-c", command],
-        cwd=ROOT,
+        cwd=clone,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
