@@ -278,6 +278,10 @@ GATEWAY_VARIABLES = frozenset(
         "HOST",
         "PORT",
         "CORS_ORIGINS",
+        "MAX_HEADER_BYTES",
+        "MAX_HEADERS",
+        "HEADER_TIMEOUT",
+        "MAX_CONNECTIONS",
     }
 )
 
