@@ -139,8 +139,12 @@ async def test_the_message_history_keeps_the_earlier_answer(
         "What did you say?", message_history=first.all_messages(), model_settings=settings
     )
     assert second.output.startswith(f"Earlier I said: {FIRST_ANSWER}")
-    roles = [m["role"] for m in server.chat_requests()[1]["messages"]]
-    assert roles == ["user", "assistant", "user"]
+    # Without encrypted reasoning it replays its thinking as a separate assistant message in
+    # <think> tags (its choice for models it does not know), so only the answer is checked.
+    messages = server.chat_requests()[1]["messages"]
+    said = [m["content"] for m in messages if m["role"] == "assistant"]
+    assert FIRST_ANSWER in said
+    assert [m["role"] for m in messages][-1] == "user"
 
 
 @pytest.mark.parametrize("stream", [False, True])
