@@ -268,3 +268,73 @@ def test_a_codex_exec_prints_the_answer_through_the_litellm_app(
     assert result.returncode == 0, result.stderr
     assert ANSWER in result.stdout
     assert "LiteLLM model openai/scripted-model" in gateway.banner
+
+
+# --- The rest of the client table's scenarios (in the gateway; the path is the same) ----------
+
+REASONING = "Thinking about the answer."
+
+
+def test_codex_shows_the_streamed_reasoning_with_the_default_settings(
+    codex: Path, tmp_path: Path
+) -> None:
+    turns = [{"text": ANSWER, "reasoning": REASONING}]
+    with stack("in-gateway", turns, tmp_path) as running_stack:
+        result = run_codex(
+            codex, running_stack.gateway_url, "Hi", workdir(tmp_path), tmp_path / "h"
+        )
+    assert result.returncode == 0, result.stderr
+    assert REASONING in result.stderr
+    assert ANSWER in result.stdout
+
+
+def test_codex_runs_parallel_calls_and_answers_after_both(codex: Path, tmp_path: Path) -> None:
+    calls = [
+        {
+            "name": "exec_command",
+            "arguments": {"cmd": f"echo {n} > {n}.txt"},
+            "call_id": f"call_{n}",
+        }
+        for n in ("a", "b")
+    ]
+    work = workdir(tmp_path)
+    with stack("in-gateway", [{"tool_calls": calls}, {"text": FINAL}], tmp_path) as running_stack:
+        result = run_codex(codex, running_stack.gateway_url, "Write both.", work, tmp_path / "h")
+        requests = running_stack.chat_requests()
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["a.txt", "b.txt"]
+    assert FINAL in result.stdout
+    outputs = [m["tool_call_id"] for m in requests[1]["messages"] if m["role"] == "tool"]
+    assert sorted(outputs) == ["call_a", "call_b"]
+
+
+@pytest.mark.parametrize(
+    ("turn", "reported"),
+    [
+        (
+            {"error": {"message": "Rate limit reached; try again in 2s.",
+                       "type": "requests", "code": "rate_limit_exceeded"}, "status": 429},
+            "429 Too Many Requests",
+        ),
+        (
+            {"text": "Partial answer", "error": "The model crashed mid-generation."},
+            "The model crashed mid-generation.",
+        ),
+        (
+            {"text": "This answer is cut", "finish_reason": "length"},
+            "Incomplete response returned, reason: max_output_tokens",
+        ),
+    ],
+    ids=["upstream-429", "error-mid-stream", "max-tokens"],
+)  # fmt: skip
+def test_codex_reports_an_answer_that_did_not_complete(
+    codex: Path, tmp_path: Path, turn: dict[str, Any], reported: str
+) -> None:
+    with stack("in-gateway", [turn], tmp_path) as running_stack:
+        result = run_codex(
+            codex, running_stack.gateway_url, "Hi", workdir(tmp_path), tmp_path / "h"
+        )
+        requests = running_stack.chat_requests()
+    assert result.returncode != 0
+    assert reported in result.stderr
+    assert len(requests) == 1  # no retry
