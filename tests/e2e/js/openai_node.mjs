@@ -39,6 +39,7 @@ async function events(params) {
     argumentsDone: seen
       .filter((e) => e.type === "response.function_call_arguments.done")
       .map((e) => e.arguments),
+    failure: seen.find((e) => e.type === "response.failed")?.response.error?.message ?? null,
     error,
   };
 }
