@@ -146,6 +146,8 @@ async def make_agent(scenarios: ClientServer) -> AsyncIterator[Any]:
 
         make.ran = ran  # type: ignore[attr-defined]
         yield make
+        # Every stream the client received in the test passes the checker.
+        scenarios.streams()
 
 
 RUN = RunConfig(tracing_disabled=True)

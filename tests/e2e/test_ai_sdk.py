@@ -32,13 +32,15 @@ def server() -> Iterator[ClientServer]:
 
 
 @pytest.fixture
-def ai_sdk(js_clients: JsClients, server: ClientServer) -> Any:
+def ai_sdk(js_clients: JsClients, server: ClientServer) -> Iterator[Any]:
     server.reset()
 
     def run(scenario: str, **options: Any) -> dict[str, Any]:
         return js_clients.run("ai_sdk.mjs", server.base_url, scenario, **options)
 
-    return run
+    yield run
+    # Every stream the client received in the test passes the checker.
+    server.streams()
 
 
 def test_generate_and_stream_text_both_return_the_answer(ai_sdk: Any, server: ClientServer) -> None:

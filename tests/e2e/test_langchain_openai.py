@@ -51,7 +51,7 @@ def server() -> Iterator[ClientServer]:
 
 
 @pytest.fixture
-def chat(server: ClientServer) -> Any:
+def chat(server: ClientServer) -> Iterator[Any]:
     server.reset()
 
     def make(model: str, **options: Any) -> ChatOpenAI:
@@ -65,7 +65,9 @@ def chat(server: ClientServer) -> Any:
             **options,
         )
 
-    return make
+    yield make
+    # Every stream the client received in the test passes the checker.
+    server.streams()
 
 
 def blocks(message: AIMessage, kind: str) -> str:

@@ -32,15 +32,15 @@ def server() -> Iterator[ClientServer]:
 
 
 @pytest.fixture
-def openai_node(js_clients: JsClients, server: ClientServer) -> Any:
+def openai_node(js_clients: JsClients, server: ClientServer) -> Iterator[Any]:
     server.reset()
 
     def run(scenario: str) -> dict[str, Any]:
-        result = js_clients.run("openai_node.mjs", server.base_url, scenario)
-        server.streams()  # every stream it read passes the checker
-        return result
+        return js_clients.run("openai_node.mjs", server.base_url, scenario)
 
-    return run
+    yield run
+    # Every stream the client received in the test passes the checker.
+    server.streams()
 
 
 def test_a_text_answer_arrives_streamed_and_not(openai_node: Any) -> None:

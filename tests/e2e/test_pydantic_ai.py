@@ -49,7 +49,7 @@ def server() -> Iterator[ClientServer]:
 
 
 @pytest.fixture
-def agent(server: ClientServer) -> Any:
+def agent(server: ClientServer) -> Iterator[Any]:
     server.reset()
 
     def make(model: str, *, encrypted: bool = False, **options: Any) -> Agent[None, Any]:
@@ -60,7 +60,9 @@ def agent(server: ClientServer) -> Any:
         built: Agent[None, Any] = Agent(responses, **options)
         return built
 
-    return make
+    yield make
+    # Every stream the client received in the test passes the checker.
+    server.streams()
 
 
 def add_weather_tool(agent: Agent[None, Any], ran: list[str]) -> None:
