@@ -338,3 +338,22 @@ def test_codex_reports_an_answer_that_did_not_complete(
     assert result.returncode != 0
     assert reported in result.stderr
     assert len(requests) == 1  # no retry
+
+
+def test_codex_replays_its_reasoning_statelessly_and_the_model_gets_it_back(
+    codex: Path, tmp_path: Path
+) -> None:
+    # Codex runs stateless (store: false, never previous_response_id) and replays the
+    # reasoning item it was given; with reasoning_passback the model sees it on the next turn.
+    turns = [{"reasoning": REASONING, **TOOL_TURNS[0]}, TOOL_TURNS[1]]
+    script = str(write_script(tmp_path / "turns.json", turns))
+    work = workdir(tmp_path)
+    passback = {"STREAM_MW_REASONING_PASSBACK": "true"}
+    with running("serve", "--script", script, tmp_path=tmp_path, env=passback) as gateway:
+        result = run_codex(codex, gateway.url, "Write the marker file.", work, tmp_path / "h")
+        recorded = httpx.get(gateway.url + "/_scripted/requests", timeout=10).json()
+    assert result.returncode == 0, result.stderr
+    assert (work / "marker.txt").exists()
+    second = [r["body"] for r in recorded if r["path"].endswith("/chat/completions")][1]
+    [replayed] = [m for m in second["messages"] if m.get("tool_calls")]
+    assert replayed["reasoning_content"] == REASONING
