@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +111,8 @@ def _cut_call(request: Mapping[str, Any]) -> Turn:
     return Turn.tool_call("get_weather", {"city": "Paris"}, fragments=4, drop_after=4)
 
 
-SCENARIOS: dict[str, Any] = {
+#: The model's reply to each scenario, by the request's ``model``.
+SCENARIOS: dict[str, Callable[[Mapping[str, Any]], Turn]] = {
     "text": lambda request: Turn.text(ANSWER),
     "reasoning": lambda request: Turn.text(ANSWER, reasoning=REASONING),
     "tool-loop": _tool_loop,
@@ -133,8 +134,7 @@ SCENARIOS: dict[str, Any] = {
 
 
 def _script(request: Mapping[str, Any]) -> Turn:
-    turn: Turn = SCENARIOS[request["model"]](request)
-    return turn
+    return SCENARIOS[request["model"]](request)
 
 
 class _Recorder:

@@ -46,12 +46,16 @@ print(shown)
 
 def openai_python(server: ClientServer) -> str:
     from openai import OpenAI
+    from openai.types.responses import (
+        ResponseReasoningSummaryTextDeltaEvent,
+        ResponseReasoningTextDeltaEvent,
+    )
 
     client = OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
     # The SDK hands the application every event, typed; either kind can be shown.
-    kinds = ("response.reasoning_summary_text.delta", "response.reasoning_text.delta")
+    kinds = (ResponseReasoningSummaryTextDeltaEvent, ResponseReasoningTextDeltaEvent)
     with client.responses.stream(model="reasoning", input="Hi") as stream:
-        return "".join(e.delta for e in stream if e.type in kinds)  # type: ignore[union-attr]
+        return "".join(e.delta for e in stream if isinstance(e, kinds))
 
 
 def openai_agents(server: ClientServer) -> str:
