@@ -72,9 +72,11 @@ class Settings:
     #: Send ``data: [DONE]`` after the terminal event (Open Responses requires it; harmless
     #: to the openai SDK, the Agents SDK and Codex).
     done_marker: bool = True
-    #: How upstream reasoning is streamed: ``"text"`` (``response.reasoning_text.*``) or
-    #: ``"summary"`` (``response.reasoning_summary_text.*``, which Codex displays).
-    reasoning_events: Literal["text", "summary"] = "text"
+    #: How upstream reasoning is streamed: ``"summary"`` (``response.reasoning_summary_text.*``)
+    #: or ``"text"`` (``response.reasoning_text.*``). Summary is the default because it is what
+    #: clients display: all ten tested show it, while only three show raw reasoning text
+    #: (README, "Reasoning events").
+    reasoning_events: Literal["text", "summary"] = "summary"
     #: Treat ``<think>...</think>`` inside ``content`` as reasoning (DeepSeek-R1 style models
     #: served without a reasoning parser).
     think_tags: bool = False

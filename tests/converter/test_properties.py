@@ -324,7 +324,7 @@ def test_generated_upstream_streams_convert_to_valid_streams_that_lose_nothing(
         assert upstream.failure_contains in checked.response["error"]["message"]
     assert checked.output_text == upstream.text
     assert "".join(i.refusal for i in checked.items) == upstream.refusal
-    assert "".join(i.reasoning_text for i in checked.items) == upstream.reasoning
+    assert "".join(i.summary_text for i in checked.items) == upstream.reasoning
     calls = {
         item.added["call_id"]: (item.added["name"], item.arguments)
         for item in checked.items
@@ -391,5 +391,5 @@ def test_think_tags_split_anywhere_still_separate_reasoning_from_text(
     assert run(draw_pieces(data, body), think) == whole
     checked = check_stream(whole, done_marker=True)
     assert checked.status == "completed"
-    assert "".join(i.reasoning_text for i in checked.items) == thought
+    assert "".join(i.summary_text for i in checked.items) == thought
     assert checked.output_text == before + after + tail

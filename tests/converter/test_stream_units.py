@@ -350,13 +350,13 @@ def test_reasoning_fields_become_a_reasoning_item_before_the_message(field: str)
     )
     reasoning, message = checked.items
     assert reasoning.type == "reasoning"
-    assert reasoning.reasoning_text == "Let me think."
+    assert reasoning.summary_text == "Let me think."
     assert reasoning.id.startswith("rs_")
     assert message.text == "42"
     assert message.output_index == 1
     done = checked.response["output"][0]
-    assert done["summary"] == []
-    assert done["content"] == [{"type": "reasoning_text", "text": "Let me think."}]
+    assert done["summary"] == [{"type": "summary_text", "text": "Let me think."}]
+    assert "content" not in done
     # Without include, no token; and never null (Open Responses: a string or no key).
     assert "encrypted_content" not in done
     # The reasoning item is done before the message is announced.
@@ -372,27 +372,37 @@ def test_reasoning_duplicated_in_reasoning_details_is_counted_once() -> None:
         "reasoning_details": [{"type": "reasoning.text", "text": "abc"}],
     }
     checked = run(body_of(chunk(delta), chunk({"content": "x"}, "stop")))
-    assert checked.items[0].reasoning_text == "abc"
+    assert checked.items[0].summary_text == "abc"
 
 
 def test_reasoning_details_and_thinking_blocks_are_used_when_alone() -> None:
     details = {"reasoning_details": [{"type": "reasoning.text", "text": "one "}]}
     blocks = {"thinking_blocks": [{"type": "thinking", "thinking": "two", "signature": "s"}]}
     checked = run(body_of(chunk(details), chunk(blocks), chunk({"content": "x"}, "stop")))
-    assert checked.items[0].reasoning_text == "one two"
+    assert checked.items[0].summary_text == "one two"
 
 
-def test_reasoning_summary_setting_streams_summary_events() -> None:
-    checked = run(
-        body_of(chunk({"reasoning_content": "hmm"}), chunk({"content": "ok"}, "stop")),
-        settings=Settings(reasoning_events="summary"),
-    )
+def test_reasoning_summary_is_the_default_and_streams_summary_events() -> None:
+    checked = run(body_of(chunk({"reasoning_content": "hmm"}), chunk({"content": "ok"}, "stop")))
     assert "response.reasoning_summary_part.added" in checked.types
     assert "response.reasoning_summary_text.delta" in checked.types
     assert "response.reasoning_text.delta" not in checked.types
     assert checked.items[0].summary_text == "hmm"
     assert checked.response["output"][0]["summary"] == [{"type": "summary_text", "text": "hmm"}]
     assert "content" not in checked.response["output"][0]
+
+
+def test_reasoning_text_setting_streams_raw_reasoning_text_events() -> None:
+    checked = run(
+        body_of(chunk({"reasoning_content": "hmm"}), chunk({"content": "ok"}, "stop")),
+        settings=Settings(reasoning_events="text"),
+    )
+    assert "response.reasoning_text.delta" in checked.types
+    assert "response.reasoning_summary_text.delta" not in checked.types
+    assert checked.items[0].reasoning_text == "hmm"
+    done = checked.response["output"][0]
+    assert done["summary"] == []
+    assert done["content"] == [{"type": "reasoning_text", "text": "hmm"}]
 
 
 def test_magistral_content_array_splits_thinking_from_text() -> None:
@@ -405,7 +415,7 @@ def test_magistral_content_array_splits_thinking_from_text() -> None:
             chunk({"content": content}), chunk({"content": [{"type": "text", "text": "!"}]}, "stop")
         )
     )
-    assert checked.items[0].reasoning_text == "Plan."
+    assert checked.items[0].summary_text == "Plan."
     assert checked.items[1].text == "Answer.!"
 
 
@@ -419,7 +429,7 @@ def test_reasoning_content_and_a_call_in_one_chunk_keep_both_in_order() -> None:
     }
     checked = run(body_of(chunk(delta, "tool_calls")))
     assert [i.type for i in checked.items] == ["reasoning", "message", "function_call"]
-    assert checked.items[0].reasoning_text == "need weather"
+    assert checked.items[0].summary_text == "need weather"
     assert checked.items[1].text == "Checking."
     assert checked.items[2].arguments == "{}"
 
@@ -449,7 +459,7 @@ def test_think_tags_split_across_chunks_when_enabled(
 ) -> None:
     chunks = [chunk({"content": p}) for p in pieces]
     checked = run(body_of(*chunks, chunk({}, "stop")), settings=Settings(think_tags=True))
-    got_reasoning = "".join(i.reasoning_text for i in checked.items if i.type == "reasoning")
+    got_reasoning = "".join(i.summary_text for i in checked.items if i.type == "reasoning")
     assert got_reasoning == reasoning
     assert checked.output_text == text
 
@@ -1414,7 +1424,7 @@ def test_reasoning_deltas_between_fast_path_chunks_are_read_in_full(
     )
     checked = run(reads)
     # Text after reasoning closes the reasoning item; later reasoning opens a new one.
-    reasoning_texts = [i.reasoning_text for i in checked.items if i.type == "reasoning"]
+    reasoning_texts = [i.summary_text for i in checked.items if i.type == "reasoning"]
     if text:
         assert reasoning_texts == ["<xxxxx" + reasoning, "xxxxx"]
     else:

@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
-__all__ = ["RunningServer", "serve", "uvicorn_server"]
+__all__ = ["RunningServer", "js_clients", "serve", "uvicorn_server"]
 
 T = TypeVar("T")
 
@@ -85,3 +85,12 @@ def serve(app: ASGIApp, *, lifespan: str = "auto", **config: Any) -> Iterator[Ru
 def uvicorn_server() -> Callable[..., Any]:
     """``with uvicorn_server(app) as server: ... server.url``"""
     return serve
+
+
+@pytest.fixture(scope="session")
+def js_clients() -> Any:
+    """The pinned npm clients and a Node 22 (``tests.e2e.clients.JsClients``), installed once."""
+    # Imported here: tests.e2e.clients imports this module for ``serve``.
+    from tests.e2e.clients import install_js_clients
+
+    return install_js_clients()

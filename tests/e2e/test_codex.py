@@ -268,3 +268,92 @@ def test_a_codex_exec_prints_the_answer_through_the_litellm_app(
     assert result.returncode == 0, result.stderr
     assert ANSWER in result.stdout
     assert "LiteLLM model openai/scripted-model" in gateway.banner
+
+
+# --- The rest of the client table's scenarios (in the gateway; the path is the same) ----------
+
+REASONING = "Thinking about the answer."
+
+
+def test_codex_shows_the_streamed_reasoning_with_the_default_settings(
+    codex: Path, tmp_path: Path
+) -> None:
+    turns = [{"text": ANSWER, "reasoning": REASONING}]
+    with stack("in-gateway", turns, tmp_path) as running_stack:
+        result = run_codex(
+            codex, running_stack.gateway_url, "Hi", workdir(tmp_path), tmp_path / "h"
+        )
+    assert result.returncode == 0, result.stderr
+    assert REASONING in result.stderr
+    assert ANSWER in result.stdout
+
+
+def test_codex_runs_parallel_calls_and_answers_after_both(codex: Path, tmp_path: Path) -> None:
+    calls = [
+        {
+            "name": "exec_command",
+            "arguments": {"cmd": f"echo {n} > {n}.txt"},
+            "call_id": f"call_{n}",
+        }
+        for n in ("a", "b")
+    ]
+    work = workdir(tmp_path)
+    with stack("in-gateway", [{"tool_calls": calls}, {"text": FINAL}], tmp_path) as running_stack:
+        result = run_codex(codex, running_stack.gateway_url, "Write both.", work, tmp_path / "h")
+        requests = running_stack.chat_requests()
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["a.txt", "b.txt"]
+    assert FINAL in result.stdout
+    outputs = [m["tool_call_id"] for m in requests[1]["messages"] if m["role"] == "tool"]
+    assert sorted(outputs) == ["call_a", "call_b"]
+
+
+@pytest.mark.parametrize(
+    ("turn", "reported"),
+    [
+        (
+            {"error": {"message": "Rate limit reached; try again in 2s.",
+                       "type": "requests", "code": "rate_limit_exceeded"}, "status": 429},
+            "429 Too Many Requests",
+        ),
+        (
+            {"text": "Partial answer", "error": "The model crashed mid-generation."},
+            "The model crashed mid-generation.",
+        ),
+        (
+            {"text": "This answer is cut", "finish_reason": "length"},
+            "Incomplete response returned, reason: max_output_tokens",
+        ),
+    ],
+    ids=["upstream-429", "error-mid-stream", "max-tokens"],
+)  # fmt: skip
+def test_codex_reports_an_answer_that_did_not_complete(
+    codex: Path, tmp_path: Path, turn: dict[str, Any], reported: str
+) -> None:
+    with stack("in-gateway", [turn], tmp_path) as running_stack:
+        result = run_codex(
+            codex, running_stack.gateway_url, "Hi", workdir(tmp_path), tmp_path / "h"
+        )
+        requests = running_stack.chat_requests()
+    assert result.returncode != 0
+    assert reported in result.stderr
+    assert len(requests) == 1  # no retry
+
+
+def test_codex_replays_its_reasoning_statelessly_and_the_model_gets_it_back(
+    codex: Path, tmp_path: Path
+) -> None:
+    # Codex runs stateless (store: false, never previous_response_id) and replays the
+    # reasoning item it was given; with reasoning_passback the model sees it on the next turn.
+    turns = [{"reasoning": REASONING, **TOOL_TURNS[0]}, TOOL_TURNS[1]]
+    script = str(write_script(tmp_path / "turns.json", turns))
+    work = workdir(tmp_path)
+    passback = {"STREAM_MW_REASONING_PASSBACK": "true"}
+    with running("serve", "--script", script, tmp_path=tmp_path, env=passback) as gateway:
+        result = run_codex(codex, gateway.url, "Write the marker file.", work, tmp_path / "h")
+        recorded = httpx.get(gateway.url + "/_scripted/requests", timeout=10).json()
+    assert result.returncode == 0, result.stderr
+    assert (work / "marker.txt").exists()
+    second = [r["body"] for r in recorded if r["path"].endswith("/chat/completions")][1]
+    [replayed] = [m for m in second["messages"] if m.get("tool_calls")]
+    assert replayed["reasoning_content"] == REASONING

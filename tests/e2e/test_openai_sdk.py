@@ -6,6 +6,8 @@ server on 127.0.0.1. The upstream is ``tests.e2e.apps.ScriptedChat``.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -16,12 +18,23 @@ import openai
 import pytest
 from asgi_lifespan import LifespanManager
 from openai import AsyncOpenAI
+from pydantic import BaseModel
 from starlette.config import Config
 from starlette.middleware import Middleware
 
 from stream_mw import ResponsesMiddleware, Settings
 from tests.checker import check_response, check_stream
 from tests.e2e.apps import ScriptedChat, fastapi_upstream, starlette_upstream
+from tests.e2e.clients import (
+    ANSWER,
+    CUT_ANSWER,
+    FIRST_ANSWER,
+    REASONING,
+    STRUCTURED,
+    ClientServer,
+    client_server,
+    weather,
+)
 from tests.e2e.conftest import RunningServer, serve
 
 pytestmark = pytest.mark.anyio
@@ -40,6 +53,11 @@ TOOLS: list[Any] = [
         "strict": True,
     }
 ]
+
+
+class City(BaseModel):
+    city: str
+    temperature: int
 
 
 def sdk(http: httpx.AsyncClient, base_url: str) -> AsyncOpenAI:
@@ -546,3 +564,190 @@ async def test_a_response_too_large_to_store_still_streams_and_later_says_why_it
                 model="text", input="more", previous_response_id=response_id
             )
     assert continued.value.code == "response_not_stored"
+
+
+# --- Every scenario of the client table, over uvicorn, with default settings -------------------
+
+
+@pytest.fixture(scope="module")
+def scenarios() -> Iterator[ClientServer]:
+    with client_server() as running:
+        yield running
+
+
+@pytest.fixture
+async def openai_client(scenarios: ClientServer) -> AsyncIterator[AsyncOpenAI]:
+    scenarios.reset()
+    async with httpx.AsyncClient(verify=False) as http, sdk(http, scenarios.base_url) as client:
+        yield client
+    # Every stream the client received in the test passes the checker.
+    scenarios.streams()
+
+
+async def test_a_text_answer_arrives_streamed_and_not(
+    openai_client: AsyncOpenAI, scenarios: ClientServer
+) -> None:
+    plain = await openai_client.responses.create(model="text", input="Hi")
+    async with openai_client.responses.stream(model="text", input="Hi") as stream:
+        streamed = await stream.get_final_response()
+    assert plain.output_text == streamed.output_text == ANSWER
+    [checked] = scenarios.streams()
+    assert checked.output_text == ANSWER
+
+
+async def test_a_tool_loop_runs_the_call_and_answers_from_its_output(
+    openai_client: AsyncOpenAI, scenarios: ClientServer
+) -> None:
+    first = await openai_client.responses.create(model="tool-loop", input="Weather?", tools=TOOLS)
+    [call] = first.output
+    assert call.type == "function_call"
+    assert json.loads(call.arguments) == {"city": "Paris"}
+    output = {"type": "function_call_output", "call_id": call.call_id,
+              "output": weather("Paris")}  # fmt: skip
+    async with openai_client.responses.stream(
+        model="tool-loop", input=[output], previous_response_id=first.id, tools=TOOLS
+    ) as stream:
+        final = await stream.get_final_response()
+    assert final.output_text == f"The weather tool says: {weather('Paris')}"
+
+
+async def test_parallel_calls_arrive_as_two_finished_function_calls(
+    openai_client: AsyncOpenAI, scenarios: ClientServer
+) -> None:
+    async with openai_client.responses.stream(
+        model="parallel", input="Weather in Paris and Tokyo?", tools=TOOLS
+    ) as stream:
+        done = [
+            e.arguments async for e in stream if e.type == "response.function_call_arguments.done"
+        ]
+        final = await stream.get_final_response()
+    assert done == ['{"city": "Paris"}', '{"city": "Tokyo"}']
+    assert [item.call_id for item in final.output] == ["call_paris", "call_tokyo"]
+
+
+async def test_streamed_reasoning_reaches_the_client_with_the_default_settings(
+    openai_client: AsyncOpenAI, scenarios: ClientServer
+) -> None:
+    async with openai_client.responses.stream(model="reasoning", input="Hi") as stream:
+        shown = "".join(
+            [e.delta async for e in stream if e.type == "response.reasoning_summary_text.delta"]
+        )
+        final = await stream.get_final_response()
+    assert shown == REASONING
+    assert final.output_text == ANSWER
+
+
+async def test_structured_output_is_parsed_into_the_callers_model(
+    openai_client: AsyncOpenAI, scenarios: ClientServer
+) -> None:
+    parsed = await openai_client.responses.parse(model="structured", input="City?",
+                                                 text_format=City)  # fmt: skip
+    assert parsed.output_parsed == City(**STRUCTURED)
+    request = scenarios.chat_requests()[0]
+    assert request["response_format"]["json_schema"]["schema"]["required"] == ["city",
+                                                                              "temperature"]  # fmt: skip
+
+
+async def test_previous_response_id_brings_back_the_earlier_answer(
+    openai_client: AsyncOpenAI, scenarios: ClientServer
+) -> None:
+    first = await openai_client.responses.create(model="memory", input="Pick a number.")
+    second = await openai_client.responses.create(
+        model="memory", input="What did you say?", previous_response_id=first.id
+    )
+    assert second.output_text.startswith(f"Earlier I said: {FIRST_ANSWER}")
+    roles = [m["role"] for m in scenarios.chat_requests()[1]["messages"]]
+    assert roles == ["user", "assistant", "user"]
+
+
+async def test_an_item_reference_to_the_earlier_answer_is_resolved_from_the_store(
+    openai_client: AsyncOpenAI, scenarios: ClientServer
+) -> None:
+    first = await openai_client.responses.create(model="memory", input="Pick a number.")
+    [message] = [item for item in first.output if item.type == "message"]
+    second = await openai_client.responses.create(
+        model="memory",
+        input=[
+            {"role": "user", "content": "Pick a number."},
+            {"type": "item_reference", "id": message.id},
+            {"role": "user", "content": "What did you say?"},
+        ],
+    )
+    assert second.output_text.startswith(f"Earlier I said: {FIRST_ANSWER}")
+
+
+async def test_a_stateless_replay_keeps_the_encrypted_reasoning(
+    openai_client: AsyncOpenAI, scenarios: ClientServer
+) -> None:
+    first = await openai_client.responses.create(
+        model="memory",
+        input="Pick a number.",
+        store=False,
+        include=["reasoning.encrypted_content"],
+    )
+    reasoning, _ = first.output
+    assert reasoning.type == "reasoning"
+    assert isinstance(reasoning.encrypted_content, str)
+    assert REASONING not in reasoning.encrypted_content
+    replay: list[Any] = [{"role": "user", "content": "Pick a number."}]
+    replay += [item.model_dump(exclude_none=True) for item in first.output]
+    replay.append({"role": "user", "content": "What did you say?"})
+    second = await openai_client.responses.create(
+        model="memory", input=replay, store=False, include=["reasoning.encrypted_content"]
+    )
+    assert second.output_text.startswith(f"Earlier I said: {FIRST_ANSWER}")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_an_upstream_429_is_a_rate_limit_error(
+    openai_client: AsyncOpenAI, stream: bool
+) -> None:
+    with pytest.raises(openai.RateLimitError, match="Rate limit reached"):
+        await openai_client.responses.create(model="rate-limited", input="Hi", stream=stream)
+
+
+async def test_an_error_mid_stream_ends_in_a_failed_response_with_the_upstreams_message(
+    openai_client: AsyncOpenAI, scenarios: ClientServer
+) -> None:
+    stream = await openai_client.responses.create(model="in-band-error", input="Hi", stream=True)
+    events = [event async for event in stream]
+    assert "response.output_text.delta" in [event.type for event in events]
+    failed = events[-1]
+    assert failed.type == "response.failed"
+    assert failed.response.error is not None
+    assert "crashed mid-generation" in failed.response.error.message
+    [checked] = scenarios.streams()
+    assert checked.status == "failed"
+
+
+async def test_a_call_cut_mid_arguments_is_never_reported_finished(
+    openai_client: AsyncOpenAI, scenarios: ClientServer
+) -> None:
+    stream = await openai_client.responses.create(
+        model="cut-call", input="Weather?", tools=TOOLS, stream=True
+    )
+    seen: list[Any] = []
+    with contextlib.suppress(openai.APIError):
+        async for event in stream:
+            seen.append(event)
+    types = [event.type for event in seen]
+    assert "response.function_call_arguments.delta" in types
+    assert "response.function_call_arguments.done" not in types
+    assert not [e for e in seen if e.type == "response.output_item.done"]
+    [checked] = scenarios.streams()
+    assert checked.status == "failed"
+    [call] = checked.response["output"]
+    assert call["status"] == "incomplete"
+
+
+async def test_max_tokens_ends_the_answer_as_incomplete(
+    openai_client: AsyncOpenAI, scenarios: ClientServer
+) -> None:
+    response = await openai_client.responses.create(
+        model="max-tokens", input="Hi", max_output_tokens=16
+    )
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.output_text == CUT_ANSWER
+    assert scenarios.chat_requests()[0]["max_tokens"] == 16
