@@ -64,7 +64,7 @@ from ._items import new_id, translate_completion
 from ._observe import REQUEST_LOG_MESSAGE, ResponseRecord, logger, notify_observer
 from ._requests import _translate, parse_request_body
 from ._settings import Settings
-from ._store import StoreGateway, has_item_references, normalize_input, tenant_key
+from ._store_gateway import StoreGateway, has_item_references, normalize_input, tenant_key
 from ._stream import StreamConverter
 
 if TYPE_CHECKING:
@@ -180,6 +180,7 @@ class SettingsOverrides(TypedDict, total=False):
     store_max_responses: int
     store_max_bytes: int
     store_max_response_bytes: int
+    store_max_conversation_items: int
     tenant: Callable[[Scope], str] | None
     on_response: Callable[[ResponseRecord], Awaitable[None] | None] | None
 

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from stream_mw import Settings  # noqa: E402
-from stream_mw._store import StoredResponse, StoreGateway, normalize_input  # noqa: E402
+from stream_mw._store import StoredResponse  # noqa: E402
+from stream_mw._store_gateway import StoreGateway, normalize_input  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 from tests.store.helpers import make_response  # noqa: E402
 
