@@ -50,6 +50,7 @@ from anyio.abc import TaskGroup
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
+from ._conversations import ConversationsAPI
 from ._errors import (
     MethodNotAllowedError,
     RequestError,
@@ -216,6 +217,7 @@ class ResponsesMiddleware:
         self.app = app
         self.settings = settings
         self.gateway = StoreGateway(settings)
+        self.conversations = ConversationsAPI(self.gateway)
         self._responses_path = settings.responses_path
         self._chat_path = settings.chat_completions_path
         self._keepalive = settings.keepalive_interval
@@ -240,6 +242,9 @@ class ResponsesMiddleware:
                     return
             if self._store_on and self.gateway.matches(scope):
                 await self.gateway.handle(scope, receive, send)
+                return
+            if self._store_on and self.conversations.matches(scope):
+                await self.conversations.handle(scope, receive, send)
                 return
         elif kind == "lifespan" and self._store_on:
             await self.app(scope, receive, self._closing_store(send))
@@ -462,11 +467,16 @@ class _Responder:
         request = parse_request_body(b"".join(chunks), self.settings)
         self.request = request
         self.stream = request.get("stream") is True
-        self.storing = self.mw._store_on and request.get("store") is not False
+        # A conversation takes the turn even with store: false (as OpenAI does).
+        self.storing = self.mw._store_on and (
+            request.get("store") is not False or request.get("conversation") is not None
+        )
         # Sealed reasoning is bound to the tenant both ways: issued for it, accepted from it.
         self.tenant = tenant_key(self.scope, self.settings)
-        if request.get("previous_response_id") is None and not has_item_references(
-            request.get("input")
+        if (
+            request.get("previous_response_id") is None
+            and request.get("conversation") is None
+            and not has_item_references(request.get("input"))
         ):
             # parse_request_body validated exactly this body: do not validate it twice.
             return _translate(request, self.settings, validated=True, tenant=self.tenant)
@@ -1022,7 +1032,7 @@ class _Responder:
             # Without previous_response_id the input items are only needed here, at the end,
             # so they are not built on the way to the first byte.
             items = normalize_input(self.request.get("input"))
-        await self.gateway.save(self.scope, items, response)
+        await self.gateway.save(self.scope, items, response, self.request)
 
     async def _report_response(self, response: dict[str, Any]) -> None:
         if not self.disconnected:

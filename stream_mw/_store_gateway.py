@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -39,7 +39,7 @@ from ._errors import (
 from ._items import new_id
 from ._observe import logger
 from ._settings import Settings
-from ._store import NotStored, Store, StoredResponse, open_store
+from ._store import ConversationFullError, NotStored, Store, StoredResponse, open_store
 from ._store._protocol import fresh_item_id
 
 if TYPE_CHECKING:
@@ -48,8 +48,12 @@ if TYPE_CHECKING:
 __all__ = [
     "STORE_TIMEOUT",
     "StoreGateway",
+    "conversation_id",
+    "conversation_not_found",
     "has_item_references",
+    "list_page",
     "normalize_input",
+    "send_json",
     "tenant_key",
     "unique_ids",
 ]
@@ -225,6 +229,8 @@ class StoreGateway:
         self._timeout = timeout
         self._base = settings.responses_path + "/"
         self._store: Store | None = None
+        #: The settings it was made with (the Conversations API reads its limits there).
+        self.settings = settings
         #: Whether a store is configured (``store_url`` is not ``None``).
         self.enabled: bool = settings.store_url is not None
 
@@ -289,47 +295,47 @@ class StoreGateway:
             status = 200
         except RequestError as exc:
             status, body = exc.status_code, exc.body()
-        payload = orjson.dumps(body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode("ascii")),
-                    *headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        await send_json(send, status, body, headers)
 
     async def expand(
         self, scope: Scope, body: dict[str, Any]
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Resolve ``previous_response_id`` before translation.
+        """Resolve ``previous_response_id`` or ``conversation`` before translation.
 
-        Returns ``(body, input_items)``. Without ``previous_response_id`` the body is returned
-        unchanged. With it, the returned body is a copy whose ``input`` is the stored input,
-        then the stored output, then the new input, and whose ``previous_response_id`` is
-        removed (the caller echoes it from the original body). ``input_items`` is always the
-        full normalised input to pass to ``save`` later. ``instructions`` are not carried over,
-        as with OpenAI.
+        Returns ``(body, input_items)``. Without either the body is returned unchanged. With
+        ``previous_response_id``, the returned body is a copy whose ``input`` is the stored
+        input, then the stored output, then the new input; with ``conversation``, the
+        conversation's items, then the new input. Either key is removed from the copy (the
+        caller echoes it from the original body). ``input_items`` is always the full
+        normalised input to pass to ``save`` later. ``instructions`` are not carried over, as
+        with OpenAI.
 
         Every ``item_reference`` in ``input`` is replaced by the stored item it names (an input
         or output item of any of the tenant's stored responses), in both the returned body and
         ``input_items``.
 
         Raises:
-            InvalidRequestError: 400, no store is configured, the id is not a string, or an
-                ``item_reference`` names no item of this tenant's (``param`` is ``input[i]``).
+            InvalidRequestError: 400, no store is configured, an id is not a string, both
+                ``previous_response_id`` and ``conversation`` are given, the conversation is
+                full, or an ``item_reference`` names no item of this tenant's (``param`` is
+                ``input[i]``).
             NotFoundError: 404, the id is unknown, expired or another tenant's.
             StoreUnavailableError: 503, the store failed or did not answer in time.
         """
+        previous = body.get("previous_response_id")
+        conversation = body.get("conversation")
+        if previous is not None and conversation is not None:
+            raise InvalidRequestError(
+                "'previous_response_id' and 'conversation' cannot be used together: a "
+                "conversation already holds the earlier turns. Send one of them.",
+                param="conversation",
+            )
         new_items = normalize_input(body.get("input"))
         if has_item_references(body.get("input")):
             new_items = await self._resolve_references(scope, new_items)
             body = {**body, "input": new_items}
-        previous = body.get("previous_response_id")
+        if conversation is not None:
+            return await self._expand_conversation(scope, body, conversation, new_items)
         if previous is None:
             return body, new_items
         if not isinstance(previous, str) or not previous:
@@ -351,6 +357,47 @@ class StoreGateway:
         expanded["input"] = items
         return expanded, items
 
+    async def _expand_conversation(
+        self,
+        scope: Scope,
+        body: dict[str, Any],
+        conversation: object,
+        new_items: list[dict[str, Any]],
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        conv_id = conversation_id(conversation)
+        if not self.enabled:
+            raise InvalidRequestError(
+                "'conversation' needs a store to keep the conversation in, and this server has "
+                "none (store_url is None). Send the whole conversation in 'input' instead.",
+                param="conversation",
+            )
+        tenant = tenant_key(scope, self._settings)
+        history = await self.conversation_items(tenant, conv_id, param="conversation")
+        limit = self._settings.store_max_conversation_items
+        if len(history) + len(new_items) > limit:
+            # Refused before generating: the turn could not be added to the conversation.
+            raise ConversationFullError(conv_id, limit)
+        items = [*history, *new_items]
+        expanded = {k: v for k, v in body.items() if k != "conversation"}
+        expanded["input"] = items
+        return expanded, items
+
+    async def conversation_items(
+        self, tenant: str, conv_id: str, *, param: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every item of the tenant's conversation, oldest first.
+
+        Raises:
+            NotFoundError: 404, the conversation is unknown, expired or another tenant's.
+            StoreUnavailableError: 503, the store failed or did not answer in time.
+        """
+        items = None
+        if _RESPONSE_ID.fullmatch(conv_id):
+            items = await self.guard(lambda store: store.conversation_items(tenant, conv_id))
+        if items is None:
+            raise conversation_not_found(conv_id, param=param)
+        return items
+
     async def _resolve_references(
         self, scope: Scope, items: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
@@ -369,7 +416,7 @@ class StoreGateway:
             )
         tenant = tenant_key(scope, self._settings)
         ids = [item["id"] for _, item in references]
-        found = await self._guard(lambda store: store.get_items(tenant, ids))
+        found = await self.guard(lambda store: store.get_items(tenant, ids))
         resolved = list(items)
         for index, item in references:
             target = found.get(item["id"])
@@ -384,30 +431,75 @@ class StoreGateway:
         return resolved
 
     async def save(
-        self, scope: Scope, input_items: list[dict[str, Any]], response: dict[str, Any]
+        self,
+        scope: Scope,
+        input_items: list[dict[str, Any]],
+        response: dict[str, Any],
+        request: dict[str, Any] | None = None,
     ) -> None:
-        """Store a finished response unless ``response["store"]`` is false or storage is off.
+        """Store a finished response unless ``response["store"]`` is false or storage is off,
+        and add its turn to its conversation, if it has one.
+
+        A response with ``conversation`` adds its new input (the tail of ``input_items``
+        that ``request["input"]`` contributed) and its output items to the conversation once
+        it is ``completed`` or ``incomplete``, whatever ``store`` says, as OpenAI does; a
+        failed one adds nothing, so the client can send the turn again.
 
         Never raises: a failing, slow or full store is logged as a warning and generation goes
         on. The write is shielded from cancellation (bounded by the timeout), so a response
         the client received is stored even if the surrounding task is being cancelled.
         """
-        if not self.enabled or response.get("store") is False:
+        if not self.enabled:
             return
-        response_id = response.get("id")
-        try:
-            stored = StoredResponse(
-                response=response, input_items=unique_ids(normalize_input(input_items))
+        if response.get("store") is not False:
+            await self._write(
+                "response %s was not stored: %s",
+                response.get("id"),
+                lambda store, tenant: store.put(
+                    tenant,
+                    StoredResponse(
+                        response=response, input_items=unique_ids(normalize_input(input_items))
+                    ),
+                ),
+                scope,
             )
+        conversation = response.get("conversation")
+        if (
+            request is not None
+            and isinstance(conversation, dict)
+            and response.get("status") in ("completed", "incomplete")
+        ):
+            conv_id = conversation.get("id")
+            count = _input_count(request.get("input"))
+            output = response.get("output")
+            turn = [
+                *(input_items[len(input_items) - count :] if count else ()),
+                *(output if isinstance(output, list) else ()),
+            ]
+            await self._write(
+                "response %s was not added to its conversation: %s",
+                response.get("id"),
+                lambda store, tenant: store.add_conversation_items(tenant, str(conv_id), turn),
+                scope,
+            )
+
+    async def _write(
+        self,
+        failure: str,
+        response_id: object,
+        call: Callable[[Store, str], Awaitable[object]],
+        scope: Scope,
+    ) -> None:
+        try:
             tenant = tenant_key(scope, self._settings)
             # Shielded: the caller may sit in a scope that is cancelled as soon as the last
             # byte went out (Starlette's StreamingResponse cancels its sender when the server
             # reports the finished request's disconnect). The timeout still bounds the write.
             with anyio.CancelScope(shield=True), anyio.fail_after(self._timeout):
-                await self.store.put(tenant, stored)
+                await call(self.store, tenant)
         except Exception as exc:
             logger.warning(
-                "response %s was not stored: %s",
+                failure,
                 response_id,
                 _describe(exc, self._timeout),
                 exc_info=logger.isEnabledFor(logging.DEBUG),
@@ -441,7 +533,7 @@ class StoreGateway:
     ) -> StoredResponse:
         if not _RESPONSE_ID.fullmatch(response_id):
             raise _not_found(response_id, param=param)
-        stored = await self._guard(lambda store: store.get(tenant, response_id))
+        stored = await self.guard(lambda store: store.get(tenant, response_id))
         if stored is None:
             raise _not_found(response_id, param=param)
         if isinstance(stored, NotStored):
@@ -449,7 +541,7 @@ class StoreGateway:
         return stored
 
     async def _delete(self, tenant: str, response_id: str) -> dict[str, Any]:
-        if not _RESPONSE_ID.fullmatch(response_id) or not await self._guard(
+        if not _RESPONSE_ID.fullmatch(response_id) or not await self.guard(
             lambda store: store.delete(tenant, response_id)
         ):
             raise _not_found(response_id)
@@ -458,34 +550,14 @@ class StoreGateway:
     async def _list_input_items(
         self, tenant: str, response_id: str, params: QueryParams
     ) -> dict[str, Any]:
-        limit = _parse_limit(params.get("limit"))
-        order = params.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise InvalidRequestError(
-                f"Invalid 'order': expected 'asc' or 'desc', got {order!r}.", param="order"
-            )
-        after = params.get("after")
         items = (await self._load(tenant, response_id)).input_items
-        ordered = items if order == "asc" else items[::-1]
-        start = 0
-        if after is not None:
-            start = next((i + 1 for i, item in enumerate(ordered) if item.get("id") == after), -1)
-            if start < 0:
-                raise InvalidRequestError(
-                    f"Invalid 'after': no input item with id '{clip(after)}' in response "
-                    f"'{clip(response_id)}'.",
-                    param="after",
-                )
-        page = ordered[start : start + limit]
-        return {
-            "object": "list",
-            "data": page,
-            "first_id": page[0].get("id") if page else None,
-            "last_id": page[-1].get("id") if page else None,
-            "has_more": start + limit < len(ordered),
-        }
+        return list_page(
+            items, params, "input item with id {after} in response " + f"'{clip(response_id)}'"
+        )
 
-    async def _guard(self, call: Callable[[Store], Awaitable[_T]]) -> _T:
+    async def guard(self, call: Callable[[Store], Awaitable[_T]]) -> _T:
+        """``call(store)``, bounded by the timeout; a failure is a 503 that does not say
+        where the store lives or how it failed (the log does)."""
         try:
             with anyio.fail_after(self._timeout):
                 return await call(self.store)
@@ -521,3 +593,84 @@ def _parse_limit(raw: str | None) -> int:
             param="limit",
         )
     return limit
+
+
+def _input_count(value: object) -> int:
+    # How many items ``normalize_input(value)`` makes, without making them again.
+    if value is None:
+        return 0
+    return len(value) if isinstance(value, list) else 1
+
+
+def conversation_id(value: object) -> str:
+    """The id a request's ``conversation`` names: the string itself, or ``{"id": ...}``.
+
+    Raises:
+        InvalidRequestError: 400, it is neither.
+    """
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str) or not value:
+        raise InvalidRequestError(
+            "Invalid 'conversation': expected a conversation id string or an object with an 'id'.",
+            param="conversation",
+        )
+    return value
+
+
+def conversation_not_found(conv_id: str, *, param: str | None = None) -> NotFoundError:
+    """The 404 for a conversation that is unknown, expired or another tenant's."""
+    return NotFoundError(f"Conversation with id '{clip(conv_id)}' not found.", param=param)
+
+
+def list_page(items: list[dict[str, Any]], params: QueryParams, missing: str) -> dict[str, Any]:
+    """One page of ``items`` (oldest first) as OpenAI lists them: ``limit`` (1-100, default
+    20), ``order`` (``desc``, the default, or ``asc``) and ``after`` (the last id of the page
+    before). ``missing`` says what an unknown ``after`` names, with ``{after}`` in it.
+
+    Raises:
+        InvalidRequestError: 400, a parameter is invalid or ``after`` is not in ``items``.
+    """
+    limit = _parse_limit(params.get("limit"))
+    order = params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequestError(
+            f"Invalid 'order': expected 'asc' or 'desc', got {order!r}.", param="order"
+        )
+    after = params.get("after")
+    ordered = items if order == "asc" else items[::-1]
+    start = 0
+    if after is not None:
+        start = next((i + 1 for i, item in enumerate(ordered) if item.get("id") == after), -1)
+        if start < 0:
+            raise InvalidRequestError(
+                "Invalid 'after': no " + missing.replace("{after}", f"'{clip(after)}'") + ".",
+                param="after",
+            )
+    page = ordered[start : start + limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0].get("id") if page else None,
+        "last_id": page[-1].get("id") if page else None,
+        "has_more": start + limit < len(ordered),
+    }
+
+
+async def send_json(
+    send: Send, status: int, body: object, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer with ``body`` as JSON, whole, in one body message."""
+    payload = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode("ascii")),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
