@@ -110,6 +110,8 @@ class ConversationsAPI:
             status = 200
         except RequestError as exc:
             status, body = exc.status_code, exc.body()
+        except _ClientGone:
+            return
         await send_json(send, status, body, headers)
 
     async def _serve(
@@ -210,8 +212,8 @@ class ConversationsAPI:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                # Nobody reads the answer; an empty object keeps the path simple.
-                return {}
+                # Nobody would read the answer: change nothing.
+                raise _ClientGone
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -253,6 +255,10 @@ class ConversationsAPI:
         if len(parts) == 2:
             return "items", parts[0], ""
         return "item", parts[0], parts[2]
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
 
 
 def _item_not_found(item_id: str, conv_id: str) -> NotFoundError:

@@ -200,12 +200,13 @@ class MemoryStore:
         entry = self._live_conversation(key)
         if entry is None:
             return None
+        # Renewed even when the item is not there, as the other backends do.
+        self._renew(key)
         data = entry.items.pop(item_id, None)
         if data is None:
             return False
         entry.size -= len(data)
         self._conversation_bytes -= len(data)
-        self._renew(key)
         return True
 
     def _live_conversation(self, key: tuple[str, str]) -> _Conversation | None:

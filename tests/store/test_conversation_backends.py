@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ import anyio
 import pytest
 
 from stream_mw import Settings
-from stream_mw._store import ConversationFullError, Store, open_store
+from stream_mw._store import ConversationFullError, MemoryStore, SQLiteStore, Store, open_store
+from stream_mw._store.redis import RedisStore
 
 pytestmark = pytest.mark.anyio
 
@@ -181,3 +183,76 @@ async def test_concurrent_appends_to_one_conversation_all_land_once(store: Store
     items = await store.conversation_items("t", conv["id"]) or []
     assert sorted(int(i["content"][0]["text"]) for i in items) == list(range(20))
     assert len({i["id"] for i in items}) == 20
+
+
+async def test_memory_keeps_at_most_max_responses_conversations_least_recent_first() -> None:
+    store = MemoryStore(ttl=60, max_responses=2, max_bytes=10**6, max_response_bytes=10**6)
+    a, b, c = conversation(), conversation(), conversation()
+    await store.create_conversation("t", a, [message("a")])
+    await store.create_conversation("t", b, [message("b")])
+    assert await store.get_conversation("t", a["id"]) == a  # a is now the most recent
+    await store.create_conversation("t", c, [message("c")])
+    assert await store.get_conversation("t", b["id"]) is None
+    assert await store.get_conversation("t", a["id"]) == a
+    assert await store.get_conversation("t", c["id"]) == c
+
+
+async def test_memory_keeps_conversations_within_max_bytes() -> None:
+    store = MemoryStore(ttl=60, max_responses=100, max_bytes=4000, max_response_bytes=10**6)
+    kept = []
+    for _ in range(10):
+        conv = conversation()
+        await store.create_conversation("t", conv, [message("x" * 900)])
+        kept.append(conv["id"])
+    live = [c for c in kept if await store.get_conversation("t", c) is not None]
+    assert 1 <= len(live) <= 4
+    assert live == kept[-len(live) :]
+
+
+async def test_memory_conversations_expire_on_their_clock() -> None:
+    now = [0.0]
+    store = MemoryStore(
+        ttl=10, max_responses=10, max_bytes=10**6, max_response_bytes=10**6, clock=lambda: now[0]
+    )
+    conv = conversation()
+    await store.create_conversation("t", conv, [message("a")])
+    now[0] = 9.0
+    assert await store.add_conversation_items("t", conv["id"], [message("b")]) is not None
+    now[0] = 18.0  # 9 s after the last change: alive
+    assert await store.get_conversation("t", conv["id"]) == conv
+    now[0] = 19.5
+    assert await store.get_conversation("t", conv["id"]) is None
+
+
+async def test_sqlite_purges_expired_conversations_and_their_items(tmp_path: Path) -> None:
+    now = [1000.0]
+    path = str(tmp_path / "c.db")
+    store = SQLiteStore(path, ttl=10, max_response_bytes=10**6, clock=lambda: now[0])
+    try:
+        old, fresh = conversation(), conversation()
+        await store.create_conversation("t", old, [message("a"), message("b")])
+        now[0] = 1008.0
+        await store.create_conversation("t", fresh, [message("c")])
+        now[0] = 1015.0
+        await store.purge_expired()
+    finally:
+        await store.aclose()
+    with sqlite3.connect(path) as conn:
+        conversations = conn.execute("SELECT id FROM stream_mw_conversations").fetchall()
+        items = conn.execute("SELECT conversation_id FROM stream_mw_conversation_items").fetchall()
+    assert conversations == [(fresh["id"],)]
+    assert items == [(fresh["id"],)]
+
+
+async def test_redis_keeps_the_tenant_out_of_conversation_keys(redis_server: Any) -> None:
+    store = RedisStore(redis_server.url, ttl=60, max_response_bytes=10**6)
+    try:
+        conv = conversation()
+        await store.create_conversation("tenant-secret", conv, [message("a")])
+        key = store.conversation_key("tenant-secret", conv["id"])
+        assert "tenant-secret" not in key
+        client = store._client
+        ttls = [await client.pttl(k) for k in (key, f"{key}:ids", f"{key}:items")]
+        assert all(0 < ttl <= 60_000 for ttl in ttls)
+    finally:
+        await store.aclose()

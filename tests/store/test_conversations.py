@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from stream_mw import ResponsesMiddleware
+from stream_mw.upstreams import ScriptedBackend, ToolCall, Turn
 from tests.store.upstream import chat_app, text_of
 
 pytestmark = pytest.mark.anyio
@@ -281,3 +282,81 @@ async def test_without_a_store_the_conversation_routes_are_the_apps() -> None:
     # The wrapped app has no such route: its own 404, not the middleware's.
     assert answer.status_code == 404
     assert answer.text == "Not Found"
+
+
+def failing_or_long(request: Any) -> Turn:
+    text = text_of(request["messages"][-1].get("content"))
+    if "fail in band" in text:
+        return Turn(content="partial", failure={"message": "boom", "type": "server_error"})
+    if "fail" in text:
+        return Turn(status=500, failure={"message": "boom", "type": "server_error"})
+    if "long" in text:
+        return Turn(content="one", tool_calls=(ToolCall("f", {"a": 1}), ToolCall("g", {"b": 2})))
+    return Turn.text("fine")
+
+
+async def test_a_failed_response_adds_nothing_to_its_conversation(backend_url: str) -> None:
+    mw = ResponsesMiddleware(
+        ScriptedBackend(failing_or_long), store_url=backend_url, keepalive_interval=0
+    )
+    try:
+        async with sdk(mw) as client:
+            conv = await client.conversations.create(items=[user("hello")])
+            with pytest.raises(openai.InternalServerError):
+                await client.responses.create(model=MODEL, input="fail now", conversation=conv.id)
+            stream = await client.responses.create(
+                model=MODEL, input="fail in band", conversation=conv.id, stream=True
+            )
+            events = [event async for event in stream]
+            assert events[-1].type == "response.failed"
+            items = [i async for i in client.conversations.items.list(conv.id)]
+            assert [i.content[0].text for i in items] == ["hello"]
+    finally:
+        await mw.gateway.aclose()
+
+
+async def test_a_turn_whose_output_overflows_the_conversation_is_not_added_but_completes(
+    backend_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    mw = ResponsesMiddleware(
+        ScriptedBackend(failing_or_long),
+        store_url=backend_url,
+        store_max_conversation_items=3,
+        keepalive_interval=0,
+    )
+    try:
+        async with sdk(mw) as client:
+            conv = await client.conversations.create()
+            # One input item fits; with its three output items the turn would hold four.
+            response = await client.responses.create(
+                model=MODEL, input="long answer please", conversation=conv.id
+            )
+            assert response.status == "completed"
+            assert len(response.output) == 3
+            assert [i async for i in client.conversations.items.list(conv.id)] == []
+        assert any(
+            "not added to its conversation" in r.getMessage()
+            and "store_max_conversation_items" in r.getMessage()
+            for r in caplog.records
+        )
+    finally:
+        await mw.gateway.aclose()
+
+
+async def test_a_conversation_body_over_max_request_bytes_is_413() -> None:
+    mw = ResponsesMiddleware(chat_app(), max_request_bytes=1000)
+    async with raw(mw) as http:
+        answer = await http.post(
+            "/conversations", json={"metadata": {"k": "v" * 500}, "x": "y" * 600}
+        )
+        assert answer.status_code == 413
+        assert answer.json()["error"]["code"] == "request_too_large"
+
+
+async def test_an_item_reference_cannot_be_added_to_a_conversation(mw: Any) -> None:
+    async with raw(mw) as http:
+        answer = await http.post(
+            "/conversations", json={"items": [{"type": "item_reference", "id": "msg_1"}]}
+        )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == "items[0]"
