@@ -8,6 +8,9 @@ isolation, and the routes' errors.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,6 +19,8 @@ import pytest
 
 from stream_mw import ResponsesMiddleware
 from stream_mw.upstreams import ScriptedBackend, ToolCall, Turn
+from tests.redis_server import RedisServer
+from tests.store.test_store_e2e import ROOT, Gateway
 from tests.store.upstream import chat_app, text_of
 
 pytestmark = pytest.mark.anyio
@@ -360,3 +365,45 @@ async def test_an_item_reference_cannot_be_added_to_a_conversation(mw: Any) -> N
         )
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == "items[0]"
+
+
+@pytest.fixture
+def gateways_on_redis(redis_server: RedisServer) -> Iterator[tuple[Gateway, Gateway]]:
+    env = {
+        **os.environ,
+        "STREAM_MW_STORE_URL": redis_server.url,
+        "STREAM_MW_KEEPALIVE_INTERVAL": "0",
+        "PYTHONPATH": str(ROOT),
+    }
+    with contextlib.ExitStack() as stack:
+        first = Gateway(env)
+        stack.callback(first.stop)
+        second = Gateway(env)
+        stack.callback(second.stop)
+        yield first, second
+
+
+def test_a_conversation_is_shared_by_two_gateway_processes_on_one_redis(
+    gateways_on_redis: tuple[Gateway, Gateway],
+) -> None:
+    a, b = gateways_on_redis
+    with a.client("key-alice") as on_a, b.client("key-alice") as on_b:
+        conv = on_a.conversations.create(items=[user("My name is Ada.")])
+        first = on_b.responses.create(model=MODEL, input="Hi there", conversation=conv.id)
+        assert first.output_text == "Hello! (saw 2 messages)"
+        second = on_a.responses.create(model=MODEL, input="Again", conversation=conv.id)
+        # Process a's upstream saw the turn only process b had run.
+        assert second.output_text == "Hello! (saw 4 messages)"
+        texts_on_b = [
+            i.content[0].text for i in on_b.conversations.items.list(conv.id, order="asc")
+        ]
+        assert texts_on_b == [
+            "My name is Ada.",
+            "Hi there",
+            "Hello! (saw 2 messages)",
+            "Again",
+            "Hello! (saw 4 messages)",
+        ]
+        on_b.conversations.delete(conv.id)
+        with pytest.raises(openai.NotFoundError):
+            on_a.conversations.retrieve(conv.id)
