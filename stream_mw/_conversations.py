@@ -41,6 +41,7 @@ from ._requests import _check_item
 from ._store_gateway import (
     StoreGateway,
     conversation_not_found,
+    is_stored_id,
     list_page,
     normalize_input,
     send_json,
@@ -57,11 +58,8 @@ _MAX_ITEMS_PER_REQUEST = 20
 _MAX_METADATA_KEYS = 16
 _MAX_METADATA_KEY_CHARS = 64
 _MAX_METADATA_VALUE_CHARS = 512
-# Ids are ours (conv_<hex>, msg_<hex>...) or OpenAI's; nothing else can be stored here.
-_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
-# Methods each route serves, by the number of path segments after ``/conversations``
-# and whether the second one is ``items``.
+# Methods each route serves; any other is a 405 whose Allow header lists them.
 _ALLOWED = {
     "collection": "POST",
     "conversation": "GET, POST, DELETE",
@@ -105,6 +103,10 @@ class ConversationsAPI:
             if method not in allowed.split(", "):
                 headers.append((b"allow", allowed.encode("ascii")))
                 raise MethodNotAllowedError(method, clip(scope["path"]), allowed)
+            if conv_id and not is_stored_id(conv_id):
+                raise conversation_not_found(conv_id)
+            if item_id and not is_stored_id(item_id):
+                raise _item_not_found(item_id, conv_id)
             tenant = tenant_key(scope, self._settings)
             body = await self._serve(scope, receive, tenant, kind, method, conv_id, item_id)
             status = 200
@@ -246,7 +248,7 @@ class ConversationsAPI:
         if not path.startswith(self._base + "/"):
             return None
         parts = path[len(self._base) + 1 :].split("/")
-        if not all(parts) or not all(_ID_CHARS.issuperset(p) for p in parts):
+        if not all(parts):
             return None
         if len(parts) == 1:
             return "conversation", parts[0], ""
@@ -283,13 +285,14 @@ def _metadata(value: object) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(item, str):
             raise InvalidRequestError(
-                f"Invalid 'metadata.{clip(key)}': expected a string.", param=f"metadata.{key}"
+                f"Invalid 'metadata.{clip(key)}': expected a string.",
+                param=f"metadata.{clip(key)}",
             )
         if len(key) > _MAX_METADATA_KEY_CHARS or len(item) > _MAX_METADATA_VALUE_CHARS:
             raise InvalidRequestError(
                 f"Invalid 'metadata.{clip(key)}': keys hold at most "
                 f"{_MAX_METADATA_KEY_CHARS} characters, values {_MAX_METADATA_VALUE_CHARS}.",
-                param=f"metadata.{key}",
+                param=f"metadata.{clip(key)}",
             )
     return dict(value)
 

@@ -51,6 +51,7 @@ __all__ = [
     "conversation_id",
     "conversation_not_found",
     "has_item_references",
+    "is_stored_id",
     "list_page",
     "normalize_input",
     "send_json",
@@ -392,7 +393,7 @@ class StoreGateway:
             StoreUnavailableError: 503, the store failed or did not answer in time.
         """
         items = None
-        if _RESPONSE_ID.fullmatch(conv_id):
+        if is_stored_id(conv_id):
             items = await self.guard(lambda store: store.conversation_items(tenant, conv_id))
         if items is None:
             raise conversation_not_found(conv_id, param=param)
@@ -593,6 +594,12 @@ def _parse_limit(raw: str | None) -> int:
             param="limit",
         )
     return limit
+
+
+def is_stored_id(value: str) -> bool:
+    """Whether ``value`` can be an id of something stored here (ours, ``resp_<hex>``,
+    ``conv_<hex>``..., or OpenAI's); anything else is not found without asking the store."""
+    return _RESPONSE_ID.fullmatch(value) is not None
 
 
 def _input_count(value: object) -> int:

@@ -244,6 +244,8 @@ async def test_the_routes_answer_openai_shaped_errors(mw: Any) -> None:
             ("GET", f"/conversations/{conv['id']}/items?after=msg_x", None, 400, "after"),
             ("GET", "/conversations/conv_missing", None, 404, None),
             ("GET", "/conversations/conv_missing/items", None, 404, None),
+            ("GET", "/conversations/conv.dotted", None, 404, None),
+            ("GET", f"/conversations/{conv['id']}/items/msg.dotted", None, 404, None),
         ]
         for method, path, body, status, param in cases:
             answer = await http.request(method, path, json=body)
