@@ -467,7 +467,7 @@ class _Responder:
         request = parse_request_body(b"".join(chunks), self.settings)
         self.request = request
         self.stream = request.get("stream") is True
-        # A conversation takes the turn even with store: false (as OpenAI does).
+        # A conversation takes the turn even with store: false (see StoreGateway.save).
         self.storing = self.mw._store_on and (
             request.get("store") is not False or request.get("conversation") is not None
         )

@@ -443,8 +443,10 @@ class StoreGateway:
 
         A response with ``conversation`` adds its new input (the tail of ``input_items``
         that ``request["input"]`` contributed) and its output items to the conversation once
-        it is ``completed`` or ``incomplete``, whatever ``store`` says, as OpenAI does; a
-        failed one adds nothing, so the client can send the turn again.
+        it is ``completed`` or ``incomplete`` (OpenAI's reference: "after this response
+        completes"), whatever ``store`` says: the conversation is state the client asked to
+        keep, ``store`` is about the response object. A failed one adds nothing, so the
+        client can send the turn again.
 
         Never raises: a failing, slow or full store is logged as a warning and generation goes
         on. The write is shielded from cancellation (bounded by the timeout), so a response
