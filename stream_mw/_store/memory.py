@@ -44,6 +44,9 @@ class MemoryStore:
     mutate what is stored. All operations are O(1) (amortised for the expiry sweep; ``put``
     and removal are linear in the response's item count, for the item index). Visible only to
     the process that holds it: use SQLite or Redis when several workers share state.
+
+    Conversations are kept beside the responses, bounded by the same count and byte limits
+    (separately), and expire ``ttl`` seconds after their last change.
     """
 
     def __init__(
