@@ -10,8 +10,8 @@ another tenant's id is simply absent.
 
 A conversation is three keys with one expiry, renewed on every change: its object, the list of
 its item ids (the order) and a hash of its items by id. Changes that check before they write
-(the item cap, ids already taken) run under ``WATCH``, so they are atomic against other
-processes without any JSON handling in Lua. Socket timeouts are short and retries few, so an outage
+(the item cap, ids already taken) run as one script, so they are atomic against other
+processes in one round trip, with no JSON handling in Lua. Socket timeouts are short and retries few, so an outage
 answers ``StoreUnavailableError`` quickly instead of hanging the request.
 """
 
@@ -44,6 +44,26 @@ for i = 2, #KEYS do
 end
 """
 
+# Appends a conversation's items, all or none. KEYS: the conversation, its ids, its items.
+# ARGV: the item cap, the TTL (ms), then id and body of each item. Answers -1 (no such
+# conversation), -2 (the cap), the ids already taken (nothing written; the caller renames them
+# and tries again) or 0.
+_ADD_ITEMS_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('LLEN', KEYS[2]) + (#ARGV - 2) / 2 > tonumber(ARGV[1]) then return -2 end
+local taken = {}
+for i = 3, #ARGV, 2 do
+    if redis.call('HEXISTS', KEYS[3], ARGV[i]) == 1 then taken[#taken + 1] = ARGV[i] end
+end
+if #taken > 0 then return taken end
+for i = 3, #ARGV, 2 do
+    redis.call('RPUSH', KEYS[2], ARGV[i])
+    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return 0
+"""
+
 #: Defaults for the client; the URL's own query options (``?socket_timeout=0.5``) win.
 CLIENT_DEFAULTS: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
 
@@ -73,7 +93,7 @@ class RedisStore:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
-            from redis.exceptions import RedisError, WatchError
+            from redis.exceptions import RedisError
         except ImportError as exc:
             raise ConfigurationError(
                 f"store_url {url!r} needs the redis package: pip install 'stream-mw[redis]'"
@@ -82,7 +102,6 @@ class RedisStore:
         self._max_response_bytes = max_response_bytes
         self._max_conversation_items = max_conversation_items
         self._prefix = key_prefix
-        self._watch_error: type[BaseException] = WatchError
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
         # One retry covers a pooled connection that died while Redis restarted; the default
         # (ten, with exponential backoff) would turn an outage into a long hang.
@@ -90,6 +109,7 @@ class RedisStore:
             url, **CLIENT_DEFAULTS, retry=Retry(NoBackoff(), 1)
         )
         self._put_script: Any = self._client.register_script(_PUT_SCRIPT)
+        self._add_items_script: Any = self._client.register_script(_ADD_ITEMS_SCRIPT)
 
     def key(self, tenant: str, response_id: str) -> str:
         """The Redis key of a response. The tenant is hashed to a fixed width, which keeps
@@ -219,31 +239,23 @@ class RedisStore:
         self, tenant: str, conversation_id: str, items: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any]] | None:
         key = self.conversation_key(tenant, conversation_id)
+        keys = [key, f"{key}:ids", f"{key}:items"]
+        stored = unique_item_ids(items)
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        # A change by another process between the reads and EXEC aborts the
-                        # transaction; it is then read and tried again.
-                        await pipe.watch(key, f"{key}:ids")
-                        if not await pipe.exists(key):
-                            return None
-                        count = await pipe.llen(f"{key}:ids")
-                        if count + len(items) > self._max_conversation_items:
-                            raise ConversationFullError(
-                                conversation_id, self._max_conversation_items
-                            )
-                        asked = [i for item in items if isinstance(i := item.get("id"), str)]
-                        held = await pipe.hmget(f"{key}:items", asked) if asked else []
-                        taken = {i for i, h in zip(asked, held, strict=True) if h is not None}
-                        stored = unique_item_ids(items, taken)
-                        pipe.multi()
-                        pipe.pexpire(key, self._ttl_ms)
-                        self._queue_items(pipe, key, stored)
-                        await pipe.execute()
-                        return stored
-                    except self._watch_error:
-                        continue
+            while True:
+                args: list[Any] = [self._max_conversation_items, self._ttl_ms]
+                for item in stored:
+                    args += [item["id"], orjson.dumps(item)]
+                answer = await self._add_items_script(keys=keys, args=args)
+                if answer == -1:
+                    return None
+                if answer == -2:
+                    raise ConversationFullError(conversation_id, self._max_conversation_items)
+                if not answer:
+                    return stored
+                # Some ids are the conversation's already: fresh ones, and again (another
+                # process may take the fresh ones meanwhile, however unlikely).
+                stored = unique_item_ids(stored, {i.decode() for i in answer})
         except self._errors as exc:
             raise _unavailable(exc) from exc
 
