@@ -380,3 +380,13 @@ def test_keyword_arguments_override_a_settings_object() -> None:
 def test_an_invalid_setting_fails_at_construction_naming_the_field() -> None:
     with pytest.raises(ConfigurationError, match="keepalive_interval"):
         ResponsesMiddleware(text_upstream(), keepalive_interval=-1)
+
+
+async def test_a_conversation_object_without_an_id_is_a_400() -> None:
+    upstream = text_upstream()
+    body = responses_body(conversation={"name": "chat"})
+    exchange = await drive(middleware(upstream, store_url="memory://"), body)
+
+    assert exchange.status == 400
+    assert exchange.json()["error"]["param"] == "conversation"
+    assert upstream.calls == 0

@@ -409,3 +409,15 @@ def test_a_conversation_is_shared_by_two_gateway_processes_on_one_redis(
         on_b.conversations.delete(conv.id)
         with pytest.raises(openai.NotFoundError):
             on_a.conversations.retrieve(conv.id)
+
+
+async def test_the_routes_follow_path_prefix() -> None:
+    mw = ResponsesMiddleware(chat_app(), path_prefix="/api")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=mw), base_url="http://gateway.test"
+    ) as http:
+        created = await http.post("/api/conversations", json={"metadata": {"k": "v"}})
+        assert created.status_code == 200
+        conv_id = created.json()["id"]
+        assert (await http.get(f"/api/conversations/{conv_id}")).json()["metadata"] == {"k": "v"}
+        assert (await http.post("/v1/conversations", json={})).text == "Not Found"
