@@ -421,3 +421,26 @@ async def test_the_routes_follow_path_prefix() -> None:
         conv_id = created.json()["id"]
         assert (await http.get(f"/api/conversations/{conv_id}")).json()["metadata"] == {"k": "v"}
         assert (await http.post("/v1/conversations", json={})).text == "Not Found"
+
+
+async def test_a_redis_outage_answers_503_on_the_routes_and_for_a_turn(
+    own_redis_server: RedisServer,
+) -> None:
+    upstream = chat_app()
+    mw = ResponsesMiddleware(upstream, store_url=own_redis_server.url, keepalive_interval=0)
+    try:
+        async with sdk(mw) as client:
+            conv = await client.conversations.create()
+            own_redis_server.stop()
+            for call in (
+                lambda: client.conversations.create(),
+                lambda: client.conversations.retrieve(conv.id),
+                lambda: client.conversations.items.list(conv.id),
+                lambda: client.responses.create(model=MODEL, input="hi", conversation=conv.id),
+            ):
+                with pytest.raises(openai.InternalServerError) as caught:
+                    await call()
+                assert caught.value.status_code == 503
+            assert upstream.state.requests == []
+    finally:
+        await mw.gateway.aclose()
