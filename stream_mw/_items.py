@@ -187,6 +187,12 @@ def base_response(
         response["service_tier"] = req["service_tier"]
     if isinstance(req.get("metadata"), Mapping):
         response["metadata"] = dict(req["metadata"])
+    conversation = req.get("conversation")
+    if isinstance(conversation, Mapping):
+        conversation = conversation.get("id")
+    if isinstance(conversation, str):
+        # As OpenAI: the id only, whichever form the request named it in.
+        response["conversation"] = {"id": conversation}
     text = req.get("text")
     if isinstance(text, Mapping):
         response["text"] = _echo_text(text)

@@ -56,6 +56,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
 from ._auth import CLIENT_SCOPE_KEY, ClientKeys, unauthorized_body
+from ._conversations import ConversationsAPI
 from ._errors import (
     MethodNotAllowedError,
     RequestError,
@@ -84,7 +85,7 @@ from ._service import (
     send_with_request_id,
 )
 from ._settings import Settings
-from ._store import StoreGateway, has_item_references, normalize_input, tenant_key
+from ._store_gateway import StoreGateway, has_item_references, normalize_input, tenant_key
 from ._stream import StreamConverter
 
 if TYPE_CHECKING:
@@ -201,6 +202,7 @@ class SettingsOverrides(TypedDict, total=False):
     store_max_responses: int
     store_max_bytes: int
     store_max_response_bytes: int
+    store_max_conversation_items: int
     tenant: Callable[[Scope], str] | None
     on_response: Callable[[ResponseRecord], Awaitable[None] | None] | None
     health_path: str | None
@@ -241,6 +243,7 @@ class ResponsesMiddleware:
         self.app = app
         self.settings = settings
         self.gateway = StoreGateway(settings)
+        self.conversations = ConversationsAPI(self.gateway)
         self._responses_path = settings.responses_path
         self._chat_path = settings.chat_completions_path
         self._keepalive = settings.keepalive_interval
@@ -282,6 +285,9 @@ class ResponsesMiddleware:
                     return
             if self._store_on and self.gateway.matches(scope):
                 await self.gateway.handle(scope, receive, send_with_request_id(send, rid))
+                return
+            if self._store_on and self.conversations.matches(scope):
+                await self.conversations.handle(scope, receive, send_with_request_id(send, rid))
                 return
         elif kind == "websocket" and self._client_keys is not None:
             authorized = self._authorize(scope)
@@ -541,11 +547,16 @@ class _Responder:
         request = parse_request_body(b"".join(chunks), self.settings)
         self.request = request
         self.stream = request.get("stream") is True
-        self.storing = self.mw._store_on and request.get("store") is not False
+        # A conversation takes the turn even with store: false (see StoreGateway.save).
+        self.storing = self.mw._store_on and (
+            request.get("store") is not False or request.get("conversation") is not None
+        )
         # Sealed reasoning is bound to the tenant both ways: issued for it, accepted from it.
         self.tenant = tenant_key(self.scope, self.settings)
-        if request.get("previous_response_id") is None and not has_item_references(
-            request.get("input")
+        if (
+            request.get("previous_response_id") is None
+            and request.get("conversation") is None
+            and not has_item_references(request.get("input"))
         ):
             # parse_request_body validated exactly this body: do not validate it twice.
             return _translate(request, self.settings, validated=True, tenant=self.tenant)
@@ -1130,7 +1141,7 @@ class _Responder:
             # Without previous_response_id the input items are only needed here, at the end,
             # so they are not built on the way to the first byte.
             items = normalize_input(self.request.get("input"))
-        await self.gateway.save(self.scope, items, response)
+        await self.gateway.save(self.scope, items, response, self.request)
 
     async def _report_response(self, response: dict[str, Any]) -> None:
         if not self.disconnected:

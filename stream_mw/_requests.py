@@ -645,11 +645,9 @@ def _translate(
             param="previous_response_id",
         )
     if body.get("conversation") is not None:
-        # Not a store question: no store here keeps Conversations API objects.
         raise InvalidRequestError(
-            "The Conversations API ('conversation') is not supported by this server yet. "
-            "Chain turns with 'previous_response_id', or send the whole conversation in "
-            "'input'.",
+            "'conversation' refers to a stored conversation, which needs a store to expand: "
+            "configure one (the store_url setting) or send the whole conversation in 'input'.",
             param="conversation",
         )
     if not validated:

@@ -28,7 +28,7 @@ from ._errors import error_body
 from ._items import new_id
 from ._observe import logger
 from ._settings import Settings
-from ._store import StoreGateway
+from ._store_gateway import StoreGateway
 
 __all__ = ["Probes", "request_id", "send_with_request_id"]
 

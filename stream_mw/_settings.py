@@ -127,6 +127,9 @@ class Settings:
     #: room for a ``previous_response_id`` chain to grow (``tests/benchmarks/store_sizes.py``:
     #: a long Codex session stores at most ~4 MiB of text, screenshots ~1.5 MB each).
     store_max_response_bytes: int = 64 * _MiB
+    #: Most items one conversation (the Conversations API) holds; adding more is a 400.
+    #: Conversations expire ``store_ttl`` seconds after their last change.
+    store_max_conversation_items: int = 1000
     #: Maps a request's ASGI scope to a tenant key; stored responses are visible only to the
     #: tenant that created them. Default: a hash of the ``Authorization`` header.
     tenant: Callable[[Scope], str] | None = field(default=None, compare=False)
@@ -183,6 +186,7 @@ class Settings:
             "store_max_responses",
             "store_max_bytes",
             "store_max_response_bytes",
+            "store_max_conversation_items",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(

@@ -50,7 +50,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from stream_mw._store import StoredResponse, normalize_input  # noqa: E402
+from stream_mw._store import StoredResponse  # noqa: E402
+from stream_mw._store_gateway import normalize_input  # noqa: E402
 from tests.store.helpers import make_response  # noqa: E402
 
 BYTES_PER_TOKEN = 4

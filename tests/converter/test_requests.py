@@ -1018,11 +1018,11 @@ TRANSLATE_ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         "store",
     ),
     (
-        "conversation_is_not_supported",
+        "conversation_needs_a_store",
         {"conversation": "conv_1"},
         {},
         "conversation",
-        "Conversations API ('conversation') is not supported",
+        "stored conversation, which needs a store to expand",
     ),
     (
         "item_reference_needs_a_store_to_resolve_it",

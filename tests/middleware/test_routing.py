@@ -101,16 +101,39 @@ async def test_an_unknown_previous_response_id_is_404() -> None:
     assert upstream.calls == 0
 
 
-async def test_conversation_with_a_store_configured_says_conversations_are_not_supported() -> None:
+async def test_an_unknown_conversation_is_404_naming_it() -> None:
     upstream = text_upstream()
     body = responses_body(conversation="conv_1")
     exchange = await drive(middleware(upstream, store_url="memory://"), body)
 
+    assert exchange.status == 404
+    error = exchange.json()["error"]
+    assert error["param"] == "conversation"
+    assert "Conversation with id 'conv_1' not found" in error["message"]
+    assert upstream.calls == 0
+
+
+async def test_conversation_without_a_store_is_a_400_that_says_a_store_is_needed() -> None:
+    upstream = text_upstream()
+    body = responses_body(conversation={"id": "conv_1"})
+    exchange = await drive(middleware(upstream, store_url=None), body)
+
     assert exchange.status == 400
     error = exchange.json()["error"]
     assert error["param"] == "conversation"
-    assert "Conversations API ('conversation') is not supported" in error["message"]
-    assert "store" not in error["message"]
+    assert "needs a store" in error["message"]
+    assert "store_url is None" in error["message"]
+    assert upstream.calls == 0
+
+
+async def test_conversation_with_previous_response_id_is_a_400_naming_both() -> None:
+    upstream = text_upstream()
+    body = responses_body(conversation="conv_1", previous_response_id="resp_1")
+    exchange = await drive(middleware(upstream, store_url="memory://"), body)
+
+    assert exchange.status == 400
+    message = exchange.json()["error"]["message"]
+    assert "'previous_response_id' and 'conversation'" in message
     assert upstream.calls == 0
 
 
@@ -357,3 +380,13 @@ def test_keyword_arguments_override_a_settings_object() -> None:
 def test_an_invalid_setting_fails_at_construction_naming_the_field() -> None:
     with pytest.raises(ConfigurationError, match="keepalive_interval"):
         ResponsesMiddleware(text_upstream(), keepalive_interval=-1)
+
+
+async def test_a_conversation_object_without_an_id_is_a_400() -> None:
+    upstream = text_upstream()
+    body = responses_body(conversation={"name": "chat"})
+    exchange = await drive(middleware(upstream, store_url="memory://"), body)
+
+    assert exchange.status == 400
+    assert exchange.json()["error"]["param"] == "conversation"
+    assert upstream.calls == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stream_mw import Settings
-from stream_mw._store import ResponseStore, open_store
+from stream_mw._store import Store, open_store
 from tests.redis_server import RedisServer, redis_server_or_skip
 
 BACKENDS = ["memory", "sqlite", "redis"]
@@ -54,7 +54,7 @@ def store_settings(backend_url: str) -> Settings:
 
 
 @pytest.fixture
-async def store(store_settings: Settings) -> AsyncIterator[ResponseStore]:
+async def store(store_settings: Settings) -> AsyncIterator[Store]:
     opened = open_store(store_settings)
     assert opened is not None
     try:

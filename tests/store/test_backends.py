@@ -1,4 +1,4 @@
-"""The ResponseStore contract, run against every backend (memory, a SQLite file, a real Redis)."""
+"""The Store contract, run against every backend (memory, a SQLite file, a real Redis)."""
 
 from __future__ import annotations
 
@@ -7,23 +7,23 @@ import logging
 import pytest
 
 from stream_mw import Settings
-from stream_mw._store import NotStored, ResponseStore, StoredResponse, open_store
+from stream_mw._store import NotStored, Store, StoredResponse, open_store
 from tests.store.helpers import new_response_id, stored
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_put_then_get_returns_an_equal_response(store: ResponseStore) -> None:
+async def test_put_then_get_returns_an_equal_response(store: Store) -> None:
     item = stored(text="héllo ✓")
     await store.put("tenant-a", item)
     assert await store.get("tenant-a", item.id) == item
 
 
-async def test_unknown_id_is_none(store: ResponseStore) -> None:
+async def test_unknown_id_is_none(store: Store) -> None:
     assert await store.get("tenant-a", new_response_id()) is None
 
 
-async def test_another_tenant_does_not_see_the_response(store: ResponseStore) -> None:
+async def test_another_tenant_does_not_see_the_response(store: Store) -> None:
     item = stored()
     await store.put("tenant-a", item)
     assert await store.get("tenant-b", item.id) is None
@@ -31,7 +31,7 @@ async def test_another_tenant_does_not_see_the_response(store: ResponseStore) ->
     assert await store.get("tenant-a", item.id) == item
 
 
-async def test_the_same_id_under_two_tenants_is_two_responses(store: ResponseStore) -> None:
+async def test_the_same_id_under_two_tenants_is_two_responses(store: Store) -> None:
     response_id = new_response_id()
     await store.put("tenant-a", stored(response_id, text="for a"))
     await store.put("tenant-b", stored(response_id, text="for b"))
@@ -43,7 +43,7 @@ async def test_the_same_id_under_two_tenants_is_two_responses(store: ResponseSto
     assert b.response["output"][0]["content"][0]["text"] == "for b"
 
 
-async def test_delete_removes_and_reports_whether_it_existed(store: ResponseStore) -> None:
+async def test_delete_removes_and_reports_whether_it_existed(store: Store) -> None:
     item = stored()
     await store.put("t", item)
     assert await store.delete("t", item.id) is True
@@ -51,7 +51,7 @@ async def test_delete_removes_and_reports_whether_it_existed(store: ResponseStor
     assert await store.delete("t", item.id) is False
 
 
-async def test_put_again_replaces_the_response(store: ResponseStore) -> None:
+async def test_put_again_replaces_the_response(store: Store) -> None:
     response_id = new_response_id()
     await store.put("t", stored(response_id, text="first"))
     await store.put("t", stored(response_id, text="second"))
@@ -61,7 +61,7 @@ async def test_put_again_replaces_the_response(store: ResponseStore) -> None:
 
 
 async def test_mutating_a_returned_response_does_not_change_the_stored_one(
-    store: ResponseStore,
+    store: Store,
 ) -> None:
     item = stored()
     await store.put("t", item)
@@ -102,7 +102,7 @@ async def test_response_over_the_size_limit_leaves_a_tombstone_and_a_warning(
         await store.aclose()
 
 
-async def test_large_response_under_the_limit_round_trips(store: ResponseStore) -> None:
+async def test_large_response_under_the_limit_round_trips(store: Store) -> None:
     item = StoredResponse(
         response=stored(text="y" * 2_000_000).response,
         input_items=[
@@ -118,7 +118,7 @@ async def test_large_response_under_the_limit_round_trips(store: ResponseStore) 
 # --- the item index (item_reference) -------------------------------------------------------
 
 
-async def test_input_and_output_items_are_found_by_id(store: ResponseStore) -> None:
+async def test_input_and_output_items_are_found_by_id(store: Store) -> None:
     item = stored()
     await store.put("t", item)
     [user] = item.input_items
@@ -127,7 +127,7 @@ async def test_input_and_output_items_are_found_by_id(store: ResponseStore) -> N
     assert found == {answer["id"]: answer, user["id"]: user}
 
 
-async def test_items_of_every_type_are_indexed(store: ResponseStore) -> None:
+async def test_items_of_every_type_are_indexed(store: Store) -> None:
     items = [
         {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "f",
          "arguments": "{}", "status": "completed"},
@@ -142,7 +142,7 @@ async def test_items_of_every_type_are_indexed(store: ResponseStore) -> None:
     assert await store.get_items("t", [i["id"] for i in items]) == {i["id"]: i for i in items}
 
 
-async def test_unknown_and_foreign_item_ids_are_absent(store: ResponseStore) -> None:
+async def test_unknown_and_foreign_item_ids_are_absent(store: Store) -> None:
     item = stored()
     await store.put("tenant-a", item)
     answer_id = item.response["output"][0]["id"]
@@ -153,7 +153,7 @@ async def test_unknown_and_foreign_item_ids_are_absent(store: ResponseStore) -> 
     assert await store.get_items("tenant-a", []) == {}
 
 
-async def test_items_of_a_deleted_response_are_absent(store: ResponseStore) -> None:
+async def test_items_of_a_deleted_response_are_absent(store: Store) -> None:
     item = stored()
     await store.put("t", item)
     await store.delete("t", item.id)
@@ -161,7 +161,7 @@ async def test_items_of_a_deleted_response_are_absent(store: ResponseStore) -> N
 
 
 async def test_an_item_repeated_by_a_later_turn_outlives_the_earlier_turn(
-    store: ResponseStore,
+    store: Store,
 ) -> None:
     first = stored()
     await store.put("t", first)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from starlette.datastructures import QueryParams
 
 from stream_mw import InvalidRequestError, NotFoundError, Settings, StoreUnavailableError
-from stream_mw._store import StoreGateway, normalize_input, tenant_key
+from stream_mw._store_gateway import StoreGateway, normalize_input, tenant_key
 from tests.redis_server import RedisServer
 from tests.store.helpers import make_response, new_response_id
 

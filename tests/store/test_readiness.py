@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from stream_mw import StoreUnavailableError
-from stream_mw._store import ResponseStore
+from stream_mw._store import Store
 from tests.gateway.helpers import running
 from tests.redis_server import RedisServer
 
@@ -61,14 +61,14 @@ def test_readiness_turns_503_when_redis_stops_and_200_when_it_is_back(
 
 
 @pytest.mark.anyio
-async def test_every_backend_answers_a_ping(store: ResponseStore) -> None:
+async def test_every_backend_answers_a_ping(store: Store) -> None:
     await store.ping()
 
 
 @pytest.mark.redis
 @pytest.mark.anyio
 async def test_a_stopped_redis_fails_its_ping(own_redis_server: RedisServer) -> None:
-    from stream_mw._store_redis import RedisStore
+    from stream_mw._store.redis import RedisStore
 
     store = RedisStore(own_redis_server.url, ttl=60, max_response_bytes=1024)
     try:

@@ -10,8 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from stream_mw import Settings, StoreUnavailableError
-from stream_mw._store import StoreGateway, open_store
-from stream_mw._store_redis import RedisStore
+from stream_mw._store import open_store
+from stream_mw._store.redis import RedisStore
+from stream_mw._store_gateway import StoreGateway
 from tests.redis_server import RedisServer
 from tests.store.helpers import make_response, stored
 

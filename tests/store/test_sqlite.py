@@ -11,7 +11,8 @@ import anyio
 import pytest
 
 from stream_mw import ConfigurationError, Settings, StoreUnavailableError
-from stream_mw._store import SQLiteStore, _sqlite_path, open_store
+from stream_mw._store import SQLiteStore, open_store
+from stream_mw._store.sqlite import sqlite_path
 from tests.store.helpers import stored
 
 pytestmark = pytest.mark.anyio
@@ -44,7 +45,7 @@ def rows(path: Path, table: str = "stream_mw_responses") -> int:
     ],
 )
 def test_sqlite_url_follows_the_sqlalchemy_convention(url: str, path: str) -> None:
-    assert _sqlite_path(url) == path
+    assert sqlite_path(url) == path
 
 
 @pytest.mark.parametrize("url", ["sqlite://relative.db", "sqlite:///x.db?mode=ro"])
