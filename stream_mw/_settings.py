@@ -277,6 +277,7 @@ GATEWAY_VARIABLES = frozenset(
         "SCRIPT",
         "CONNECT_TIMEOUT",
         "READ_TIMEOUT",
+        "CA_BUNDLE",
         "HOST",
         "PORT",
         "CORS_ORIGINS",

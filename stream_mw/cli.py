@@ -10,7 +10,8 @@ Gateway options also come from environment variables, which is how they reach uv
 worker processes with ``--workers N`` (and how ``uvicorn --factory stream_mw.cli:app_from_env``
 is configured): ``STREAM_MW_UPSTREAM``, ``STREAM_MW_UPSTREAM_API_KEY``,
 ``STREAM_MW_LITELLM_MODEL``, ``STREAM_MW_LITELLM_KWARGS`` (a JSON object),
-``STREAM_MW_SCRIPT``, ``STREAM_MW_CONNECT_TIMEOUT``, ``STREAM_MW_READ_TIMEOUT``, and
+``STREAM_MW_SCRIPT``, ``STREAM_MW_CONNECT_TIMEOUT``, ``STREAM_MW_READ_TIMEOUT``,
+``STREAM_MW_CA_BUNDLE``, and
 ``STREAM_MW_HOST`` / ``STREAM_MW_PORT`` for where to listen, and ``STREAM_MW_MAX_HEADER_BYTES``,
 ``STREAM_MW_MAX_HEADERS``, ``STREAM_MW_HEADER_TIMEOUT`` and ``STREAM_MW_MAX_CONNECTIONS`` for
 the bounds on clients (see ``_server_protocol.py``); the middleware's own settings
@@ -68,6 +69,7 @@ _ENV_HEADER_TIMEOUT = "STREAM_MW_HEADER_TIMEOUT"
 _ENV_MAX_CONNECTIONS = "STREAM_MW_MAX_CONNECTIONS"
 _ENV_CORS_ORIGINS = "STREAM_MW_CORS_ORIGINS"
 _ENV_CLIENT_KEYS = ENV_PREFIX + "CLIENT_KEYS"
+_ENV_CA_BUNDLE = "STREAM_MW_CA_BUNDLE"
 
 #: uvicorn's level words; ``trace`` is uvicorn's level 5, below ``debug``.
 LOG_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
@@ -95,6 +97,8 @@ class GatewayConfig:
     read_timeout: float = 300.0
     #: Browser origins allowed by CORS (``*`` for any); empty: no CORS headers.
     cors_origins: tuple[str, ...] = ()
+    #: PEM file (or directory) of the authorities trusted for an ``https`` upstream.
+    ca_bundle: str | None = None
 
     def __post_init__(self) -> None:
         sources = [
@@ -136,6 +140,7 @@ class GatewayConfig:
             _ENV_CONNECT_TIMEOUT: repr(self.connect_timeout),
             _ENV_READ_TIMEOUT: repr(self.read_timeout),
             _ENV_CORS_ORIGINS: ",".join(self.cors_origins),
+            _ENV_CA_BUNDLE: self.ca_bundle or "",
         }
         return env
 
@@ -152,6 +157,7 @@ class GatewayConfig:
             connect_timeout=_number(env.get(_ENV_CONNECT_TIMEOUT), 5.0, _ENV_CONNECT_TIMEOUT),
             read_timeout=_number(env.get(_ENV_READ_TIMEOUT), 300.0, _ENV_READ_TIMEOUT),
             cors_origins=_origins(env.get(_ENV_CORS_ORIGINS)),
+            ca_bundle=env.get(_ENV_CA_BUNDLE) or None,
         )
 
 
@@ -174,6 +180,7 @@ def build_gateway(config: GatewayConfig, settings: Settings | None = None) -> An
                 api_key=config.api_key,
                 connect_timeout=config.connect_timeout,
                 read_timeout=config.read_timeout,
+                ca_bundle=config.ca_bundle,
             )
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
@@ -397,6 +404,7 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
         connect_timeout=args.connect_timeout or from_env.connect_timeout,
         read_timeout=args.read_timeout or from_env.read_timeout,
         cors_origins=_origins(args.cors_origins) or from_env.cors_origins,
+        ca_bundle=args.ca_bundle or from_env.ca_bundle,
     )
 
 
@@ -689,8 +697,8 @@ Then point a Responses client at http://127.0.0.1:8000/v1, for example Codex CLI
 Middleware settings come from STREAM_MW_* environment variables (see the README's
 settings table); the options above also have one: STREAM_MW_UPSTREAM,
 STREAM_MW_UPSTREAM_API_KEY, STREAM_MW_LITELLM_MODEL, STREAM_MW_LITELLM_KWARGS,
-STREAM_MW_SCRIPT, STREAM_MW_CONNECT_TIMEOUT, STREAM_MW_READ_TIMEOUT, STREAM_MW_HOST,
-STREAM_MW_PORT, STREAM_MW_MAX_HEADER_BYTES, STREAM_MW_MAX_HEADERS, STREAM_MW_HEADER_TIMEOUT,
+STREAM_MW_SCRIPT, STREAM_MW_CONNECT_TIMEOUT, STREAM_MW_READ_TIMEOUT, STREAM_MW_CA_BUNDLE,
+STREAM_MW_HOST, STREAM_MW_PORT, STREAM_MW_MAX_HEADER_BYTES, STREAM_MW_MAX_HEADERS, STREAM_MW_HEADER_TIMEOUT,
 STREAM_MW_MAX_CONNECTIONS.
 
 A --script file is a JSON list of turns, one per model request, for example:
@@ -781,6 +789,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_float,
         metavar="SECONDS",
         help="seconds of upstream silence tolerated (default 300)",
+    )
+    upstream.add_argument(
+        "--ca-bundle",
+        metavar="FILE",
+        help="PEM file of the authorities trusted for an https upstream (default: "
+        "SSL_CERT_FILE, SSL_CERT_DIR, else certifi's) [STREAM_MW_CA_BUNDLE]",
     )
     server = _add_server_options(serve)
     server.add_argument(
