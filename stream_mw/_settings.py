@@ -275,6 +275,7 @@ GATEWAY_VARIABLES = frozenset(
         "LITELLM_MODEL",
         "LITELLM_KWARGS",
         "SCRIPT",
+        "CONFIG",
         "CONNECT_TIMEOUT",
         "READ_TIMEOUT",
         "CA_BUNDLE",
