@@ -13,8 +13,9 @@ routed by model, and the middleware's settings, in TOML.
     read_timeout = 600
 
     [upstreams.hosted]
-    url = "https://api.example.com/v1?api-version=2024-10-21"
-    api_key_env = "HOSTED_API_KEY"  # the key is read from this variable, never the file
+    url = "https://my-resource.openai.azure.com/openai/deployments/gpt-4o?api-version=2024-10-21"
+    api_key_env = "AZURE_OPENAI_API_KEY"  # the key is read from this variable, not the file
+    api_key_header = "api-key"      # Azure's; the default is Authorization: Bearer
     models = ["gpt-4o*"]
     headers = { "X-Team" = "research" }
 
@@ -58,6 +59,7 @@ _UPSTREAM_KEYS = (
     "litellm_kwargs",
     "models",
     "api_key_env",
+    "api_key_header",
     "connect_timeout",
     "read_timeout",
     "headers",
@@ -79,6 +81,7 @@ class UpstreamSpec:
     litellm_model: str | None = None
     litellm_kwargs: Mapping[str, Any] = field(default_factory=dict)
     api_key: str | None = field(default=None, repr=False)
+    api_key_header: str | None = None
     connect_timeout: float | None = None
     read_timeout: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -141,6 +144,7 @@ def _build_upstream(
         return ProxyApp(
             spec.url,
             api_key=spec.api_key,
+            api_key_header=spec.api_key_header,
             connect_timeout=spec.connect_timeout or connect_timeout,
             read_timeout=spec.read_timeout or read_timeout,
             headers=spec.headers,
@@ -240,6 +244,11 @@ def _upstream(
             f"{where}: set exactly one of url (an OpenAI-compatible server) and "
             "litellm_model (a LiteLLM model)"
         )
+    if litellm_model is not None and "api_key_header" in table:
+        raise ConfigurationError(
+            f"{where}.api_key_header: a litellm_model upstream passes its key to LiteLLM, "
+            "which knows each provider's header"
+        )
     models = table.get("models")
     if (
         not isinstance(models, list)
@@ -269,6 +278,11 @@ def _upstream(
             path, f"upstreams.{name}.litellm_kwargs", table.get("litellm_kwargs", {})
         ),
         api_key=api_key,
+        api_key_header=(
+            _string(f"{where}.api_key_header", table["api_key_header"])
+            if "api_key_header" in table
+            else None
+        ),
         connect_timeout=_seconds(f"{where}.connect_timeout", table.get("connect_timeout")),
         read_timeout=_seconds(f"{where}.read_timeout", table.get("read_timeout")),
         headers=_strings(f"{where}.headers", table.get("headers", {})),

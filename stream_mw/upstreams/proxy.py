@@ -34,7 +34,9 @@ How it behaves, and why:
 - **Timeouts.** ``connect_timeout`` bounds reaching the upstream; ``read_timeout`` bounds the
   silence between two reads (a model's time to first token included), not the whole answer.
 - **Credentials.** With ``api_key`` set, ``Authorization: Bearer <api_key>`` replaces the
-  client's; otherwise the client's ``Authorization`` is forwarded. The key is never logged nor
+  client's (or, with ``api_key_header="api-key"`` as Azure wants, ``api-key: <api_key>``
+  does, and the client's ``Authorization`` is dropped); otherwise the client's
+  ``Authorization`` is forwarded. The key is never logged nor
   put in an error message, and an upstream that quotes it back (some echo the request's
   headers in their errors) has it replaced by ``***`` in the headers and body it sends.
 - **Headers.** Hop-by-hop headers (RFC 9110 §7.6.1, and any the ``Connection`` header names)
@@ -153,6 +155,8 @@ class ProxyApp:
             ``http://localhost:8000/v1`` (vLLM), ``http://localhost:11434/v1`` (Ollama).
         api_key: Sent as ``Authorization: Bearer <api_key>``; when ``None`` the client's
             ``Authorization`` header is forwarded.
+        api_key_header: Send ``api_key`` as this header's whole value instead (Azure
+            OpenAI's ``api-key``).
         connect_timeout: Seconds to establish a connection.
         read_timeout: Seconds of upstream silence tolerated while reading a response.
         write_timeout: Seconds to send one piece of the request body.
@@ -180,6 +184,7 @@ class ProxyApp:
         base_url: str,
         *,
         api_key: str | None = None,
+        api_key_header: str | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 300.0,
         write_timeout: float = 60.0,
@@ -204,6 +209,12 @@ class ProxyApp:
             raise ConfigurationError(f"the CA bundle {ca_bundle} does not exist")
         self._ca_bundle = ca_bundle
         self._api_key = api_key
+        if api_key_header is None or api_key_header.lower() == "authorization":
+            self._key_header = (
+                (b"authorization", b"Bearer %b" % api_key.encode()) if api_key else None
+            )
+        else:
+            self._key_header = (api_key_header.lower().encode(), (api_key or "").encode())
         # httpx's request extension, read by the transport for each request.
         self._timeouts = {
             "connect": connect_timeout,
@@ -464,13 +475,16 @@ class ProxyApp:
         raw: list[tuple[bytes, bytes]] = scope["headers"]
         drop = set(_NOT_FORWARDED_UP) | _connection_tokens(raw)
         if self._api_key is not None:
+            # The client's own key (often a gateway client key) never goes upstream then.
             drop.add("authorization")
+            if self._key_header is not None:
+                drop.add(self._key_header[0].decode("latin-1"))
         headers = [(k, v) for k, v in raw if k.decode("latin-1").lower() not in drop]
         # Compressing an event stream holds events back in the compressor; ask for none.
         headers.append((b"accept-encoding", b"identity"))
         headers.extend(self._extra_headers)
-        if self._api_key is not None:
-            headers.append((b"authorization", b"Bearer " + self._api_key.encode()))
+        if self._api_key is not None and self._key_header is not None:
+            headers.append(self._key_header)
         return headers
 
     async def _send_failure(

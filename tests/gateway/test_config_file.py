@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from stream_mw import ConfigurationError
 from stream_mw.cli import GatewayConfig, gateway_settings
 from stream_mw.upstreams import RecordedRequest, ScriptedBackend, Turn
+from stream_mw.upstreams.proxy import ProxyApp
 from stream_mw.upstreams.router import ModelRouter
 from tests.e2e.conftest import RunningServer, serve
 from tests.gateway.helpers import run_cli, running
@@ -271,3 +272,21 @@ async def test_lifespan_reaches_every_upstream() -> None:
     async with LifespanManager(routes):
         assert events == ["a lifespan.startup", "b lifespan.startup"]
     assert events[2:] == ["a lifespan.shutdown", "b lifespan.shutdown"]
+
+
+@pytest.mark.anyio
+async def test_an_api_key_header_carries_the_key_instead_of_authorization() -> None:
+    backend = says("ok", "gpt-4o")
+    with serve(backend) as up:
+        async with (
+            ProxyApp(up.url + "/v1", api_key="azure-key-123", api_key_header="api-key") as app,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+            ) as client,
+        ):
+            await client.get(
+                "/v1/models", headers={"authorization": "Bearer sk-gw-client", "api-key": "x"}
+            )
+    [request] = backend.requests
+    assert request.headers["api-key"] == "azure-key-123"
+    assert "authorization" not in request.headers
