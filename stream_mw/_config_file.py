@@ -36,6 +36,7 @@ import difflib
 import math
 import os
 import sys
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ from typing import Any
 
 from ._auth import ClientKeys
 from ._errors import ConfigurationError
-from ._settings import Settings
+from ._settings import Settings, _field_types
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -210,9 +211,16 @@ def load_gateway_file(path: str, environ: Mapping[str, str] | None = None) -> Ga
 def _settings(path: str, table: Mapping[str, Any], base: Path) -> dict[str, Any]:
     names = [f.name for f in dataclasses.fields(Settings) if f.name not in _CODE_ONLY_SETTINGS]
     _unknown_keys(path, "settings.", table, names)
+    optional = {
+        name for name, hint in _field_types().items() if type(None) in typing.get_args(hint)
+    }
     values: dict[str, Any] = {}
     for name, value in table.items():
         key = f"{path}: settings.{name}"
+        if isinstance(value, str) and value.lower() == "none" and name in optional:
+            # TOML has no null: "none" turns an optional setting off, as in STREAM_MW_*.
+            values[name] = None
+            continue
         if name == "client_keys":
             keys_file = _relative(base, _string(key, value))
             try:

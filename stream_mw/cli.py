@@ -419,7 +419,7 @@ def _check_deployment(config: GatewayConfig, settings: Settings, args: argparse.
             raise UsageError(str(exc)) from None
     if (
         not _is_loopback(args.host)
-        and (config.api_key or (config.upstream and "@" in config.upstream) or config.config)
+        and (config.api_key or (config.upstream and "@" in config.upstream) or _file_keys(config))
         and settings.client_keys is None
     ):
         logger.warning(
@@ -427,6 +427,15 @@ def _check_deployment(config: GatewayConfig, settings: Settings, args: argparse.
             "this port uses the upstream with that key; pass --client-keys FILE",
             args.host,
         )
+
+
+def _file_keys(config: GatewayConfig) -> bool:
+    """Whether the ``--config`` file gives an upstream a key (already read without error)."""
+    if not config.config:
+        return False
+    from ._config_file import load_gateway_file
+
+    return load_gateway_file(config.config).sends_upstream_keys
 
 
 def _is_loopback(host: str) -> bool:

@@ -171,6 +171,7 @@ def test_settings_come_from_the_file_and_an_environment_variable_wins(
     path = tmp_path / "gateway.toml"
     path.write_text(
         "[settings]\nkeepalive_interval = 7.5\ndone_marker = false\nclient_keys = 'keys'\n"
+        "store_url = 'none'\n"
         "[upstreams.a]\nurl = 'http://h/v1'\nmodels = ['m']\n"
     )
     monkeypatch.setenv("STREAM_MW_DONE_MARKER", "true")
@@ -178,6 +179,7 @@ def test_settings_come_from_the_file_and_an_environment_variable_wins(
     assert settings.keepalive_interval == 7.5
     assert settings.done_marker is True
     assert settings.client_keys is not None  # read relative to the file
+    assert settings.store_url is None  # "none": TOML has no null
 
 
 # ModelRouter in process
@@ -290,3 +292,25 @@ async def test_an_api_key_header_carries_the_key_instead_of_authorization() -> N
     [request] = backend.requests
     assert request.headers["api-key"] == "azure-key-123"
     assert "authorization" not in request.headers
+
+
+def test_a_config_giving_an_upstream_a_key_warns_when_listening_beyond_loopback(
+    tmp_path: Path,
+) -> None:
+    keyed = tmp_path / "keyed.toml"
+    keyed.write_text("[upstreams.a]\nurl = 'http://127.0.0.1:9/v1'\nmodels = ['*']\n")
+    keyless = tmp_path / "keyless.toml"
+    keyless.write_text(keyed.read_text())
+    with keyed.open("a") as file:
+        file.write("api_key_env = 'A_KEY'\n")
+    env = {"A_KEY": "sk-upstream-secret"}
+    with running(
+        "serve", "--config", str(keyed), "--host", "0.0.0.0", tmp_path=tmp_path, env=env
+    ) as warned:
+        pass
+    with running(
+        "serve", "--config", str(keyless), "--host", "0.0.0.0", tmp_path=tmp_path, env=env
+    ) as quiet:
+        pass
+    assert "with an upstream key and no client keys" in warned.stderr()
+    assert "no client keys" not in quiet.stderr()
