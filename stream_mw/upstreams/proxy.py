@@ -204,9 +204,11 @@ class ProxyApp:
         # Encoded once: most requests carry no query of their own and send these bytes as is.
         self._query = _merge_query(url.query, urlencode(list((params or {}).items())).encode())
         self._proxy = choose_proxy(url, proxy, trust_env=trust_env)
-        self._trust_env = trust_env
         if ca_bundle is not None and not os.path.exists(ca_bundle):
             raise ConfigurationError(f"the CA bundle {ca_bundle} does not exist")
+        if ca_bundle is None and trust_env:
+            # Read now, with the proxy variables, though the transport comes later.
+            ca_bundle = os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR") or None
         self._ca_bundle = ca_bundle
         self._api_key = api_key
         if api_key_header is None or api_key_header.lower() == "authorization":
@@ -286,7 +288,7 @@ class ProxyApp:
                 max_headers=self._max_headers,
                 proxy=self._proxy,
                 ca_bundle=self._ca_bundle,
-                trust_env=self._trust_env,
+                trust_env=False,
             )
         return self._transport
 

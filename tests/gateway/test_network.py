@@ -203,18 +203,18 @@ async def test_a_tunnel_the_proxy_refuses_is_a_502_naming_the_proxy_but_not_its_
 
 
 @pytest.mark.anyio
-async def test_ssl_cert_file_is_trusted_and_without_it_a_self_signed_upstream_is_refused(
+async def test_ssl_cert_file_read_when_the_app_is_built_is_trusted_and_without_it_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with tls_upstream(tmp_path, backend()) as (up, _):
         url = f"https://localhost:{up.port}/v1"
         monkeypatch.delenv("SSL_CERT_FILE", raising=False)
         monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-        async with ProxyApp(url) as app:
-            refused = await post_chat(app)
-        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
-        async with ProxyApp(url) as app:
-            trusted = await post_chat(app)
+        async with ProxyApp(url) as built_before:
+            monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+            refused = await post_chat(built_before)
+        async with ProxyApp(url) as built_after:
+            trusted = await post_chat(built_after)
     assert refused.status_code == 502
     assert "CERTIFICATE_VERIFY_FAILED" in refused.json()["error"]["message"]
     assert trusted.status_code == 200
