@@ -68,6 +68,16 @@ _UPSTREAM_KEYS = (
     "ca_bundle",
     "proxy",
 )
+_URL_ONLY = (
+    "api_key_header",
+    "connect_timeout",
+    "read_timeout",
+    "headers",
+    "params",
+    "ca_bundle",
+    "proxy",
+)
+_LITELLM_ONLY = ("litellm_kwargs",)
 # Functions cannot be written in TOML.
 _CODE_ONLY_SETTINGS = frozenset({"tenant", "on_response"})
 
@@ -162,8 +172,6 @@ def _build_upstream(
     kwargs = dict(spec.litellm_kwargs)
     if spec.api_key:
         kwargs.setdefault("api_key", spec.api_key)
-    if spec.read_timeout:
-        kwargs.setdefault("timeout", spec.read_timeout)
     return LiteLLMApp(spec.litellm_model, **kwargs)
 
 
@@ -252,11 +260,18 @@ def _upstream(
             f"{where}: set exactly one of url (an OpenAI-compatible server) and "
             "litellm_model (a LiteLLM model)"
         )
-    if litellm_model is not None and "api_key_header" in table:
-        raise ConfigurationError(
-            f"{where}.api_key_header: a litellm_model upstream passes its key to LiteLLM, "
-            "which knows each provider's header"
-        )
+    kind, other_keys = ("url", _LITELLM_ONLY) if url is not None else ("litellm_model", _URL_ONLY)
+    for key in other_keys:
+        if key in table:
+            # LiteLLM takes its own options (timeout, headers, api_base) in litellm_kwargs.
+            raise ConfigurationError(
+                f"{where}.{key}: not an option of a {kind} upstream"
+                + (
+                    "; put LiteLLM's own options in litellm_kwargs"
+                    if kind == "litellm_model"
+                    else ""
+                )
+            )
     models = table.get("models")
     if (
         not isinstance(models, list)

@@ -138,6 +138,14 @@ def test_two_upstreams_behind_one_gateway_answer_for_their_own_models(tmp_path: 
         ),
         ("[settings]\nstore_url = 'memory://'\n", "upstreams: no upstream is configured"),
         ("[upstreams.a\nurl = 'http://h/v1'\n", "not valid TOML"),
+        (
+            "[upstreams.a]\nlitellm_model = 'openai/gpt-4o'\nmodels = ['m']\nread_timeout = 9\n",
+            "upstreams.a.read_timeout: not an option of a litellm_model upstream; put LiteLLM's",
+        ),
+        (
+            "[upstreams.a]\nurl = 'http://h/v1'\nmodels = ['m']\nproxy = 'socks5://p:1'\n",
+            "upstreams.a: unsupported proxy URL in proxy= (scheme 'socks5')",
+        ),
     ],
 )
 def test_a_bad_config_file_exits_2_with_one_line_naming_the_file_and_key(
