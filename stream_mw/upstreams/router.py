@@ -19,7 +19,8 @@
   the models and prefixes served.
 - **``GET /v1/models``** asks every upstream at once (each within ``models_timeout``) and
   answers the union: each upstream's models that are routed to it, then the exact names of
-  the patterns not listed yet. An upstream that fails to answer is left out, with a warning.
+  the patterns not listed yet. An upstream that fails to answer is left out, with a warning;
+  when none answers, the answer is a 502 (so readiness that checks the upstream fails).
 - **Lifespan** is passed to every upstream: startup completes once all have started (and
   fails if one fails), shutdown once all have stopped.
 """
@@ -193,7 +194,7 @@ class ModelRouter:
 
     async def _list_models(self, scope: Scope, send: Send) -> None:
         headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-        lists: dict[str, list[Any]] = {}
+        lists: dict[str, list[Any] | None] = {}
 
         async def ask(name: str, app: ASGIApp) -> None:
             lists[name] = await self._models_of(name, app, {**scope, "headers": headers})
@@ -201,10 +202,17 @@ class ModelRouter:
         async with anyio.create_task_group() as tasks:
             for name, app in self._upstreams.items():
                 tasks.start_soon(ask, name, app)
+        if self._upstreams and all(listed is None for listed in lists.values()):
+            # Readiness (ready_checks_upstream) asks this route: with no upstream answering,
+            # the gateway serves nothing.
+            await send_error(
+                send, 502, "no upstream answered GET /v1/models", "upstream_unreachable"
+            )
+            return
         data: list[Any] = []
         seen: set[str] = set()
         for name in self._upstreams:
-            for model in lists.get(name, []):
+            for model in lists.get(name) or []:
                 model_id = model.get("id") if isinstance(model, dict) else None
                 # Listed only where it is routed: a model the router sends elsewhere (or
                 # nowhere) would be a name that fails when used.
@@ -221,7 +229,7 @@ class ModelRouter:
                 data.append({"id": model_id, "object": "model", "created": 0, "owned_by": name})
         await send_json(send, 200, {"object": "list", "data": data})
 
-    async def _models_of(self, name: str, app: ASGIApp, scope: Scope) -> list[Any]:
+    async def _models_of(self, name: str, app: ASGIApp, scope: Scope) -> list[Any] | None:
         status = 0
         body: list[bytes] = []
         never = anyio.Event()
@@ -259,7 +267,7 @@ class ModelRouter:
         logger.warning(
             "GET /v1/models: upstream %r %s; its models are left out of the list", name, what
         )
-        return []
+        return None
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as tasks:

@@ -322,3 +322,25 @@ def test_a_config_giving_an_upstream_a_key_warns_when_listening_beyond_loopback(
         pass
     assert "with an upstream key and no client keys" in warned.stderr()
     assert "no client keys" not in quiet.stderr()
+
+
+@pytest.mark.anyio
+async def test_models_leave_out_an_upstream_that_fails_and_are_a_502_when_none_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("down")
+
+    def models_of(routes: ModelRouter) -> Any:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=routes), base_url="http://g")
+
+    partly = ModelRouter({"up": says("x", "m1"), "down": broken}, {"m*": "up", "n": "down"})
+    nothing = ModelRouter({"down": broken}, {"n": "down"})
+    async with models_of(partly) as client:
+        listed = (await client.get("/v1/models")).json()
+    async with models_of(nothing) as client:
+        failed = await client.get("/v1/models")
+    assert [m["id"] for m in listed["data"]] == ["m1", "n"]
+    assert "upstream 'down' failed (RuntimeError: down)" in caplog.text
+    assert failed.status_code == 502
+    assert failed.json()["error"]["code"] == "upstream_unreachable"
