@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from asgi_lifespan import LifespanManager
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stream_mw import ConfigurationError
+from stream_mw._config_file import load_gateway_file
 from stream_mw.cli import GatewayConfig, gateway_settings
 from stream_mw.upstreams import RecordedRequest, ScriptedBackend, Turn
 from stream_mw.upstreams.proxy import ProxyApp
@@ -344,3 +346,16 @@ async def test_models_leave_out_an_upstream_that_fails_and_are_a_502_when_none_a
     assert "upstream 'down' failed (RuntimeError: down)" in caplog.text
     assert failed.status_code == 502
     assert failed.json()["error"]["code"] == "upstream_unreachable"
+
+
+def test_the_readme_config_example_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    production = readme.split("\n## Running in production\n", 1)[1].split("\n## ", 1)[0]
+    [example] = re.findall(r"```toml\n(.*?)```", production, re.DOTALL)
+    (tmp_path / "gateway.toml").write_text(example)
+    (tmp_path / "client-keys").write_text("sk-gw-1 team-a\n")
+    env = {"AZURE_OPENAI_API_KEY": "azure-key", "ANTHROPIC_API_KEY": "sk-ant"}
+    loaded = load_gateway_file(str(tmp_path / "gateway.toml"), env)
+    assert [spec.name for spec in loaded.upstreams] == ["local", "azure", "claude"]
+    assert loaded.upstreams[1].api_key == "azure-key"
+    assert loaded.settings["client_keys"] is not None
