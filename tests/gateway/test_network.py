@@ -6,7 +6,9 @@ host ``upstream.test``: a request that reaches an upstream by that name went thr
 
 from __future__ import annotations
 
+import shutil
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -218,6 +220,33 @@ async def test_ssl_cert_file_read_when_the_app_is_built_is_trusted_and_without_i
     assert refused.status_code == 502
     assert "CERTIFICATE_VERIFY_FAILED" in refused.json()["error"]["message"]
     assert trusted.status_code == 200
+
+
+def certificate_directory(certificate: Path) -> Path:
+    directory = certificate.parent / "certs"
+    directory.mkdir()
+    shutil.copy(certificate, directory / "test-ca.pem")
+    # OpenSSL finds a CA in a directory by the hash of its name: `openssl rehash` links it.
+    subprocess.run(["openssl", "rehash", str(directory)], check=True, capture_output=True)
+    return directory
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to hash a directory")
+async def test_a_hashed_certificate_directory_is_trusted_from_ssl_cert_dir_or_ca_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with tls_upstream(tmp_path, backend()) as (up, _):
+        directory = certificate_directory(tmp_path / "cert.pem")
+        url = f"https://localhost:{up.port}/v1"
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        monkeypatch.setenv("SSL_CERT_DIR", str(directory))
+        async with ProxyApp(url) as app:
+            from_env = await post_chat(app)
+        monkeypatch.delenv("SSL_CERT_DIR")
+        async with ProxyApp(url, ca_bundle=str(directory)) as app:
+            from_option = await post_chat(app)
+    assert from_env.status_code == from_option.status_code == 200
 
 
 def query_recorder(app: ASGIApp, queries: list[bytes]) -> ASGIApp:
