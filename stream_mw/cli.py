@@ -123,6 +123,12 @@ class GatewayConfig:
         ]
         if len(sources) > 1:
             raise UsageError(f"{' and '.join(sources)} cannot be combined; choose one upstream")
+        if self.config and (self.api_key or self.litellm_kwargs):
+            # Each upstream of the file has its own key and options; one for all is ambiguous.
+            raise UsageError(
+                "--api-key (STREAM_MW_UPSTREAM_API_KEY) and --litellm-kwargs do not apply to "
+                f"--config {self.config}: set api_key_env and litellm_kwargs in its upstreams"
+            )
         if not (0 < self.connect_timeout < math.inf and 0 < self.read_timeout < math.inf):
             raise UsageError("--connect-timeout and --read-timeout must be positive seconds")
 

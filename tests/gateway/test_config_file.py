@@ -168,9 +168,11 @@ def test_a_missing_config_file_and_a_second_upstream_option_are_one_line_errors(
 ) -> None:
     missing = run_cli("serve", "--config", str(tmp_path / "nope.toml"))
     both = run_cli("serve", "--config", "x.toml", "--upstream", "http://h/v1")
-    assert missing.returncode == both.returncode == 2
+    one_key = run_cli("serve", "--config", "x.toml", env={"STREAM_MW_UPSTREAM_API_KEY": "sk-1"})
+    assert missing.returncode == both.returncode == one_key.returncode == 2
     assert "cannot read the config file" in missing.stderr.decode()
     assert "--upstream and --config cannot be combined" in both.stderr.decode()
+    assert "set api_key_env and litellm_kwargs in its upstreams" in one_key.stderr.decode()
 
 
 def test_settings_come_from_the_file_and_an_environment_variable_wins(
