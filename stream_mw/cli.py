@@ -10,7 +10,8 @@ Gateway options also come from environment variables, which is how they reach uv
 worker processes with ``--workers N`` (and how ``uvicorn --factory stream_mw.cli:app_from_env``
 is configured): ``STREAM_MW_UPSTREAM``, ``STREAM_MW_UPSTREAM_API_KEY``,
 ``STREAM_MW_LITELLM_MODEL``, ``STREAM_MW_LITELLM_KWARGS`` (a JSON object),
-``STREAM_MW_SCRIPT``, ``STREAM_MW_CONNECT_TIMEOUT``, ``STREAM_MW_READ_TIMEOUT``, and
+``STREAM_MW_SCRIPT``, ``STREAM_MW_CONFIG``, ``STREAM_MW_CONNECT_TIMEOUT``,
+``STREAM_MW_READ_TIMEOUT``, ``STREAM_MW_CA_BUNDLE``, and
 ``STREAM_MW_HOST`` / ``STREAM_MW_PORT`` for where to listen, and ``STREAM_MW_MAX_HEADER_BYTES``,
 ``STREAM_MW_MAX_HEADERS``, ``STREAM_MW_HEADER_TIMEOUT`` and ``STREAM_MW_MAX_CONNECTIONS`` for
 the bounds on clients (see ``_server_protocol.py``); the middleware's own settings
@@ -47,7 +48,14 @@ from ._observe import JsonFormatter, access_logger
 from ._service import REQUEST_ID_HEADER, request_id
 from ._settings import ENV_PREFIX, Settings
 
-__all__ = ["GatewayConfig", "JsonFormatter", "app_from_env", "build_gateway", "main"]
+__all__ = [
+    "GatewayConfig",
+    "JsonFormatter",
+    "app_from_env",
+    "build_gateway",
+    "gateway_settings",
+    "main",
+]
 
 logger = logging.getLogger("stream_mw")
 
@@ -68,6 +76,8 @@ _ENV_HEADER_TIMEOUT = "STREAM_MW_HEADER_TIMEOUT"
 _ENV_MAX_CONNECTIONS = "STREAM_MW_MAX_CONNECTIONS"
 _ENV_CORS_ORIGINS = "STREAM_MW_CORS_ORIGINS"
 _ENV_CLIENT_KEYS = ENV_PREFIX + "CLIENT_KEYS"
+_ENV_CA_BUNDLE = "STREAM_MW_CA_BUNDLE"
+_ENV_CONFIG = "STREAM_MW_CONFIG"
 
 #: uvicorn's level words; ``trace`` is uvicorn's level 5, below ``debug``.
 LOG_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
@@ -91,10 +101,14 @@ class GatewayConfig:
     litellm_kwargs: Mapping[str, Any] = field(default_factory=dict)
     #: JSON file of scripted turns, for the scripted backend.
     script: str | None = None
+    #: TOML file of upstreams routed by model, and settings (``_config_file.py``).
+    config: str | None = None
     connect_timeout: float = 5.0
     read_timeout: float = 300.0
     #: Browser origins allowed by CORS (``*`` for any); empty: no CORS headers.
     cors_origins: tuple[str, ...] = ()
+    #: PEM file (or directory) of the authorities trusted for an ``https`` upstream.
+    ca_bundle: str | None = None
 
     def __post_init__(self) -> None:
         sources = [
@@ -103,11 +117,18 @@ class GatewayConfig:
                 ("--upstream", self.upstream),
                 ("--litellm-model", self.litellm_model),
                 ("--script", self.script),
+                ("--config", self.config),
             )
             if value
         ]
         if len(sources) > 1:
             raise UsageError(f"{' and '.join(sources)} cannot be combined; choose one upstream")
+        if self.config and (self.api_key or self.litellm_kwargs):
+            # Each upstream of the file has its own key and options; one for all is ambiguous.
+            raise UsageError(
+                "--api-key (STREAM_MW_UPSTREAM_API_KEY) and --litellm-kwargs do not apply to "
+                f"--config {self.config}: set api_key_env and litellm_kwargs in its upstreams"
+            )
         if not (0 < self.connect_timeout < math.inf and 0 < self.read_timeout < math.inf):
             raise UsageError("--connect-timeout and --read-timeout must be positive seconds")
 
@@ -123,6 +144,8 @@ class GatewayConfig:
             return f"LiteLLM model {self.litellm_model}"
         if self.script:
             return f"scripted turns from {self.script}"
+        if self.config:
+            return f"the upstreams of {self.config}"
         return "the embedded demo backend (scripted, no model needed)"
 
     def to_env(self) -> dict[str, str]:
@@ -133,9 +156,11 @@ class GatewayConfig:
             _ENV_LITELLM_MODEL: self.litellm_model or "",
             _ENV_LITELLM_KWARGS: json.dumps(dict(self.litellm_kwargs)),
             _ENV_SCRIPT: self.script or "",
+            _ENV_CONFIG: self.config or "",
             _ENV_CONNECT_TIMEOUT: repr(self.connect_timeout),
             _ENV_READ_TIMEOUT: repr(self.read_timeout),
             _ENV_CORS_ORIGINS: ",".join(self.cors_origins),
+            _ENV_CA_BUNDLE: self.ca_bundle or "",
         }
         return env
 
@@ -149,9 +174,11 @@ class GatewayConfig:
             litellm_model=env.get(_ENV_LITELLM_MODEL) or None,
             litellm_kwargs=_json_object(env.get(_ENV_LITELLM_KWARGS) or "{}", _ENV_LITELLM_KWARGS),
             script=env.get(_ENV_SCRIPT) or None,
+            config=env.get(_ENV_CONFIG) or None,
             connect_timeout=_number(env.get(_ENV_CONNECT_TIMEOUT), 5.0, _ENV_CONNECT_TIMEOUT),
             read_timeout=_number(env.get(_ENV_READ_TIMEOUT), 300.0, _ENV_READ_TIMEOUT),
             cors_origins=_origins(env.get(_ENV_CORS_ORIGINS)),
+            ca_bundle=env.get(_ENV_CA_BUNDLE) or None,
         )
 
 
@@ -164,7 +191,19 @@ def build_gateway(config: GatewayConfig, settings: Settings | None = None) -> An
     from ._middleware import ResponsesMiddleware
 
     inner: Any
-    if config.upstream:
+    if config.config:
+        _require("httpx", "--config", "gateway")
+        from ._config_file import load_gateway_file
+
+        try:
+            inner = load_gateway_file(config.config).build_router(
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+                ca_bundle=config.ca_bundle,
+            )
+        except ConfigurationError as exc:
+            raise UsageError(str(exc)) from None
+    elif config.upstream:
         _require("httpx", "--upstream", "gateway")
         from .upstreams.proxy import ProxyApp
 
@@ -174,6 +213,7 @@ def build_gateway(config: GatewayConfig, settings: Settings | None = None) -> An
                 api_key=config.api_key,
                 connect_timeout=config.connect_timeout,
                 read_timeout=config.read_timeout,
+                ca_bundle=config.ca_bundle,
             )
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
@@ -218,9 +258,31 @@ def build_gateway(config: GatewayConfig, settings: Settings | None = None) -> An
 def app_from_env() -> Any:
     """App factory for uvicorn workers: ``uvicorn --factory stream_mw.cli:app_from_env``.
 
-    Reads ``GatewayConfig.from_env()`` and ``Settings.from_env()``.
+    Reads ``GatewayConfig.from_env()`` and ``Settings.from_env()`` (over the ``[settings]``
+    of the ``STREAM_MW_CONFIG`` file, if any).
     """
-    return build_gateway(GatewayConfig.from_env(), Settings.from_env())
+    config = GatewayConfig.from_env()
+    return build_gateway(config, gateway_settings(config))
+
+
+def gateway_settings(config: GatewayConfig, **overrides: Any) -> Settings:
+    """``Settings.from_env(**overrides)``, over the ``[settings]`` of ``config.config``.
+
+    A ``STREAM_MW_*`` variable wins over the file, as the command line wins over both: the
+    environment is what differs between deployments of one file.
+
+    Raises:
+        ConfigurationError: the file or a setting is invalid.
+    """
+    if config.config:
+        from ._config_file import load_gateway_file
+
+        from_file = load_gateway_file(config.config).settings
+        overrides = {
+            **{k: v for k, v in from_file.items() if ENV_PREFIX + k.upper() not in os.environ},
+            **overrides,
+        }
+    return Settings.from_env(**overrides)
 
 
 class _RequestLog:
@@ -301,7 +363,7 @@ def _prepare_serve(args: argparse.Namespace) -> tuple[Any, GatewayConfig, Settin
         overrides: dict[str, Any] = {}
         if args.client_keys:
             overrides["client_keys"] = ClientKeys.from_file(args.client_keys)
-        settings = Settings.from_env(**overrides)
+        settings = gateway_settings(config, **overrides)
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from None
     _check_deployment(config, settings, args)
@@ -363,7 +425,7 @@ def _check_deployment(config: GatewayConfig, settings: Settings, args: argparse.
             raise UsageError(str(exc)) from None
     if (
         not _is_loopback(args.host)
-        and (config.api_key or (config.upstream and "@" in config.upstream))
+        and (config.api_key or (config.upstream and "@" in config.upstream) or _file_keys(config))
         and settings.client_keys is None
     ):
         logger.warning(
@@ -371,6 +433,15 @@ def _check_deployment(config: GatewayConfig, settings: Settings, args: argparse.
             "this port uses the upstream with that key; pass --client-keys FILE",
             args.host,
         )
+
+
+def _file_keys(config: GatewayConfig) -> bool:
+    """Whether the ``--config`` file gives an upstream a key (already read without error)."""
+    if not config.config:
+        return False
+    from ._config_file import load_gateway_file
+
+    return load_gateway_file(config.config).sends_upstream_keys
 
 
 def _is_loopback(host: str) -> bool:
@@ -382,7 +453,7 @@ def _is_loopback(host: str) -> bool:
 
 def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
     from_env = GatewayConfig.from_env()
-    chosen = args.upstream or args.litellm_model or args.script
+    chosen = args.upstream or args.litellm_model or args.script or args.config
     try:
         kwargs = _json_object(args.litellm_kwargs, "--litellm-kwargs")
     except ValueError as exc:
@@ -394,9 +465,11 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
         litellm_model=args.litellm_model if chosen else from_env.litellm_model,
         litellm_kwargs=kwargs or from_env.litellm_kwargs,
         script=args.script if chosen else from_env.script,
+        config=args.config if chosen else from_env.config,
         connect_timeout=args.connect_timeout or from_env.connect_timeout,
         read_timeout=args.read_timeout or from_env.read_timeout,
         cors_origins=_origins(args.cors_origins) or from_env.cors_origins,
+        ca_bundle=args.ca_bundle or from_env.ca_bundle,
     )
 
 
@@ -430,14 +503,14 @@ def _print_banner(
     if ":" in shown_host:
         shown_host = f"[{shown_host}]"
     base = f"http://{shown_host}:{port}{settings.path_prefix}"
-    model = config.litellm_model or ("YOUR-MODEL" if config.upstream else "demo")
+    model = config.litellm_model or ("YOUR-MODEL" if config.upstream or config.config else "demo")
     key = "YOUR-CLIENT-KEY" if settings.client_keys is not None else None
     curl_auth = f" -H 'authorization: Bearer {key}'" if key else ""
     lines = [
         f"stream-mw {__version__}: Responses API at {base}/responses",
         f"  serving from {config.description}" + (f", {workers} workers" if workers > 1 else ""),
     ]
-    if not (config.upstream or config.litellm_model or config.script):
+    if not (config.upstream or config.litellm_model or config.script or config.config):
         lines.append("  (use --upstream http://HOST:PORT/v1 to put a real model server behind it)")
     # Printed flush left: these paste into a shell as they are (a heredoc's end marker must
     # start its line, and Python refuses indented top-level code).
@@ -679,6 +752,7 @@ examples:
   STREAM_MW_UPSTREAM_API_KEY=sk-... stream-mw serve --upstream https://api.example.com/v1
   stream-mw serve --litellm-model ollama_chat/llama3.1   # any LiteLLM provider
   stream-mw serve --script turns.json                    # replay scripted turns
+  stream-mw serve --config gateway.toml                  # several upstreams, by model
   STREAM_MW_KEEPALIVE_INTERVAL=5 stream-mw serve --port 9000 --workers 4
 
 Then point a Responses client at http://127.0.0.1:8000/v1, for example Codex CLI:
@@ -689,9 +763,9 @@ Then point a Responses client at http://127.0.0.1:8000/v1, for example Codex CLI
 Middleware settings come from STREAM_MW_* environment variables (see the README's
 settings table); the options above also have one: STREAM_MW_UPSTREAM,
 STREAM_MW_UPSTREAM_API_KEY, STREAM_MW_LITELLM_MODEL, STREAM_MW_LITELLM_KWARGS,
-STREAM_MW_SCRIPT, STREAM_MW_CONNECT_TIMEOUT, STREAM_MW_READ_TIMEOUT, STREAM_MW_HOST,
-STREAM_MW_PORT, STREAM_MW_MAX_HEADER_BYTES, STREAM_MW_MAX_HEADERS, STREAM_MW_HEADER_TIMEOUT,
-STREAM_MW_MAX_CONNECTIONS.
+STREAM_MW_SCRIPT, STREAM_MW_CONFIG, STREAM_MW_CONNECT_TIMEOUT, STREAM_MW_READ_TIMEOUT,
+STREAM_MW_CA_BUNDLE, STREAM_MW_HOST, STREAM_MW_PORT, STREAM_MW_MAX_HEADER_BYTES,
+STREAM_MW_MAX_HEADERS, STREAM_MW_HEADER_TIMEOUT, STREAM_MW_MAX_CONNECTIONS.
 
 A --script file is a JSON list of turns, one per model request, for example:
   [{"tool_call": {"name": "exec_command", "arguments": {"cmd": "ls"}}},
@@ -758,6 +832,12 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--script", metavar="FILE", help="replay scripted turns from a JSON file (see below)"
     )
+    source.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file of upstreams routed by model, and settings (see the README's "
+        "Running in production) [STREAM_MW_CONFIG]",
+    )
     upstream = serve.add_argument_group("upstream options")
     upstream.add_argument(
         "--api-key",
@@ -781,6 +861,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_float,
         metavar="SECONDS",
         help="seconds of upstream silence tolerated (default 300)",
+    )
+    upstream.add_argument(
+        "--ca-bundle",
+        metavar="FILE",
+        help="PEM file of the authorities trusted for an https upstream (default: "
+        "SSL_CERT_FILE, SSL_CERT_DIR, else certifi's) [STREAM_MW_CA_BUNDLE]",
     )
     server = _add_server_options(serve)
     server.add_argument(

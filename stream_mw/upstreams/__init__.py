@@ -4,6 +4,8 @@
   reverse proxy to any OpenAI-compatible base URL (vLLM, Ollama, llama.cpp, LM Studio, ...).
 - ``LiteLLMApp`` (``stream_mw.upstreams.litellm_app``, extra ``stream-mw[litellm]``): any of
   LiteLLM's providers through ``litellm.acompletion``.
+- ``ModelRouter`` (``stream_mw.upstreams.router``, no extra): several of these behind one
+  gateway, each request sent to the app its model is routed to.
 - ``ScriptedBackend`` and ``Turn`` (``stream_mw.upstreams.scripted``, no extra): replays
   scripted turns as real SSE; the gateway's demo backend and a test double.
 
@@ -18,10 +20,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .litellm_app import LiteLLMApp
     from .proxy import ProxyApp
+    from .router import ModelRouter
     from .scripted import RecordedRequest, ScriptedBackend, ToolCall, Turn, demo_reply, load_script
 
 __all__ = [
     "LiteLLMApp",
+    "ModelRouter",
     "ProxyApp",
     "RecordedRequest",
     "ScriptedBackend",
@@ -33,6 +37,7 @@ __all__ = [
 
 _SUBMODULE = {
     "LiteLLMApp": "litellm_app",
+    "ModelRouter": "router",
     "ProxyApp": "proxy",
     "RecordedRequest": "scripted",
     "ScriptedBackend": "scripted",

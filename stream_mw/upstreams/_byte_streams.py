@@ -24,6 +24,7 @@ from typing import Protocol, cast
 
 import anyio
 import anyio.abc
+from anyio.streams.tls import TLSStream
 
 from .._asyncio_path import running_asyncio_loop
 
@@ -46,6 +47,9 @@ class ByteStream(Protocol):
 
     def is_usable(self) -> bool:
         """An idle connection the server has neither closed nor sent anything on."""
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str) -> ByteStream:
+        """TLS over this connection (inside a proxy's ``CONNECT`` tunnel); use the result."""
 
 
 async def connect(host: str, port: int, ssl_context: ssl.SSLContext | None) -> ByteStream:
@@ -175,6 +179,22 @@ class _AsyncioStream(asyncio.Protocol):
         # The loop may not have read a FIN that already arrived: ask the socket too.
         return not _readable(self._transport.get_extra_info("socket"))
 
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str) -> ByteStream:
+        transport = self._transport
+        if transport is None or self._ended:
+            raise anyio.BrokenResourceError
+        if self._buffer:
+            # The tunnel's first bytes must be the server's TLS handshake, read by the TLS layer.
+            raise anyio.BrokenResourceError("data arrived before the TLS handshake")
+        # The same protocol object goes on receiving, now the decrypted bytes.
+        tls = await self._loop.start_tls(
+            transport, self, ssl_context, server_hostname=server_hostname
+        )
+        if tls is None:
+            raise anyio.BrokenResourceError("the connection closed during the TLS handshake")
+        self._transport = tls
+        return self
+
 
 class _AnyioStream:
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
@@ -217,6 +237,15 @@ class _AnyioStream:
     def is_usable(self) -> bool:
         # The socket is not read while idle: a closed one shows as readable (at EOF).
         return not _readable(self._socket)
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str) -> ByteStream:
+        stream = await TLSStream.wrap(
+            self._stream,
+            hostname=server_hostname,
+            ssl_context=ssl_context,
+            standard_compatible=False,
+        )
+        return _AnyioStream(stream)
 
 
 def _readable(sock: socket.socket | None) -> bool:

@@ -29,6 +29,10 @@ with costs that do not grow with the pool:
 - **Retry.** A request whose body is held in memory is sent once more, on a new connection,
   when a reused connection turns out to be closed before any of the response arrived (the
   server may close an idle keep-alive connection at any moment).
+- **Forward proxy.** With ``proxy``, every connection goes to the proxy: an ``http`` request
+  is sent to it in absolute form (``POST http://host/v1/... HTTP/1.1``), an ``https`` one
+  through a ``CONNECT host:443`` tunnel with TLS inside it (the certificate checked against
+  the upstream's name). Either way the proxy, not this process, looks up the upstream host.
 
 A response must be read to its end or closed; closing one early discards its connection,
 since the rest of its body is still in flight.
@@ -39,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import re
 import ssl
 import time
@@ -53,7 +58,9 @@ import httptools
 import httpx
 
 from .._asyncio_path import running_asyncio_loop
+from .._errors import clip
 from ._byte_streams import ByteStream, connect
+from ._proxies import Proxy
 
 __all__ = ["DEFAULT_MAX_HEADERS", "DEFAULT_MAX_HEADER_BYTES", "StreamingTransport"]
 
@@ -81,10 +88,16 @@ class StreamingTransport(httpx.AsyncBaseTransport):
     Args:
         max_connections: Connections open (and requests in flight) at most.
         keepalive_expiry: Seconds an idle connection is kept for reuse.
-        ssl_context: For ``https`` upstreams; when ``None``, httpx's default verification,
-            built once on the first ``https`` connection and shared by all.
+        ssl_context: For ``https`` upstreams. When ``None``, one is built on the first
+            ``https`` connection and shared by all, verifying with ``ca_bundle``, else (with
+            ``trust_env``) ``SSL_CERT_FILE`` or ``SSL_CERT_DIR``, else certifi's bundle: the
+            certificates httpx would trust.
         max_header_bytes: Bytes a response's header fields may take.
         max_headers: Header fields a response may have.
+        proxy: The forward proxy every connection goes through; ``None`` connects directly.
+        ca_bundle: A PEM file (or a directory of hashed certificates, as ``SSL_CERT_DIR``)
+            of the authorities to trust for ``https`` upstreams.
+        trust_env: Read ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` (now, not when connecting).
     """
 
     def __init__(
@@ -95,8 +108,13 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         ssl_context: ssl.SSLContext | None = None,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         max_headers: int = DEFAULT_MAX_HEADERS,
+        proxy: Proxy | None = None,
+        ca_bundle: str | None = None,
+        trust_env: bool = True,
     ) -> None:
         self._limits = _HeadLimits(max_header_bytes, max_headers)
+        self._proxy = proxy
+        self._trusted = _trusted_certificates(ca_bundle, trust_env)
         self._slots = anyio.Semaphore(max_connections)
         # Most recently used last: taken from the right, expired ones pruned from the left.
         self._idle: deque[_Connection] = deque()
@@ -109,7 +127,12 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         # Loading the CA bundle takes tens of milliseconds of blocked event loop: done once
         # per transport, not per connection (every stream stalled while 100 opened at once).
         if self._ssl_context is None:
-            self._ssl_context = httpx.create_ssl_context()
+            cafile, capath = self._trusted
+            self._ssl_context = (
+                httpx.create_ssl_context(trust_env=False)
+                if cafile is None and capath is None
+                else ssl.create_default_context(cafile=cafile, capath=capath)
+            )
         return self._ssl_context
 
     @property
@@ -144,7 +167,9 @@ class StreamingTransport(httpx.AsyncBaseTransport):
                 reused = connection is not None
                 if connection is None:
                     tls = self._tls() if request.url.scheme == "https" else None
-                    connection = await _Connection.open(request, timeouts, tls, self._limits)
+                    connection = await _Connection.open(
+                        request, timeouts, tls, self._limits, self._proxy
+                    )
                 self._busy.add(connection)
                 try:
                     status, headers = await connection.exchange(request, timeouts)
@@ -257,9 +282,11 @@ class _Connection:
     difference is a fifth of a core. Requests are small and written here directly.
     """
 
-    def __init__(self, stream: ByteStream, limits: _HeadLimits) -> None:
+    def __init__(self, stream: ByteStream, limits: _HeadLimits, proxy: Proxy | None = None) -> None:
         self._stream = stream
         self._limits = limits
+        # Set for plain http through a proxy: requests go to it in absolute form.
+        self._proxy = proxy
         self._parser = httptools.HttpResponseParser(self)
         self._deadline = _IODeadline(stream.abort)
         self.idle_since = 0.0
@@ -314,24 +341,40 @@ class _Connection:
         timeouts: dict[str, float | None],
         ssl_context: ssl.SSLContext | None,
         limits: _HeadLimits,
+        proxy: Proxy | None = None,
     ) -> _Connection:
-        """Connect to the request's origin; over TLS when ``ssl_context`` is given."""
+        """Connect to the request's origin, over TLS when ``ssl_context`` is given, and
+        through ``proxy`` when one is given (``connect`` bounds the tunnel and TLS too)."""
         url = request.url
         port = url.port or (443 if ssl_context is not None else 80)
         try:
             with anyio.fail_after(timeouts.get("connect")):
-                stream = await connect(url.host, port, ssl_context)
+                if proxy is None:
+                    stream = await connect(url.host, port, ssl_context)
+                else:
+                    stream = await connect(proxy.host, proxy.port, None)
+                    if ssl_context is not None:
+                        try:
+                            await _open_tunnel(stream, port, proxy, request)
+                            stream = await stream.start_tls(ssl_context, url.host)
+                        except BaseException:
+                            stream.abort()
+                            raise
         except TimeoutError:
-            raise httpx.ConnectTimeout("connecting timed out", request=request) from None
+            where = f" through the proxy {proxy.display}" if proxy is not None else ""
+            raise httpx.ConnectTimeout(f"connecting{where} timed out", request=request) from None
         except (*_NETWORK_ERRORS, ssl.SSLError) as exc:
-            raise httpx.ConnectError(_describe(exc), request=request) from None
-        return cls(stream, limits)
+            detail = _describe(exc)
+            if proxy is not None:
+                detail = f"{detail} (through the proxy {proxy.display})"
+            raise httpx.ConnectError(detail, request=request) from None
+        return cls(stream, limits, proxy if ssl_context is None else None)
 
     async def exchange(
         self, request: httpx.Request, timeouts: dict[str, float | None]
     ) -> tuple[int, list[tuple[bytes, bytes]]]:
         """Send ``request`` and read the head of its response."""
-        head, chunked = _request_head(request)
+        head, chunked = _request_head(request, self._proxy)
         self._head_request = request.method == "HEAD"
         write_timeout = timeouts.get("write")
         try:
@@ -479,11 +522,13 @@ class _Connection:
                 await self._stream.aclose()
 
 
-def _request_head(request: httpx.Request) -> tuple[bytes, bool]:
+def _request_head(request: httpx.Request, proxy: Proxy | None = None) -> tuple[bytes, bool]:
     """The request line and headers; and whether the body goes chunked.
 
     Anything that would let a caller's method, path or header end a line early is refused:
-    it would smuggle a header, or a whole second request, to the upstream.
+    it would smuggle a header, or a whole second request, to the upstream. With ``proxy``
+    (plain http through a forward proxy) the target is in absolute form, and the proxy's
+    credentials go along.
     """
     method = request.method.encode("ascii", "replace")
     target = request.url.raw_path
@@ -491,7 +536,11 @@ def _request_head(request: httpx.Request) -> tuple[bytes, bool]:
         raise httpx.LocalProtocolError(
             f"invalid request line {request.method!r} {target!r}", request=request
         )
+    if proxy is not None:
+        target = b"%b://%b%b" % (request.url.raw_scheme, _authority(request.url), target)
     lines = [b"%b %b HTTP/1.1" % (method, target)]
+    if proxy is not None and proxy.authorization is not None:
+        lines.append(b"Proxy-Authorization: " + proxy.authorization)
     chunked = False
     for name, value in request.headers.raw:
         if not _TOKEN.fullmatch(name) or _UNSAFE_IN_VALUE.search(value):
@@ -504,6 +553,66 @@ def _request_head(request: httpx.Request) -> tuple[bytes, bool]:
             chunked = True
         lines.append(name + b": " + value)
     return b"\r\n".join(lines) + b"\r\n\r\n", chunked
+
+
+def _authority(url: httpx.URL) -> bytes:
+    host = url.raw_host
+    if b":" in host:
+        host = b"[" + host + b"]"
+    return host if url.port is None else b"%b:%d" % (host, url.port)
+
+
+#: A proxy's answer to ``CONNECT`` is a status line and a few headers.
+_MAX_TUNNEL_HEAD = 16 * 1024
+
+
+async def _open_tunnel(stream: ByteStream, port: int, proxy: Proxy, request: httpx.Request) -> None:
+    """Ask ``proxy`` for a ``CONNECT`` tunnel to the request's host and read its answer.
+
+    The answer is read up to its blank line and no further: what follows is the upstream's
+    TLS handshake. The proxy resolves the host; this process never looks it up.
+    """
+    host = request.url.raw_host
+    authority = b"[%b]:%d" % (host, port) if b":" in host else b"%b:%d" % (host, port)
+    lines = [b"CONNECT %b HTTP/1.1" % authority, b"Host: " + authority]
+    if proxy.authorization is not None:
+        lines.append(b"Proxy-Authorization: " + proxy.authorization)
+    await stream.send(b"\r\n".join(lines) + b"\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        if len(head) > _MAX_TUNNEL_HEAD:
+            raise httpx.ProxyError(
+                f"the proxy {proxy.display} answered CONNECT with over {_MAX_TUNNEL_HEAD} "
+                "bytes of headers",
+                request=request,
+            )
+        try:
+            data = await stream.receive()
+        except anyio.EndOfStream:
+            data = b""
+        if not data:
+            raise httpx.ProxyError(
+                f"the proxy {proxy.display} closed the connection instead of answering CONNECT",
+                request=request,
+            )
+        head += data
+    head, _, rest = head.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status_line.split(" ", 2)
+    status = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+    if not parts[0].startswith("HTTP/") or not 200 <= status < 300:
+        # 407 (credentials refused or missing), 403 (host not allowed), 502 (the proxy could
+        # not resolve or reach the upstream): its status line says which.
+        raise httpx.ProxyError(
+            f"the proxy {proxy.display} refused CONNECT {authority.decode('ascii')}: "
+            f"{clip(status_line)}",
+            request=request,
+        )
+    if rest:
+        raise httpx.ProxyError(
+            f"the proxy {proxy.display} sent data before the upstream's TLS handshake",
+            request=request,
+        )
 
 
 def _delimited_by_close(status: int, headers: list[tuple[bytes, bytes]]) -> bool:
@@ -595,6 +704,19 @@ class _ResponseBody(httpx.AsyncByteStream):
         if connection is not None:
             # The rest of the body is still on its way: this connection cannot be reused.
             await self._transport._discard_and_release(connection)
+
+
+def _trusted_certificates(ca_bundle: str | None, trust_env: bool) -> tuple[str | None, str | None]:
+    """``(cafile, capath)`` for the TLS context, or ``(None, None)`` for certifi's bundle."""
+    if ca_bundle is not None:
+        return (None, ca_bundle) if os.path.isdir(ca_bundle) else (ca_bundle, None)
+    if trust_env:
+        # As httpx does: the file wins over the directory.
+        if os.environ.get("SSL_CERT_FILE"):
+            return os.environ["SSL_CERT_FILE"], None
+        if os.environ.get("SSL_CERT_DIR"):
+            return None, os.environ["SSL_CERT_DIR"]
+    return None, None
 
 
 def _describe(exc: BaseException) -> str:

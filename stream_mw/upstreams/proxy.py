@@ -11,6 +11,14 @@ How it behaves, and why:
 - **Paths.** ``base_url`` is an API root, as the openai SDK's ``base_url`` is: the part of the
   incoming path after ``/v1`` is appended to it (``/v1/chat/completions`` →
   ``{base_url}/chat/completions``). A bare host (``http://host:8000``) gets ``/v1`` added.
+- **Query strings.** A query in ``base_url`` (Azure's ``?api-version=2024-10-21``) and the
+  ``params`` given here go with every forwarded request, followed by the client's own
+  parameters save those of the same names: the configured ones win.
+- **Network.** ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` are honoured
+  as curl and httpx honour them (read when the app is built; ``trust_env=False`` ignores
+  them, ``proxy=`` names one explicitly): see ``_proxies.py``. Through a proxy the upstream's
+  host name is resolved by the proxy, never here. ``https`` upstreams are verified against
+  ``ca_bundle``, else ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, else certifi's bundle.
 - **Streaming both ways.** A request body that arrives in several ASGI messages is streamed up
   as it arrives (with the client's ``Content-Length``, so the upstream sees no chunked
   encoding); the response is sent down chunk by chunk as the upstream produces it.
@@ -26,7 +34,9 @@ How it behaves, and why:
 - **Timeouts.** ``connect_timeout`` bounds reaching the upstream; ``read_timeout`` bounds the
   silence between two reads (a model's time to first token included), not the whole answer.
 - **Credentials.** With ``api_key`` set, ``Authorization: Bearer <api_key>`` replaces the
-  client's; otherwise the client's ``Authorization`` is forwarded. The key is never logged nor
+  client's (or, with ``api_key_header="api-key"`` as Azure wants, ``api-key: <api_key>``
+  does, and the client's ``Authorization`` is dropped); otherwise the client's
+  ``Authorization`` is forwarded. The key is never logged nor
   put in an error message, and an upstream that quotes it back (some echo the request's
   headers in their errors) has it replaced by ``***`` in the headers and body it sends.
 - **Headers.** Hop-by-hop headers (RFC 9110 §7.6.1, and any the ``Connection`` header names)
@@ -49,8 +59,10 @@ How it behaves, and why:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
+from urllib.parse import parse_qsl, urlencode
 
 import anyio
 import httpx
@@ -60,6 +72,7 @@ from starlette.types import Message, Receive, Scope, Send
 from .._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
 from .._errors import ConfigurationError, clip, error_body
 from ._asgi import send_error
+from ._proxies import choose_proxy
 from ._transport import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, StreamingTransport
 
 __all__ = ["DEFAULT_PATHS", "ProxyApp"]
@@ -142,6 +155,8 @@ class ProxyApp:
             ``http://localhost:8000/v1`` (vLLM), ``http://localhost:11434/v1`` (Ollama).
         api_key: Sent as ``Authorization: Bearer <api_key>``; when ``None`` the client's
             ``Authorization`` header is forwarded.
+        api_key_header: Send ``api_key`` as this header's whole value instead (Azure
+            OpenAI's ``api-key``).
         connect_timeout: Seconds to establish a connection.
         read_timeout: Seconds of upstream silence tolerated while reading a response.
         write_timeout: Seconds to send one piece of the request body.
@@ -151,9 +166,17 @@ class ProxyApp:
         headers: Extra headers sent with every upstream request.
         max_header_bytes: Bytes an upstream response's head may take; a larger one is a 502.
         max_headers: Header fields an upstream response may have; more is a 502.
+        params: Query parameters added to every upstream request, after ``base_url``'s own.
+        proxy: A forward proxy URL (``http://[user:password@]host:port``) for every request;
+            ``None`` leaves it to the environment (``trust_env``).
+        trust_env: Honour ``HTTP(S)_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` and
+            ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, read now.
+        ca_bundle: A PEM file (or directory) of the authorities trusted for an ``https``
+            upstream, instead of the default ones.
 
     Raises:
-        ConfigurationError: ``base_url`` is not an ``http(s)://host`` URL.
+        ConfigurationError: ``base_url`` is not an ``http(s)://host`` URL, or the proxy URL
+            is not an ``http://`` one.
     """
 
     def __init__(
@@ -161,6 +184,7 @@ class ProxyApp:
         base_url: str,
         *,
         api_key: str | None = None,
+        api_key_header: str | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 300.0,
         write_timeout: float = 60.0,
@@ -170,9 +194,29 @@ class ProxyApp:
         headers: Mapping[str, str] | None = None,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         max_headers: int = DEFAULT_MAX_HEADERS,
+        params: Mapping[str, str] | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        ca_bundle: str | None = None,
     ) -> None:
-        self._base = parse_base_url(base_url)
+        url = parse_base_url(base_url)
+        self._base = url.copy_with(query=None)
+        # Encoded once: most requests carry no query of their own and send these bytes as is.
+        self._query = _merge_query(url.query, urlencode(list((params or {}).items())).encode())
+        self._proxy = choose_proxy(url, proxy, trust_env=trust_env)
+        if ca_bundle is not None and not os.path.exists(ca_bundle):
+            raise ConfigurationError(f"the CA bundle {ca_bundle} does not exist")
+        if ca_bundle is None and trust_env:
+            # Read now, with the proxy variables, though the transport comes later.
+            ca_bundle = os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR") or None
+        self._ca_bundle = ca_bundle
         self._api_key = api_key
+        if api_key_header is None or api_key_header.lower() == "authorization":
+            self._key_header = (
+                (b"authorization", b"Bearer %b" % api_key.encode()) if api_key else None
+            )
+        else:
+            self._key_header = (api_key_header.lower().encode(), (api_key or "").encode())
         # httpx's request extension, read by the transport for each request.
         self._timeouts = {
             "connect": connect_timeout,
@@ -197,15 +241,23 @@ class ProxyApp:
 
     @property
     def base_url(self) -> str:
-        """The upstream API root, without credentials: safe to log and show."""
+        """The upstream API root, without credentials or query: safe to log and show."""
         return _display(self._base)
 
+    @property
+    def proxy(self) -> str | None:
+        """The forward proxy in use (``http://host:port``, no credentials), or ``None``."""
+        return self._proxy.display if self._proxy is not None else None
+
     def target_url(self, path: str) -> httpx.URL:
-        """The upstream URL for an incoming path (``/v1/models`` → ``{base_url}/models``)."""
+        """The upstream URL for an incoming path (``/v1/models`` → ``{base_url}/models``),
+        with the configured query parameters."""
         url = self._targets.get(path)
         if url is None:
             suffix = path[3:] if path == "/v1" or path.startswith("/v1/") else path
-            url = self._base.copy_with(path=self._base.path.rstrip("/") + suffix)
+            url = self._base.copy_with(
+                path=self._base.path.rstrip("/") + suffix, query=self._query or None
+            )
             # Building an httpx.URL costs more than relaying a chunk; forwarded paths are few.
             if len(self._targets) < _MAX_CACHED_TARGETS:
                 self._targets[path] = url
@@ -234,6 +286,9 @@ class ProxyApp:
                 max_connections=self._max_connections,
                 max_header_bytes=self._max_header_bytes,
                 max_headers=self._max_headers,
+                proxy=self._proxy,
+                ca_bundle=self._ca_bundle,
+                trust_env=False,
             )
         return self._transport
 
@@ -268,7 +323,7 @@ class ProxyApp:
         url = self.target_url(path)
         query: bytes = scope.get("query_string", b"")
         if query:
-            url = url.copy_with(query=query)
+            url = url.copy_with(query=_merge_query(self._query, query) or None)
         try:
             content, body_done = await self._request_body(receive)
         except _ClientGone:
@@ -422,13 +477,16 @@ class ProxyApp:
         raw: list[tuple[bytes, bytes]] = scope["headers"]
         drop = set(_NOT_FORWARDED_UP) | _connection_tokens(raw)
         if self._api_key is not None:
+            # The client's own key (often a gateway client key) never goes upstream then.
             drop.add("authorization")
+            if self._key_header is not None:
+                drop.add(self._key_header[0].decode("latin-1"))
         headers = [(k, v) for k, v in raw if k.decode("latin-1").lower() not in drop]
         # Compressing an event stream holds events back in the compressor; ask for none.
         headers.append((b"accept-encoding", b"identity"))
         headers.extend(self._extra_headers)
-        if self._api_key is not None:
-            headers.append((b"authorization", b"Bearer " + self._api_key.encode()))
+        if self._api_key is not None and self._key_header is not None:
+            headers.append(self._key_header)
         return headers
 
     async def _send_failure(
@@ -473,16 +531,34 @@ def parse_base_url(base_url: str) -> httpx.URL:
         raise ConfigurationError(f"invalid upstream URL {base_url!r} ({exc}); {hint}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigurationError(f"invalid upstream URL {base_url!r}; {hint}")
-    if url.query or url.fragment:
-        raise ConfigurationError(f"upstream URL {base_url!r} must not have a query or fragment")
+    if url.fragment:
+        raise ConfigurationError(f"upstream URL {base_url!r} must not have a fragment")
     if url.path in ("", "/"):
         url = url.copy_with(path="/v1")
     return url
 
 
+def _merge_query(configured: bytes, client: bytes) -> bytes:
+    """The configured parameters, then the client's whose names they do not set."""
+    if not client:
+        return configured
+    if not configured:
+        return client
+    names = {name for name, _ in parse_qsl(configured.decode("latin-1"), keep_blank_values=True)}
+    kept = [
+        (name, value)
+        for name, value in parse_qsl(client.decode("latin-1"), keep_blank_values=True)
+        if name not in names
+    ]
+    return configured + (b"&" + urlencode(kept).encode() if kept else b"")
+
+
 def _display(url: httpx.URL) -> str:
-    # Credentials in the URL (http://user:secret@host) must never reach a log or a client.
-    return str(url.copy_with(username=None, password=None)) if url.userinfo else str(url)
+    # Credentials in the URL (http://user:secret@host) must never reach a log or a client,
+    # nor a query, which some providers use for keys (?key=...).
+    if url.userinfo or url.query:
+        url = url.copy_with(username=None, password=None, query=None)
+    return str(url)
 
 
 def _describe(exc: BaseException) -> str:

@@ -40,7 +40,7 @@ def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("STREAM_MW_") and k.lower() not in ("http_proxy", "https_proxy")
+        if not k.startswith("STREAM_MW_") and not k.lower().endswith("_proxy")
     }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"

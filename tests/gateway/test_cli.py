@@ -142,6 +142,9 @@ def test_the_gateway_configuration_round_trips_through_the_environment() -> None
     )
     assert GatewayConfig.from_env(config.to_env()) == config
     assert "sk-x" not in repr(config)
+    # What --workers passes to each worker: the config file and the CA bundle too.
+    routed = GatewayConfig(config="gateway.toml", ca_bundle="/etc/ssl/internal-ca.pem")
+    assert GatewayConfig.from_env(routed.to_env()) == routed
 
 
 def test_the_installed_entry_point_exits_2_without_a_traceback() -> None:

@@ -16,6 +16,7 @@ import pytest
 from stream_mw import ConfigurationError
 from stream_mw.upstreams import ScriptedBackend, Turn
 from tests.e2e.conftest import serve
+from tests.gateway.helpers import running
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NUMBERED = sorted(EXAMPLES.glob("[0-9][0-9]_*.py"))
@@ -127,3 +128,30 @@ async def test_05_settings_come_from_the_environment() -> None:
 
     with pytest.raises(ConfigurationError, match="STREAM_MW_DONE_MARKER"):
         example.build_app({"STREAM_MW_DONE_MARKER": "maybe"})
+
+
+def test_the_gateway_config_routes_each_model_to_its_upstream(tmp_path: Path) -> None:
+    """``examples/gateway.toml`` as written, but for the ports of its stand-in upstreams."""
+    local = ScriptedBackend(lambda request: Turn.text("local"), model="llama-3.1-8b-instruct")
+    hosted = ScriptedBackend(lambda request: Turn.text("hosted"), model="gpt-4o")
+    text = (EXAMPLES / "gateway.toml").read_text(encoding="utf-8")
+    with serve(local) as up_local, serve(hosted) as up_hosted:
+        config = tmp_path / "gateway.toml"
+        config.write_text(
+            text.replace("127.0.0.1:9101", f"127.0.0.1:{up_local.port}").replace(
+                "127.0.0.1:9102", f"127.0.0.1:{up_hosted.port}"
+            )
+        )
+        with running(
+            "serve", "--config", str(config), tmp_path=tmp_path, env={"HOSTED_API_KEY": "sk-h"}
+        ) as gateway:
+            client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="client")
+            answers = [
+                client.responses.create(model=model, input="Hello!").output_text
+                for model in ("qwen/qwen3-8b", "llama-3.1-8b-instruct", "gpt-4o-mini")
+            ]
+            listed = {model.id for model in client.models.list()}
+    assert answers == ["local", "local", "hosted"]
+    assert listed == {"llama-3.1-8b-instruct", "gpt-4o"}
+    assert hosted.requests[0].headers["authorization"] == "Bearer sk-h"
+    assert hosted.requests[0].headers["x-team"] == "research"

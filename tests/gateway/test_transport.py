@@ -19,6 +19,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -882,17 +883,17 @@ async def test_the_tls_context_is_built_once_for_all_the_connections_of_a_transp
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server_tls, certificate = server_context(tmp_path)
-    # httpx's default verification reads its CA bundle from here: the test's own CA.
+    # The default verification reads its CA bundle from here, as httpx's: the test's own CA.
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
     built: list[ssl.SSLContext] = []
-    create_ssl_context = httpx.create_ssl_context
+    create_default_context = ssl.create_default_context
 
-    def counting_create_ssl_context() -> ssl.SSLContext:
-        context = create_ssl_context()
+    def counting_create_default_context(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        context = create_default_context(*args, **kwargs)
         built.append(context)
         return context
 
-    monkeypatch.setattr(httpx, "create_ssl_context", counting_create_ssl_context)
+    monkeypatch.setattr(ssl, "create_default_context", counting_create_default_context)
     held = asyncio.Event()
 
     async def handler(
