@@ -46,6 +46,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, TypedDict
 
@@ -90,7 +91,7 @@ from ._stream import StreamConverter
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["ResponsesMiddleware", "SettingsOverrides"]
+__all__ = ["Drained", "ResponsesMiddleware", "SettingsOverrides", "shutdown_error"]
 
 # Request headers the wrapped app must not see: they describe the client's body, not ours.
 _DROP_REQUEST_HEADERS: Final = frozenset(
@@ -147,6 +148,7 @@ _CODE_STATUS: Final = {
     "invalid_api_key": 401,
     "rate_limit_exceeded": 429,
     "insufficient_quota": 429,
+    "server_shutting_down": 503,
 }
 _STATUS_TYPE: Final = {
     400: "invalid_request_error",
@@ -164,10 +166,34 @@ _SSE_TO_JSON: Final = "sse-to-json"
 _JSON: Final = "json"
 _ERROR: Final = "error"
 
+#: Seconds ``shutdown`` waits, after ending the requests still open, for their last bytes
+#: to leave (a client too slow to take them is not waited for longer).
+_SHUTDOWN_SEND_SECONDS: Final = 5.0
+
 _CLIENT_GONE: Final = {
     "code": "client_disconnected",
     "message": "The client disconnected before the response finished.",
 }
+
+
+def shutdown_error() -> UpstreamError:
+    """What a request still open when the server stops is ended with: ``response.failed``
+    (a stream) or a 503 (JSON), with a code clients and retry policies can act on."""
+    return UpstreamError(
+        "The gateway is shutting down and ended this response; retry the request.",
+        code="server_shutting_down",
+        status_code=503,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """What ``ResponsesMiddleware.shutdown`` did with the Responses requests in flight."""
+
+    #: Requests that finished on their own within the grace period.
+    finished: int
+    #: Requests still open after it, ended with ``server_shutting_down``.
+    ended: int
 
 
 class SettingsOverrides(TypedDict, total=False):
@@ -253,6 +279,40 @@ class ResponsesMiddleware:
         self._store_on = self.gateway.enabled
         self._client_keys = settings.client_keys
         self.probes = Probes(settings, self.gateway, app)
+        # The Responses requests in flight, for shutdown(); and, once it ended them, why
+        # (requests that arrive later are refused with the same error).
+        self._open: set[_Responder] = set()
+        self._stopping: UpstreamError | None = None
+        self._all_closed: anyio.Event | None = None
+
+    async def shutdown(self, grace: float = 0.0) -> Drained:
+        """Finish the Responses requests in flight, for a server that is stopping.
+
+        Waits up to ``grace`` seconds for them to finish on their own, then ends each one
+        still open: a stream with ``response.failed`` (code ``server_shutting_down``) and the
+        end of its body, a JSON request with a 503 carrying that code; the wrapped app is
+        cancelled for them. Requests that arrive afterwards get the 503 too. Call it after
+        the server stopped accepting connections and before it cancels its tasks (the
+        gateway does; the lifespan ``shutdown`` message also triggers it, with no grace,
+        for servers that send it while requests still run). Returns how many requests
+        finished and how many were ended.
+        """
+        at_start = len(self._open)
+        await self._wait_for_open(grace)
+        error = self._stopping = shutdown_error()
+        ending = list(self._open)
+        for responder in ending:
+            responder.stop(error)
+        await self._wait_for_open(_SHUTDOWN_SEND_SECONDS)
+        return Drained(finished=max(at_start - len(ending), 0), ended=len(ending))
+
+    async def _wait_for_open(self, seconds: float) -> None:
+        if not self._open:
+            return
+        # Created here, in the server's event loop; the last request to close sets it.
+        closed = self._all_closed = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await closed.wait()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -289,8 +349,8 @@ class ResponsesMiddleware:
                 await reject_unauthorized(scope, receive, send, None)
                 return
             scope = authorized
-        elif kind == "lifespan" and self._store_on:
-            await self.app(scope, receive, self._closing_store(send))
+        elif kind == "lifespan":
+            await self.app(scope, self._ending_requests(receive), self._closing_store(send))
             return
         await self.app(scope, receive, send)
 
@@ -315,8 +375,23 @@ class ResponsesMiddleware:
         # A copy: the server's scope is not ours to change.
         return {**scope, CLIENT_SCOPE_KEY: tenant}
 
+    def _ending_requests(self, receive: Receive) -> Receive:
+        # The messages pass unchanged; requests still open are ended before the app hears
+        # of the shutdown (under uvicorn none are left by then: its graceful wait and
+        # cancellation come first, which is why the gateway calls shutdown() earlier).
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown" and self._open:
+                await self.shutdown()
+            return message
+
+        return lifespan_receive
+
     def _closing_store(self, send: Send) -> Send:
         # The messages pass unchanged; the store is closed just before shutdown is reported.
+        if not self._store_on:
+            return send
+
         async def lifespan_send(message: Message) -> None:
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await self.gateway.aclose()
@@ -398,6 +473,7 @@ class _Responder:
         "settings",
         "started",
         "started_at",
+        "stopping",
         "storing",
         "stream",
         "streaming",
@@ -479,8 +555,28 @@ class _Responder:
         self.watcher: asyncio.Task[None] | None = None
         #: What the server's receive raised, re-raised once the app is cancelled.
         self.watch_error: Exception | None = None
+        #: Set by ``stop()``: the server is stopping and this request is ended with it.
+        self.stopping: UpstreamError | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        registry = self.mw._open
+        registry.add(self)
+        try:
+            await self._respond(scope, receive, send)
+        finally:
+            registry.discard(self)
+            if not registry and self.mw._all_closed is not None:
+                self.mw._all_closed.set()
+
+    def stop(self, error: UpstreamError) -> None:
+        """End this request for a server shutdown: the app is cancelled and ``error`` ends
+        the answer, unless its last bytes are already on their way."""
+        self.stopping = error
+        if not self.complete:
+            self._stop_keepalive()
+            self._cancel_app()
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope, self.receive, self.send = scope, receive, send
         try:
             chat = await self._prepare()
@@ -494,6 +590,11 @@ class _Responder:
             await self._report("failed", error=_CLIENT_GONE)
             return
         self.chat_body = orjson.dumps(chat)
+        stopping = self.stopping or self.mw._stopping
+        if stopping is not None:
+            # The server stopped while the request was read: the app is not started.
+            await self._send_upstream_error(stopping)
+            return
 
         app_error = await self._run_app()
         if self.watch_error is not None:
@@ -505,6 +606,12 @@ class _Responder:
             logger.debug("%s: the client disconnected; the app was cancelled", self.response_id)
             self.http_status = self.http_status or 499
             await self._report("failed", error=_CLIENT_GONE)
+            return
+        if self.stopping is not None:
+            # The app was cancelled for the shutdown: whatever it raised on the way out is
+            # that cancellation, not a server error to log.
+            if not self.complete:
+                await self._finish_after_app(self.stopping)
             return
         if not self.complete:
             self.closing = app_error is not None

@@ -284,6 +284,7 @@ GATEWAY_VARIABLES = frozenset(
         "MAX_HEADERS",
         "HEADER_TIMEOUT",
         "MAX_CONNECTIONS",
+        "GRACEFUL_TIMEOUT",
     }
 )
 

@@ -13,7 +13,8 @@ is configured): ``STREAM_MW_UPSTREAM``, ``STREAM_MW_UPSTREAM_API_KEY``,
 ``STREAM_MW_SCRIPT``, ``STREAM_MW_CONNECT_TIMEOUT``, ``STREAM_MW_READ_TIMEOUT``, and
 ``STREAM_MW_HOST`` / ``STREAM_MW_PORT`` for where to listen, and ``STREAM_MW_MAX_HEADER_BYTES``,
 ``STREAM_MW_MAX_HEADERS``, ``STREAM_MW_HEADER_TIMEOUT`` and ``STREAM_MW_MAX_CONNECTIONS`` for
-the bounds on clients (see ``_server_protocol.py``); the middleware's own settings
+the bounds on clients (see ``_server_protocol.py``), ``STREAM_MW_GRACEFUL_TIMEOUT`` for the
+shutdown (see ``_drain.py``); the middleware's own settings
 are the ``STREAM_MW_*`` variables ``Settings.from_env()`` reads.
 
 Errors a user can fix (a bad URL, a taken port, a missing extra, a bad setting) print one
@@ -23,6 +24,7 @@ line and exit with status 2; nothing prints a traceback for them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import functools
 import importlib.util
@@ -33,10 +35,12 @@ import logging
 import logging.config
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -68,6 +72,7 @@ _ENV_HEADER_TIMEOUT = "STREAM_MW_HEADER_TIMEOUT"
 _ENV_MAX_CONNECTIONS = "STREAM_MW_MAX_CONNECTIONS"
 _ENV_CORS_ORIGINS = "STREAM_MW_CORS_ORIGINS"
 _ENV_CLIENT_KEYS = ENV_PREFIX + "CLIENT_KEYS"
+_ENV_GRACEFUL_TIMEOUT = "STREAM_MW_GRACEFUL_TIMEOUT"
 
 #: uvicorn's level words; ``trace`` is uvicorn's level 5, below ``debug``.
 LOG_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
@@ -218,9 +223,16 @@ def build_gateway(config: GatewayConfig, settings: Settings | None = None) -> An
 def app_from_env() -> Any:
     """App factory for uvicorn workers: ``uvicorn --factory stream_mw.cli:app_from_env``.
 
-    Reads ``GatewayConfig.from_env()`` and ``Settings.from_env()``.
+    Reads ``GatewayConfig.from_env()`` and ``Settings.from_env()``. With
+    ``STREAM_MW_GRACEFUL_TIMEOUT`` set, the worker's server drains on shutdown (``_drain``).
     """
-    return build_gateway(GatewayConfig.from_env(), Settings.from_env())
+    app = build_gateway(GatewayConfig.from_env(), Settings.from_env())
+    grace = os.environ.get(_ENV_GRACEFUL_TIMEOUT)
+    if grace:
+        from ._drain import drain_worker
+
+        drain_worker(app, _number(grace, 0.0, _ENV_GRACEFUL_TIMEOUT))
+    return app
 
 
 class _RequestLog:
@@ -534,14 +546,21 @@ def _run_uvicorn(
         "http": functools.partial(GuardedHttpToolsProtocol, limits=limits),
     }
     if args.workers == 1:
+        from ._drain import find_middleware, install_drain
+
         server = uvicorn.Server(uvicorn.Config(app, **common))
-        server.run(sockets=[sock])
+        middleware = find_middleware(app)
+        if middleware is not None:
+            install_drain(server, middleware, args.graceful_timeout)
+        with _signals_end_quietly(server):
+            server.run(sockets=[sock])
         return 0 if server.started else 1
     from uvicorn.supervisors import Multiprocess
 
     # Workers are separate processes that import the app by name: the configuration travels
     # in the environment they inherit.
     os.environ.update(config.to_env())
+    os.environ[_ENV_GRACEFUL_TIMEOUT] = repr(args.graceful_timeout)
     uv_config = uvicorn.Config(
         "stream_mw.cli:app_from_env", factory=True, workers=args.workers, **common
     )
@@ -552,6 +571,29 @@ def _run_uvicorn(
         options["target"] = uvicorn.Server(uv_config).run
     Multiprocess(uv_config, **options).run()
     return 0
+
+
+@contextlib.contextmanager
+def _signals_end_quietly(server: Any) -> Iterator[None]:
+    """Let SIGTERM and SIGINT end the command with status 0 once the server has drained.
+
+    uvicorn raises the signal that stopped it again once it is done, with the handler that was
+    in place before it started: Python's default, which would end a drained, orderly
+    shutdown with a KeyboardInterrupt (status 130) or death by SIGTERM. The server's own
+    handler is put in place instead, where the repeated signal only asks it to stop again.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 # --- scripted ----------------------------------------------------------------------------------
@@ -691,7 +733,7 @@ settings table); the options above also have one: STREAM_MW_UPSTREAM,
 STREAM_MW_UPSTREAM_API_KEY, STREAM_MW_LITELLM_MODEL, STREAM_MW_LITELLM_KWARGS,
 STREAM_MW_SCRIPT, STREAM_MW_CONNECT_TIMEOUT, STREAM_MW_READ_TIMEOUT, STREAM_MW_HOST,
 STREAM_MW_PORT, STREAM_MW_MAX_HEADER_BYTES, STREAM_MW_MAX_HEADERS, STREAM_MW_HEADER_TIMEOUT,
-STREAM_MW_MAX_CONNECTIONS.
+STREAM_MW_MAX_CONNECTIONS, STREAM_MW_GRACEFUL_TIMEOUT.
 
 A --script file is a JSON list of turns, one per model request, for example:
   [{"tool_call": {"name": "exec_command", "arguments": {"cmd": "ls"}}},
@@ -789,6 +831,14 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="worker processes (default 1; more need a sqlite:// or redis:// store_url)",
+    )
+    server.add_argument(
+        "--graceful-timeout",
+        type=_seconds,
+        default=os.environ.get(_ENV_GRACEFUL_TIMEOUT) or "20",
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, seconds responses in flight get to finish before they are "
+        "ended with response.failed (default 20) [STREAM_MW_GRACEFUL_TIMEOUT]",
     )
     server.add_argument(
         "--client-keys",
@@ -939,6 +989,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
     return value
 
 
