@@ -91,6 +91,9 @@ from ._stream import StreamConverter
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ._metrics import Metrics
+    from ._traces import Tracer
+
 __all__ = ["Drained", "ResponsesMiddleware", "SettingsOverrides", "shutdown_error"]
 
 # Request headers the wrapped app must not see: they describe the client's body, not ours.
@@ -170,6 +173,8 @@ _ERROR: Final = "error"
 #: to leave (a client too slow to take them is not waited for longer).
 _SHUTDOWN_SEND_SECONDS: Final = 5.0
 
+METRICS_CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
+
 _CLIENT_GONE: Final = {
     "code": "client_disconnected",
     "message": "The client disconnected before the response finished.",
@@ -233,6 +238,9 @@ class SettingsOverrides(TypedDict, total=False):
     ready_path: str | None
     ready_checks_upstream: bool
     client_keys: ClientKeys | None
+    metrics: bool
+    metrics_path: str
+    traces: bool
 
 
 class ResponsesMiddleware:
@@ -279,6 +287,19 @@ class ResponsesMiddleware:
         self._store_on = self.gateway.enabled
         self._client_keys = settings.client_keys
         self.probes = Probes(settings, self.gateway, app)
+        # Imported only when asked for: off, they cost one ``is None`` test per request.
+        self.metrics: Metrics | None = None
+        self._metrics_path: str | None = None
+        if settings.metrics:
+            from ._metrics import Metrics
+
+            self.metrics = Metrics()
+            self._metrics_path = settings.metrics_path
+        self.tracer: Tracer | None = None
+        if settings.traces:
+            from ._traces import Tracer
+
+            self.tracer = Tracer()
         # The Responses requests in flight, for shutdown(); and, once it ended them, why
         # (requests that arrive later are refused with the same error).
         self._open: set[_Responder] = set()
@@ -323,6 +344,9 @@ class ResponsesMiddleware:
             if probe is not None:
                 await probe(scope, send_with_request_id(send, rid))
                 return
+            if path == self._metrics_path and scope["method"] in ("GET", "HEAD"):
+                await self._send_metrics(scope, send_with_request_id(send, rid))
+                return
             if self._client_keys is not None:
                 authorized = self._authorize(scope)
                 if authorized is None:
@@ -341,7 +365,10 @@ class ResponsesMiddleware:
                     )
                     return
             if self._store_on and self.gateway.matches(scope):
-                await self.gateway.handle(scope, receive, send_with_request_id(send, rid))
+                send = send_with_request_id(send, rid)
+                if self.metrics is not None:
+                    send = self._counting(send, scope)
+                await self.gateway.handle(scope, receive, send)
                 return
         elif kind == "websocket" and self._client_keys is not None:
             authorized = self._authorize(scope)
@@ -375,14 +402,48 @@ class ResponsesMiddleware:
         # A copy: the server's scope is not ours to change.
         return {**scope, CLIENT_SCOPE_KEY: tenant}
 
+    async def _send_metrics(self, scope: Scope, send: Send) -> None:
+        assert self.metrics is not None
+        body = self.metrics.exposition()
+        headers = [
+            (b"content-type", METRICS_CONTENT_TYPE),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"cache-control", b"no-store"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": b"" if scope["method"] == "HEAD" else body,
+                "more_body": False,
+            }
+        )
+
+    def _counting(self, send: Send, scope: Scope) -> Send:
+        """``send``, counting the answer of a stored-response route in the metrics."""
+        metrics = self.metrics
+        assert metrics is not None
+        tail = "/input_items" if scope["path"].endswith("/input_items") else ""
+        route = f"{scope['method']} {self._responses_path}/{{id}}{tail}"
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                metrics.count_request(route, message["status"])
+            await send(message)
+
+        return counting_send
+
     def _ending_requests(self, receive: Receive) -> Receive:
         # The messages pass unchanged; requests still open are ended before the app hears
         # of the shutdown (under uvicorn none are left by then: its graceful wait and
         # cancellation come first, which is why the gateway calls shutdown() earlier).
         async def lifespan_receive() -> Message:
             message = await receive()
-            if message["type"] == "lifespan.shutdown" and self._open:
-                await self.shutdown()
+            if message["type"] == "lifespan.shutdown":
+                if self._open:
+                    await self.shutdown()
+                if self.metrics is not None:
+                    self.metrics.close()
             return message
 
         return lifespan_receive
@@ -445,6 +506,7 @@ class _Responder:
         "created_at",
         "disconnect_event",
         "disconnected",
+        "first_output_at",
         "gateway",
         "http_status",
         "input_items",
@@ -476,6 +538,7 @@ class _Responder:
         "stopping",
         "storing",
         "stream",
+        "stream_counted",
         "streaming",
         "task_group",
         "tenant",
@@ -557,6 +620,10 @@ class _Responder:
         self.watch_error: Exception | None = None
         #: Set by ``stop()``: the server is stopping and this request is ended with it.
         self.stopping: UpstreamError | None = None
+        #: ``perf_counter()`` when the first output event went out, for the metrics.
+        self.first_output_at = 0.0
+        #: The stream is counted in the streams-open gauge.
+        self.stream_counted = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         registry = self.mw._open
@@ -567,6 +634,9 @@ class _Responder:
             registry.discard(self)
             if not registry and self.mw._all_closed is not None:
                 self.mw._all_closed.set()
+            if self.stream_counted:
+                assert self.mw.metrics is not None
+                self.mw.metrics.streams_open.dec()
 
     def stop(self, error: UpstreamError) -> None:
         """End this request for a server shutdown: the app is cancelled and ``error`` ends
@@ -813,6 +883,8 @@ class _Responder:
                     # may never end would only keep the upstream generating for nobody.
                     self._cancel_app()
             elif out:
+                if not self.first_output_at:
+                    self.first_output_at = time.perf_counter()
                 # See _emit for why this is not a lock.
                 while self.keepalive_sending is not None:
                     await self.keepalive_sending.wait()
@@ -899,6 +971,10 @@ class _Responder:
             return
         await self._emit(first, more_body=True)
         self.streaming = not self.disconnected
+        metrics = self.mw.metrics
+        if metrics is not None and self.streaming:
+            metrics.streams_open.inc()
+            self.stream_counted = True
         # Armed after the first byte, which it must not delay.
         if self.keepalive > 0 and not self.disconnected:
             if self.loop is not None:
@@ -999,6 +1075,8 @@ class _Responder:
             self.keepalive_sending = None
             done.set()
         self.last_send = _monotonic()
+        if self.mw.metrics is not None:
+            self.mw.metrics.keepalives.inc()
         logger.debug("%s: keep-alive sent", self.response_id)
         return True
 
@@ -1255,7 +1333,8 @@ class _Responder:
         self.reported = True
         observer = self.mw._on_response
         log = access_logger.isEnabledFor(logging.INFO)
-        if observer is None and not log:
+        metrics, tracer = self.mw.metrics, self.mw.tracer
+        if observer is None and not log and metrics is None and tracer is None:
             return  # nobody would see the record
         usage = None
         model = self.request.get("model")
@@ -1276,6 +1355,16 @@ class _Responder:
         )
         if log:
             access_logger.info(REQUEST_LOG_MESSAGE, record.log_fields("POST", self.scope["path"]))
+        if metrics is not None:
+            first = self.first_output_at
+            metrics.observe(
+                record,
+                f"POST {self.mw._responses_path}",
+                first - self.started_at if first and self.stream else None,
+            )
+        if tracer is not None:
+            ended = time.time_ns()
+            tracer.record(record, self.request, ended - int(record.duration * 1e9), ended)
         await notify_observer(observer, record)
 
 

@@ -35,9 +35,11 @@ import logging
 import logging.config
 import math
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -73,6 +75,8 @@ _ENV_MAX_CONNECTIONS = "STREAM_MW_MAX_CONNECTIONS"
 _ENV_CORS_ORIGINS = "STREAM_MW_CORS_ORIGINS"
 _ENV_CLIENT_KEYS = ENV_PREFIX + "CLIENT_KEYS"
 _ENV_GRACEFUL_TIMEOUT = "STREAM_MW_GRACEFUL_TIMEOUT"
+_ENV_METRICS = ENV_PREFIX + "METRICS"
+_ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 #: uvicorn's level words; ``trace`` is uvicorn's level 5, below ``debug``.
 LOG_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
@@ -304,7 +308,27 @@ def _serve(args: argparse.Namespace) -> int:
     if args.client_keys and args.workers > 1:
         # Workers build their own settings from the environment they inherit.
         os.environ[_ENV_CLIENT_KEYS] = args.client_keys
-    return _run_uvicorn(app, config, sock, args, limits)
+    if args.metrics and args.workers > 1:
+        os.environ[_ENV_METRICS] = "true"
+    with _metrics_directory(settings.metrics and args.workers > 1):
+        return _run_uvicorn(app, config, sock, args, limits)
+
+
+@contextlib.contextmanager
+def _metrics_directory(needed: bool) -> Iterator[None]:
+    """Give the workers' metrics a shared directory (prometheus_client's multiprocess mode),
+    a fresh one removed on exit unless ``PROMETHEUS_MULTIPROC_DIR`` names one already."""
+    if not needed or os.environ.get(_ENV_MULTIPROC_DIR):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="stream-mw-metrics-")
+    # Read by prometheus_client when the (spawned) workers first import it.
+    os.environ[_ENV_MULTIPROC_DIR] = directory
+    try:
+        yield
+    finally:
+        del os.environ[_ENV_MULTIPROC_DIR]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _prepare_serve(args: argparse.Namespace) -> tuple[Any, GatewayConfig, Settings, socket.socket]:
@@ -313,9 +337,15 @@ def _prepare_serve(args: argparse.Namespace) -> tuple[Any, GatewayConfig, Settin
         overrides: dict[str, Any] = {}
         if args.client_keys:
             overrides["client_keys"] = ClientKeys.from_file(args.client_keys)
+        if args.metrics:
+            overrides["metrics"] = True
         settings = Settings.from_env(**overrides)
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from None
+    if settings.metrics:
+        _require("prometheus_client", "metrics", "metrics")
+    if settings.traces:
+        _require("opentelemetry", "traces", "otel")
     _check_deployment(config, settings, args)
     # Fails early, before the port is taken, on a bad URL, script or missing extra. With
     # several workers each builds its own app (and connection pool); the parent only checks,
@@ -475,6 +505,8 @@ def _print_banner(
         for path, what in ((settings.health_path, "liveness"), (settings.ready_path, "readiness"))
         if path
     ]
+    if settings.metrics:
+        probes.append(f"{root}{settings.metrics_path} (Prometheus metrics)")
     if probes:
         lines.append("Probes: " + ", ".join(probes))
     lines += ["Press Ctrl+C to stop.", ""]
@@ -839,6 +871,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on SIGTERM/SIGINT, seconds responses in flight get to finish before they are "
         "ended with response.failed (default 20) [STREAM_MW_GRACEFUL_TIMEOUT]",
+    )
+    server.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics on GET /metrics (needs stream-mw[metrics]) "
+        "[STREAM_MW_METRICS]",
     )
     server.add_argument(
         "--client-keys",
