@@ -6,13 +6,15 @@ wire format over httpx, and reads ``/metrics`` with ``prometheus_client``'s own 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.gateway.helpers import Process, running, write_script
+from tests.gateway.helpers import Process, cli_env, running, write_script
 
 parser = pytest.importorskip("prometheus_client.parser")
 
@@ -119,3 +121,19 @@ def test_without_metrics_the_gateway_serves_no_metrics(tmp_path: Path) -> None:
         answer = httpx.get(server.url + "/metrics", timeout=30)
 
     assert answer.status_code == 404
+
+
+def test_metrics_without_prometheus_client_is_a_one_line_error_at_start_up() -> None:
+    # The package hidden as if not installed: None in sys.modules fails its import.
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None; "
+        "from stream_mw.cli import main; sys.exit(main(['serve', '--metrics', '--port', '0']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, env=cli_env(), timeout=60, check=False
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        "stream-mw serve: error: metrics needs prometheus_client: pip install 'stream-mw[metrics]'"
+    )
