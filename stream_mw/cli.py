@@ -75,8 +75,8 @@ _ENV_MAX_CONNECTIONS = "STREAM_MW_MAX_CONNECTIONS"
 _ENV_CORS_ORIGINS = "STREAM_MW_CORS_ORIGINS"
 _ENV_CLIENT_KEYS = ENV_PREFIX + "CLIENT_KEYS"
 _ENV_GRACEFUL_TIMEOUT = "STREAM_MW_GRACEFUL_TIMEOUT"
-_ENV_METRICS = ENV_PREFIX + "METRICS"
-_ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+_METRICS_VARIABLE = ENV_PREFIX + "METRICS"
+_PROMETHEUS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 #: uvicorn's level words; ``trace`` is uvicorn's level 5, below ``debug``.
 LOG_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
@@ -309,7 +309,7 @@ def _serve(args: argparse.Namespace) -> int:
         # Workers build their own settings from the environment they inherit.
         os.environ[_ENV_CLIENT_KEYS] = args.client_keys
     if args.metrics and args.workers > 1:
-        os.environ[_ENV_METRICS] = "true"
+        os.environ[_METRICS_VARIABLE] = "true"
     with _metrics_directory(settings.metrics and args.workers > 1):
         return _run_uvicorn(app, config, sock, args, limits)
 
@@ -318,16 +318,16 @@ def _serve(args: argparse.Namespace) -> int:
 def _metrics_directory(needed: bool) -> Iterator[None]:
     """Give the workers' metrics a shared directory (prometheus_client's multiprocess mode),
     a fresh one removed on exit unless ``PROMETHEUS_MULTIPROC_DIR`` names one already."""
-    if not needed or os.environ.get(_ENV_MULTIPROC_DIR):
+    if not needed or os.environ.get(_PROMETHEUS_DIR_VARIABLE):
         yield
         return
     directory = tempfile.mkdtemp(prefix="stream-mw-metrics-")
     # Read by prometheus_client when the (spawned) workers first import it.
-    os.environ[_ENV_MULTIPROC_DIR] = directory
+    os.environ[_PROMETHEUS_DIR_VARIABLE] = directory
     try:
         yield
     finally:
-        del os.environ[_ENV_MULTIPROC_DIR]
+        del os.environ[_PROMETHEUS_DIR_VARIABLE]
         shutil.rmtree(directory, ignore_errors=True)
 
 
