@@ -15,7 +15,9 @@ finds its server through the signal handler uvicorn installed (``find_server``).
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 from typing import Any
 
 from ._middleware import ResponsesMiddleware
@@ -28,6 +30,7 @@ __all__ = ["DEFAULT_GRACEFUL_TIMEOUT", "find_middleware", "find_server", "instal
 DEFAULT_GRACEFUL_TIMEOUT = 20.0
 #: What uvicorn then waits for the connections whose last bytes were sent to close.
 UVICORN_GRACEFUL_SECONDS = 5.0
+_FORCE_EXIT_POLL_SECONDS = 0.1
 
 
 def find_middleware(app: Any) -> ResponsesMiddleware | None:
@@ -71,10 +74,16 @@ def install_drain(server: Any, middleware: ResponsesMiddleware, grace: float) ->
                 grace,
                 len(middleware._open),
             )
-        drained = await middleware.shutdown(grace)
+        in_flight = len(middleware._open)
+        deadline = time.monotonic() + grace
+        # A second Ctrl+C (uvicorn's force_exit, a plain attribute its signal handler sets)
+        # cuts the grace period short; the requests still open are ended all the same.
+        while middleware._open and not server.force_exit and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(_FORCE_EXIT_POLL_SECONDS)
+        drained = await middleware.shutdown()
         logger.info(
             "drained %d responses, ended %d at shutdown (server_shutting_down)",
-            drained.finished,
+            max(in_flight - drained.ended, 0),
             drained.ended,
         )
         await uvicorn_shutdown(sockets=sockets)

@@ -160,3 +160,34 @@ def test_with_workers_the_worker_serving_a_stream_ends_it_at_shutdown(tmp_path: 
     (terminal,) = terminal_events(events)
     assert terminal["response"]["error"]["code"] == "server_shutting_down"
     assert "drained 0 responses, ended 1 at shutdown" in stderr
+
+
+def test_a_second_sigint_ends_the_streams_at_once_with_response_failed(tmp_path: Path) -> None:
+    script = slow_script(tmp_path, chunk_delay=2.0)
+    # A grace period no test waits out: only the second Ctrl+C can end this one in time.
+    with running(
+        "serve", "--script", script, "--graceful-timeout", "600", tmp_path=tmp_path
+    ) as server:
+        events: list[dict[str, Any]] = []
+        body = {"model": "m", "input": "hi", "stream": True}
+        with httpx.stream("POST", server.url + "/v1/responses", json=body, timeout=60) as answer:
+            for line in answer.iter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                events.append(json.loads(line[len("data: ") :]))
+                if len(events) == 1:
+                    server.popen.send_signal(signal.SIGINT)
+                    _wait_for(server, "waiting up to 600 s")
+                    server.popen.send_signal(signal.SIGINT)
+        stderr = exit_cleanly(server)
+
+    (terminal,) = terminal_events(events)
+    assert terminal["response"]["error"]["code"] == "server_shutting_down"
+    assert "drained 0 responses, ended 1 at shutdown" in stderr
+
+
+def _wait_for(server: Process, text: str) -> None:
+    deadline = time.monotonic() + 30
+    while text not in server.stderr():
+        assert time.monotonic() < deadline, server.stderr()
+        time.sleep(0.05)

@@ -54,6 +54,8 @@ def with_lifespan(app: Upstream) -> Any:
     return wrapped
 
 
+# Off asyncio the middleware runs the app in a task group rather than a bare cancel scope.
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_shutdown_ends_an_open_stream_with_response_failed_and_cancels_the_app() -> None:
     gate = Gate()
     upstream = Upstream([HELLO, gate, *REST, END])
