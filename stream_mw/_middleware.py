@@ -21,8 +21,11 @@ Before any of that, every HTTP request gets its request id (``_service.request_i
 valid key is answered 401 (``_auth``); those live in their own modules.
 
 One ``_Responder`` per request holds all per-request state; the middleware itself is never
-modified after ``__init__`` (only the store inside ``StoreGateway`` opens lazily, and the
-readiness probe caches its last result).
+modified after ``__init__`` (only the store inside ``StoreGateway`` opens lazily, the
+readiness probe caches its last result, and the set of requests in flight is kept for
+``shutdown()``, which ends them with ``server_shutting_down`` when the server stops).
+With ``Settings.metrics`` / ``Settings.traces`` each finished request is also counted
+(``_metrics``) and recorded as a span (``_traces``); off, neither module is imported.
 
 Deliberate behaviour, do not "fix":
 
@@ -173,7 +176,7 @@ _ERROR: Final = "error"
 #: to leave (a client too slow to take them is not waited for longer).
 _SHUTDOWN_SEND_SECONDS: Final = 5.0
 
-METRICS_CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
+_METRICS_CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
 
 _CLIENT_GONE: Final = {
     "code": "client_disconnected",
@@ -406,7 +409,7 @@ class ResponsesMiddleware:
         assert self.metrics is not None
         body = self.metrics.exposition()
         headers = [
-            (b"content-type", METRICS_CONTENT_TYPE),
+            (b"content-type", _METRICS_CONTENT_TYPE),
             (b"content-length", str(len(body)).encode("ascii")),
             (b"cache-control", b"no-store"),
         ]
