@@ -28,7 +28,8 @@ __all__ = ["DEFAULT_GRACEFUL_TIMEOUT", "find_middleware", "find_server", "instal
 #: Seconds streams in flight get to finish after SIGTERM/SIGINT. Below the 30 s after which
 #: Kubernetes, Docker and systemd send SIGKILL by default, with room for the ending itself.
 DEFAULT_GRACEFUL_TIMEOUT = 20.0
-#: What uvicorn then waits for the connections whose last bytes were sent to close.
+#: What uvicorn then waits at least for the other connections (and those whose last bytes
+#: were just sent) to close.
 UVICORN_GRACEFUL_SECONDS = 5.0
 _FORCE_EXIT_POLL_SECONDS = 0.1
 
@@ -57,9 +58,9 @@ def find_server() -> Any:
 
 def install_drain(server: Any, middleware: ResponsesMiddleware, grace: float) -> None:
     """Make ``server`` end ``middleware``'s requests (see the module docstring) before its own
-    shutdown, which then waits ``UVICORN_GRACEFUL_SECONDS`` at most for connections."""
+    shutdown, which then waits for the other connections for the rest of the grace period,
+    ``UVICORN_GRACEFUL_SECONDS`` at least."""
     uvicorn_shutdown = server.shutdown
-    server.config.timeout_graceful_shutdown = UVICORN_GRACEFUL_SECONDS
 
     async def shutdown(sockets: Any = None) -> None:
         # Stop accepting first, as uvicorn would: the grace period is for the requests
@@ -81,6 +82,11 @@ def install_drain(server: Any, middleware: ResponsesMiddleware, grace: float) ->
         while middleware._open and not server.force_exit and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(_FORCE_EXIT_POLL_SECONDS)
         drained = await middleware.shutdown()
+        # Requests the middleware passes through (/v1/chat/completions, /v1/models) are
+        # uvicorn's to wait for: they keep what is left of the grace period.
+        server.config.timeout_graceful_shutdown = max(
+            deadline - time.monotonic(), UVICORN_GRACEFUL_SECONDS
+        )
         logger.info(
             "drained %d responses, ended %d at shutdown (server_shutting_down)",
             max(in_flight - drained.ended, 0),
@@ -92,9 +98,10 @@ def install_drain(server: Any, middleware: ResponsesMiddleware, grace: float) ->
 
 
 def drain_worker(app: Any, grace: float) -> None:
-    """In a ``--workers`` process, at lifespan start-up: install the drain on this worker's
-    server. Without a server to find (uvicorn before 0.51 installs its handlers with the event
-    loop), the lifespan shutdown still ends the requests left, after uvicorn's wait."""
+    """In a ``--workers`` process, as uvicorn loads the app (inside its ``capture_signals``,
+    so its handler is in place; true of every uvicorn the gateway extra allows): install the
+    drain on this worker's server. Without a server to find, the lifespan ``shutdown`` still
+    ends the requests left, after uvicorn's own wait."""
     middleware = find_middleware(app)
     server = find_server()
     if middleware is not None and server is not None:

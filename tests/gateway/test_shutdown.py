@@ -191,3 +191,26 @@ def _wait_for(server: Process, text: str) -> None:
     while text not in server.stderr():
         assert time.monotonic() < deadline, server.stderr()
         time.sleep(0.05)
+
+
+def test_a_passed_through_chat_stream_keeps_the_whole_grace_period(tmp_path: Path) -> None:
+    # Longer than uvicorn's own wait after the drain (5 s), well within the grace period.
+    script = slow_script(tmp_path, chunk_delay=1.0)
+    with running("serve", "--script", script, tmp_path=tmp_path) as server:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        lines: list[str] = []
+        url = server.url + "/v1/chat/completions"
+        with httpx.stream("POST", url, json=body, timeout=60) as answer:
+            for line in answer.iter_lines():
+                lines.append(line)
+                if len(lines) == 1:
+                    server.popen.send_signal(signal.SIGTERM)
+        exit_cleanly(server)
+
+    assert "data: [DONE]" in lines
+    text = "".join(
+        json.loads(line[len("data: ") :])["choices"][0]["delta"].get("content") or ""
+        for line in lines
+        if line.startswith("data: {") and json.loads(line[len("data: ") :])["choices"]
+    )
+    assert text == WORDS
