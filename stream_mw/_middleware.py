@@ -21,8 +21,11 @@ Before any of that, every HTTP request gets its request id (``_service.request_i
 valid key is answered 401 (``_auth``); those live in their own modules.
 
 One ``_Responder`` per request holds all per-request state; the middleware itself is never
-modified after ``__init__`` (only the store inside ``StoreGateway`` opens lazily, and the
-readiness probe caches its last result).
+modified after ``__init__`` (only the store inside ``StoreGateway`` opens lazily, the
+readiness probe caches its last result, and the set of requests in flight is kept for
+``shutdown()``, which ends them with ``server_shutting_down`` when the server stops).
+With ``Settings.metrics`` / ``Settings.traces`` each finished request is also counted
+(``_metrics``) and recorded as a span (``_traces``); off, neither module is imported.
 
 Deliberate behaviour, do not "fix":
 
@@ -46,6 +49,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, TypedDict
 
@@ -91,7 +95,10 @@ from ._stream import StreamConverter
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["ResponsesMiddleware", "SettingsOverrides"]
+    from ._metrics import Metrics
+    from ._traces import Tracer
+
+__all__ = ["Drained", "ResponsesMiddleware", "SettingsOverrides", "shutdown_error"]
 
 # Request headers the wrapped app must not see: they describe the client's body, not ours.
 _DROP_REQUEST_HEADERS: Final = frozenset(
@@ -148,6 +155,7 @@ _CODE_STATUS: Final = {
     "invalid_api_key": 401,
     "rate_limit_exceeded": 429,
     "insufficient_quota": 429,
+    "server_shutting_down": 503,
 }
 _STATUS_TYPE: Final = {
     400: "invalid_request_error",
@@ -165,10 +173,36 @@ _SSE_TO_JSON: Final = "sse-to-json"
 _JSON: Final = "json"
 _ERROR: Final = "error"
 
+#: Seconds ``shutdown`` waits, after ending the requests still open, for their last bytes
+#: to leave (a client too slow to take them is not waited for longer).
+_SHUTDOWN_SEND_SECONDS: Final = 5.0
+
+_METRICS_CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
+
 _CLIENT_GONE: Final = {
     "code": "client_disconnected",
     "message": "The client disconnected before the response finished.",
 }
+
+
+def shutdown_error() -> UpstreamError:
+    """What a request still open when the server stops is ended with: ``response.failed``
+    (a stream) or a 503 (JSON), with a code clients and retry policies can act on."""
+    return UpstreamError(
+        "The gateway is shutting down and ended this response; retry the request.",
+        code="server_shutting_down",
+        status_code=503,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """What ``ResponsesMiddleware.shutdown`` did with the Responses requests in flight."""
+
+    #: Requests that finished on their own within the grace period.
+    finished: int
+    #: Requests still open after it, ended with ``server_shutting_down``.
+    ended: int
 
 
 class SettingsOverrides(TypedDict, total=False):
@@ -209,6 +243,9 @@ class SettingsOverrides(TypedDict, total=False):
     ready_path: str | None
     ready_checks_upstream: bool
     client_keys: ClientKeys | None
+    metrics: bool
+    metrics_path: str
+    traces: bool
 
 
 class ResponsesMiddleware:
@@ -256,6 +293,53 @@ class ResponsesMiddleware:
         self._store_on = self.gateway.enabled
         self._client_keys = settings.client_keys
         self.probes = Probes(settings, self.gateway, app)
+        # Imported only when asked for: off, they cost one ``is None`` test per request.
+        self.metrics: Metrics | None = None
+        self._metrics_path: str | None = None
+        if settings.metrics:
+            from ._metrics import Metrics
+
+            self.metrics = Metrics()
+            self._metrics_path = settings.metrics_path
+        self.tracer: Tracer | None = None
+        if settings.traces:
+            from ._traces import Tracer
+
+            self.tracer = Tracer()
+        # The Responses requests in flight, for shutdown(); and, once it ended them, why
+        # (requests that arrive later are refused with the same error).
+        self._open: set[_Responder] = set()
+        self._stopping: UpstreamError | None = None
+        self._all_closed: anyio.Event | None = None
+
+    async def shutdown(self, grace: float = 0.0) -> Drained:
+        """Finish the Responses requests in flight, for a server that is stopping.
+
+        Waits up to ``grace`` seconds for them to finish on their own, then ends each one
+        still open: a stream with ``response.failed`` (code ``server_shutting_down``) and the
+        end of its body, a JSON request with a 503 carrying that code; the wrapped app is
+        cancelled for them. Requests that arrive afterwards get the 503 too. Call it after
+        the server stopped accepting connections and before it cancels its tasks (the
+        gateway does; the lifespan ``shutdown`` message also triggers it, with no grace,
+        for servers that send it while requests still run). Returns how many requests
+        finished and how many were ended.
+        """
+        at_start = len(self._open)
+        await self._wait_for_open(grace)
+        error = self._stopping = shutdown_error()
+        ending = list(self._open)
+        for responder in ending:
+            responder.stop(error)
+        await self._wait_for_open(_SHUTDOWN_SEND_SECONDS)
+        return Drained(finished=max(at_start - len(ending), 0), ended=len(ending))
+
+    async def _wait_for_open(self, seconds: float) -> None:
+        if not self._open:
+            return
+        # Created here, in the server's event loop; the last request to close sets it.
+        closed = self._all_closed = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await closed.wait()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -265,6 +349,9 @@ class ResponsesMiddleware:
             probe = self.probes.handler(scope, path)
             if probe is not None:
                 await probe(scope, send_with_request_id(send, rid))
+                return
+            if path == self._metrics_path and scope["method"] in ("GET", "HEAD"):
+                await self._send_metrics(scope, send_with_request_id(send, rid))
                 return
             if self._client_keys is not None:
                 authorized = self._authorize(scope)
@@ -284,7 +371,10 @@ class ResponsesMiddleware:
                     )
                     return
             if self._store_on and self.gateway.matches(scope):
-                await self.gateway.handle(scope, receive, send_with_request_id(send, rid))
+                send = send_with_request_id(send, rid)
+                if self.metrics is not None:
+                    send = self._counting(send, scope)
+                await self.gateway.handle(scope, receive, send)
                 return
             if self._store_on and self.conversations.matches(scope):
                 await self.conversations.handle(scope, receive, send_with_request_id(send, rid))
@@ -295,8 +385,8 @@ class ResponsesMiddleware:
                 await reject_unauthorized(scope, receive, send, None)
                 return
             scope = authorized
-        elif kind == "lifespan" and self._store_on:
-            await self.app(scope, receive, self._closing_store(send))
+        elif kind == "lifespan":
+            await self.app(scope, self._ending_requests(receive), self._closing_store(send))
             return
         await self.app(scope, receive, send)
 
@@ -321,8 +411,57 @@ class ResponsesMiddleware:
         # A copy: the server's scope is not ours to change.
         return {**scope, CLIENT_SCOPE_KEY: tenant}
 
+    async def _send_metrics(self, scope: Scope, send: Send) -> None:
+        assert self.metrics is not None
+        body = self.metrics.exposition()
+        headers = [
+            (b"content-type", _METRICS_CONTENT_TYPE),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"cache-control", b"no-store"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": b"" if scope["method"] == "HEAD" else body,
+                "more_body": False,
+            }
+        )
+
+    def _counting(self, send: Send, scope: Scope) -> Send:
+        """``send``, counting the answer of a stored-response route in the metrics."""
+        metrics = self.metrics
+        assert metrics is not None
+        tail = "/input_items" if scope["path"].endswith("/input_items") else ""
+        route = f"{scope['method']} {self._responses_path}/{{id}}{tail}"
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                metrics.count_request(route, message["status"])
+            await send(message)
+
+        return counting_send
+
+    def _ending_requests(self, receive: Receive) -> Receive:
+        # The messages pass unchanged; requests still open are ended before the app hears
+        # of the shutdown (under uvicorn none are left by then: its graceful wait and
+        # cancellation come first, which is why the gateway calls shutdown() earlier).
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                if self._open:
+                    await self.shutdown()
+                if self.metrics is not None:
+                    self.metrics.close()
+            return message
+
+        return lifespan_receive
+
     def _closing_store(self, send: Send) -> Send:
         # The messages pass unchanged; the store is closed just before shutdown is reported.
+        if not self._store_on:
+            return send
+
         async def lifespan_send(message: Message) -> None:
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await self.gateway.aclose()
@@ -376,6 +515,7 @@ class _Responder:
         "created_at",
         "disconnect_event",
         "disconnected",
+        "first_output_at",
         "gateway",
         "http_status",
         "input_items",
@@ -404,8 +544,10 @@ class _Responder:
         "settings",
         "started",
         "started_at",
+        "stopping",
         "storing",
         "stream",
+        "stream_counted",
         "streaming",
         "task_group",
         "tenant",
@@ -485,8 +627,35 @@ class _Responder:
         self.watcher: asyncio.Task[None] | None = None
         #: What the server's receive raised, re-raised once the app is cancelled.
         self.watch_error: Exception | None = None
+        #: Set by ``stop()``: the server is stopping and this request is ended with it.
+        self.stopping: UpstreamError | None = None
+        #: ``perf_counter()`` when the first output event went out, for the metrics.
+        self.first_output_at = 0.0
+        #: The stream is counted in the streams-open gauge.
+        self.stream_counted = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        registry = self.mw._open
+        registry.add(self)
+        try:
+            await self._respond(scope, receive, send)
+        finally:
+            registry.discard(self)
+            if not registry and self.mw._all_closed is not None:
+                self.mw._all_closed.set()
+            if self.stream_counted:
+                assert self.mw.metrics is not None
+                self.mw.metrics.streams_open.dec()
+
+    def stop(self, error: UpstreamError) -> None:
+        """End this request for a server shutdown: the app is cancelled and ``error`` ends
+        the answer, unless its last bytes are already on their way."""
+        self.stopping = error
+        if not self.complete:
+            self._stop_keepalive()
+            self._cancel_app()
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope, self.receive, self.send = scope, receive, send
         try:
             chat = await self._prepare()
@@ -500,6 +669,11 @@ class _Responder:
             await self._report("failed", error=_CLIENT_GONE)
             return
         self.chat_body = orjson.dumps(chat)
+        stopping = self.stopping or self.mw._stopping
+        if stopping is not None:
+            # The server stopped while the request was read: the app is not started.
+            await self._send_upstream_error(stopping)
+            return
 
         app_error = await self._run_app()
         if self.watch_error is not None:
@@ -511,6 +685,12 @@ class _Responder:
             logger.debug("%s: the client disconnected; the app was cancelled", self.response_id)
             self.http_status = self.http_status or 499
             await self._report("failed", error=_CLIENT_GONE)
+            return
+        if self.stopping is not None:
+            # The app was cancelled for the shutdown: whatever it raised on the way out is
+            # that cancellation, not a server error to log.
+            if not self.complete:
+                await self._finish_after_app(self.stopping)
             return
         if not self.complete:
             self.closing = app_error is not None
@@ -717,6 +897,8 @@ class _Responder:
                     # may never end would only keep the upstream generating for nobody.
                     self._cancel_app()
             elif out:
+                if not self.first_output_at:
+                    self.first_output_at = time.perf_counter()
                 # See _emit for why this is not a lock.
                 while self.keepalive_sending is not None:
                     await self.keepalive_sending.wait()
@@ -803,6 +985,10 @@ class _Responder:
             return
         await self._emit(first, more_body=True)
         self.streaming = not self.disconnected
+        metrics = self.mw.metrics
+        if metrics is not None and self.streaming:
+            metrics.streams_open.inc()
+            self.stream_counted = True
         # Armed after the first byte, which it must not delay.
         if self.keepalive > 0 and not self.disconnected:
             if self.loop is not None:
@@ -903,6 +1089,8 @@ class _Responder:
             self.keepalive_sending = None
             done.set()
         self.last_send = _monotonic()
+        if self.mw.metrics is not None:
+            self.mw.metrics.keepalives.inc()
         logger.debug("%s: keep-alive sent", self.response_id)
         return True
 
@@ -1159,7 +1347,8 @@ class _Responder:
         self.reported = True
         observer = self.mw._on_response
         log = access_logger.isEnabledFor(logging.INFO)
-        if observer is None and not log:
+        metrics, tracer = self.mw.metrics, self.mw.tracer
+        if observer is None and not log and metrics is None and tracer is None:
             return  # nobody would see the record
         usage = None
         model = self.request.get("model")
@@ -1180,6 +1369,16 @@ class _Responder:
         )
         if log:
             access_logger.info(REQUEST_LOG_MESSAGE, record.log_fields("POST", self.scope["path"]))
+        if metrics is not None:
+            first = self.first_output_at
+            metrics.observe(
+                record,
+                f"POST {self.mw._responses_path}",
+                first - self.started_at if first and self.stream else None,
+            )
+        if tracer is not None:
+            ended = time.time_ns()
+            tracer.record(record, self.request, ended - int(record.duration * 1e9), ended)
         await notify_observer(observer, record)
 
 

@@ -154,6 +154,14 @@ class Settings:
     #: Keys clients must send as ``Authorization: Bearer <key>`` on every route but the
     #: probes; a missing or wrong key gets 401. ``STREAM_MW_CLIENT_KEYS`` names a keys file.
     client_keys: ClientKeys | None = None
+    #: Serve Prometheus metrics on ``GET {metrics_path}`` (needs ``stream-mw[metrics]``). Not
+    #: behind ``client_keys``, like the probes; off, ``prometheus_client`` is not imported.
+    metrics: bool = False
+    #: Where the metrics are served when ``metrics`` is on.
+    metrics_path: str = "/metrics"
+    #: Record an OpenTelemetry span per response, with the GenAI semantic conventions'
+    #: attributes (needs ``stream-mw[otel]``); off, ``opentelemetry`` is not imported.
+    traces: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -161,6 +169,12 @@ class Settings:
             path = getattr(self, name)
             if path is not None and not path.startswith("/"):
                 raise ConfigurationError(f"{name} must start with '/' or be None, got {path!r}")
+        if not self.metrics_path.startswith("/"):
+            raise ConfigurationError(f"metrics_path must start with '/', got {self.metrics_path!r}")
+        if self.metrics and self.metrics_path in (self.health_path, self.ready_path):
+            raise ConfigurationError(
+                f"metrics_path must differ from the probes' paths, got {self.metrics_path!r}"
+            )
         if self.health_path is not None and self.health_path == self.ready_path:
             raise ConfigurationError(
                 f"health_path and ready_path must differ, both are {self.health_path!r}"
@@ -290,6 +304,7 @@ GATEWAY_VARIABLES = frozenset(
         "MAX_HEADERS",
         "HEADER_TIMEOUT",
         "MAX_CONNECTIONS",
+        "GRACEFUL_TIMEOUT",
     }
 )
 

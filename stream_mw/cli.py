@@ -14,7 +14,8 @@ is configured): ``STREAM_MW_UPSTREAM``, ``STREAM_MW_UPSTREAM_API_KEY``,
 ``STREAM_MW_READ_TIMEOUT``, ``STREAM_MW_CA_BUNDLE``, and
 ``STREAM_MW_HOST`` / ``STREAM_MW_PORT`` for where to listen, and ``STREAM_MW_MAX_HEADER_BYTES``,
 ``STREAM_MW_MAX_HEADERS``, ``STREAM_MW_HEADER_TIMEOUT`` and ``STREAM_MW_MAX_CONNECTIONS`` for
-the bounds on clients (see ``_server_protocol.py``); the middleware's own settings
+the bounds on clients (see ``_server_protocol.py``), ``STREAM_MW_GRACEFUL_TIMEOUT`` for the
+shutdown (see ``_drain.py``); the middleware's own settings
 are the ``STREAM_MW_*`` variables ``Settings.from_env()`` reads.
 
 Errors a user can fix (a bad URL, a taken port, a missing extra, a bad setting) print one
@@ -24,6 +25,7 @@ line and exit with status 2; nothing prints a traceback for them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import functools
 import importlib.util
@@ -34,10 +36,14 @@ import logging
 import logging.config
 import math
 import os
+import shutil
+import signal
 import socket
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -78,6 +84,9 @@ _ENV_CORS_ORIGINS = "STREAM_MW_CORS_ORIGINS"
 _ENV_CLIENT_KEYS = ENV_PREFIX + "CLIENT_KEYS"
 _ENV_CA_BUNDLE = "STREAM_MW_CA_BUNDLE"
 _ENV_CONFIG = "STREAM_MW_CONFIG"
+_ENV_GRACEFUL_TIMEOUT = "STREAM_MW_GRACEFUL_TIMEOUT"
+_METRICS_VARIABLE = ENV_PREFIX + "METRICS"
+_PROMETHEUS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 #: uvicorn's level words; ``trace`` is uvicorn's level 5, below ``debug``.
 LOG_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
@@ -259,10 +268,17 @@ def app_from_env() -> Any:
     """App factory for uvicorn workers: ``uvicorn --factory stream_mw.cli:app_from_env``.
 
     Reads ``GatewayConfig.from_env()`` and ``Settings.from_env()`` (over the ``[settings]``
-    of the ``STREAM_MW_CONFIG`` file, if any).
+    of the ``STREAM_MW_CONFIG`` file, if any). With ``STREAM_MW_GRACEFUL_TIMEOUT`` set, the
+    worker's server drains on shutdown (``_drain``).
     """
     config = GatewayConfig.from_env()
-    return build_gateway(config, gateway_settings(config))
+    app = build_gateway(config, gateway_settings(config))
+    grace = os.environ.get(_ENV_GRACEFUL_TIMEOUT)
+    if grace:
+        from ._drain import drain_worker
+
+        drain_worker(app, _number(grace, 0.0, _ENV_GRACEFUL_TIMEOUT))
+    return app
 
 
 def gateway_settings(config: GatewayConfig, **overrides: Any) -> Settings:
@@ -354,7 +370,27 @@ def _serve(args: argparse.Namespace) -> int:
     if args.client_keys and args.workers > 1:
         # Workers build their own settings from the environment they inherit.
         os.environ[_ENV_CLIENT_KEYS] = args.client_keys
-    return _run_uvicorn(app, config, sock, args, limits)
+    if args.metrics and args.workers > 1:
+        os.environ[_METRICS_VARIABLE] = "true"
+    with _metrics_directory(settings.metrics and args.workers > 1):
+        return _run_uvicorn(app, config, sock, args, limits)
+
+
+@contextlib.contextmanager
+def _metrics_directory(needed: bool) -> Iterator[None]:
+    """Give the workers' metrics a shared directory (prometheus_client's multiprocess mode),
+    a fresh one removed on exit unless ``PROMETHEUS_MULTIPROC_DIR`` names one already."""
+    if not needed or os.environ.get(_PROMETHEUS_DIR_VARIABLE):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="stream-mw-metrics-")
+    # Read by prometheus_client when the (spawned) workers first import it.
+    os.environ[_PROMETHEUS_DIR_VARIABLE] = directory
+    try:
+        yield
+    finally:
+        del os.environ[_PROMETHEUS_DIR_VARIABLE]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _prepare_serve(args: argparse.Namespace) -> tuple[Any, GatewayConfig, Settings, socket.socket]:
@@ -363,9 +399,15 @@ def _prepare_serve(args: argparse.Namespace) -> tuple[Any, GatewayConfig, Settin
         overrides: dict[str, Any] = {}
         if args.client_keys:
             overrides["client_keys"] = ClientKeys.from_file(args.client_keys)
+        if args.metrics:
+            overrides["metrics"] = True
         settings = gateway_settings(config, **overrides)
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from None
+    if settings.metrics:
+        _require("prometheus_client", "metrics", "metrics")
+    if settings.traces:
+        _require("opentelemetry", "traces", "otel")
     _check_deployment(config, settings, args)
     # Fails early, before the port is taken, on a bad URL, script or missing extra. With
     # several workers each builds its own app (and connection pool); the parent only checks,
@@ -536,6 +578,8 @@ def _print_banner(
         for path, what in ((settings.health_path, "liveness"), (settings.ready_path, "readiness"))
         if path
     ]
+    if settings.metrics:
+        probes.append(f"{root}{settings.metrics_path} (Prometheus metrics)")
     if probes:
         lines.append("Probes: " + ", ".join(probes))
     lines += ["Press Ctrl+C to stop.", ""]
@@ -607,14 +651,21 @@ def _run_uvicorn(
         "http": functools.partial(GuardedHttpToolsProtocol, limits=limits),
     }
     if args.workers == 1:
+        from ._drain import find_middleware, install_drain
+
         server = uvicorn.Server(uvicorn.Config(app, **common))
-        server.run(sockets=[sock])
+        middleware = find_middleware(app)
+        if middleware is not None:
+            install_drain(server, middleware, args.graceful_timeout)
+        with _signals_end_quietly(server):
+            server.run(sockets=[sock])
         return 0 if server.started else 1
     from uvicorn.supervisors import Multiprocess
 
     # Workers are separate processes that import the app by name: the configuration travels
     # in the environment they inherit.
     os.environ.update(config.to_env())
+    os.environ[_ENV_GRACEFUL_TIMEOUT] = repr(args.graceful_timeout)
     uv_config = uvicorn.Config(
         "stream_mw.cli:app_from_env", factory=True, workers=args.workers, **common
     )
@@ -625,6 +676,29 @@ def _run_uvicorn(
         options["target"] = uvicorn.Server(uv_config).run
     Multiprocess(uv_config, **options).run()
     return 0
+
+
+@contextlib.contextmanager
+def _signals_end_quietly(server: Any) -> Iterator[None]:
+    """Let SIGTERM and SIGINT end the command with status 0 once the server has drained.
+
+    uvicorn raises the signal that stopped it again once it is done, with the handler that was
+    in place before it started: Python's default, which would end a drained, orderly
+    shutdown with a KeyboardInterrupt (status 130) or death by SIGTERM. The server's own
+    handler is put in place instead, where the repeated signal only asks it to stop again.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 # --- scripted ----------------------------------------------------------------------------------
@@ -765,7 +839,8 @@ settings table); the options above also have one: STREAM_MW_UPSTREAM,
 STREAM_MW_UPSTREAM_API_KEY, STREAM_MW_LITELLM_MODEL, STREAM_MW_LITELLM_KWARGS,
 STREAM_MW_SCRIPT, STREAM_MW_CONFIG, STREAM_MW_CONNECT_TIMEOUT, STREAM_MW_READ_TIMEOUT,
 STREAM_MW_CA_BUNDLE, STREAM_MW_HOST, STREAM_MW_PORT, STREAM_MW_MAX_HEADER_BYTES,
-STREAM_MW_MAX_HEADERS, STREAM_MW_HEADER_TIMEOUT, STREAM_MW_MAX_CONNECTIONS.
+STREAM_MW_MAX_HEADERS, STREAM_MW_HEADER_TIMEOUT, STREAM_MW_MAX_CONNECTIONS,
+STREAM_MW_GRACEFUL_TIMEOUT.
 
 A --script file is a JSON list of turns, one per model request, for example:
   [{"tool_call": {"name": "exec_command", "arguments": {"cmd": "ls"}}},
@@ -875,6 +950,20 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="worker processes (default 1; more need a sqlite:// or redis:// store_url)",
+    )
+    server.add_argument(
+        "--graceful-timeout",
+        type=_seconds,
+        default=os.environ.get(_ENV_GRACEFUL_TIMEOUT) or "20",
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, seconds responses in flight get to finish before they are "
+        "ended with response.failed (default 20) [STREAM_MW_GRACEFUL_TIMEOUT]",
+    )
+    server.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics on GET /metrics (needs stream-mw[metrics]) "
+        "[STREAM_MW_METRICS]",
     )
     server.add_argument(
         "--client-keys",
@@ -1025,6 +1114,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
     return value
 
 

@@ -31,10 +31,22 @@ def test_public_classes_present_themselves_as_stream_mw() -> None:
 def test_importing_stream_mw_does_not_import_optional_extras() -> None:
     code = (
         "import sys, stream_mw; "
-        "heavy = [m for m in ('httpx', 'uvicorn', 'litellm', 'redis', 'asyncio') if m in sys.modules]; "
+        "heavy = [m for m in ('httpx', 'uvicorn', 'litellm', 'redis', 'asyncio', "
+        "'prometheus_client', 'opentelemetry') if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(filter(None, out.stdout.strip().split(",")))
     # starlette itself imports asyncio (via anyio); the optional extras must stay out.
     assert loaded <= {"asyncio"}, loaded
+
+
+def test_a_middleware_without_metrics_or_traces_imports_neither() -> None:
+    code = (
+        "import sys, stream_mw; "
+        "stream_mw.ResponsesMiddleware(lambda scope, receive, send: None); "
+        "heavy = [m for m in ('prometheus_client', 'opentelemetry') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
