@@ -182,7 +182,7 @@ def test_no_access_log_keeps_the_request_lines_out(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("level", ["critical", "error", "warning", "info", "debug", "trace"])
 def test_the_log_level_accepts_uvicorns_words(level: str) -> None:
-    from stream_mw.cli import _parser
+    from stream_mw.cli._parser import _parser
 
     assert _parser().parse_args(["serve", "--log-level", level]).log_level == level
 
@@ -286,13 +286,13 @@ def test_non_finite_timeouts_are_refused(value: str) -> None:
 
 
 def test_every_gateway_variable_is_known_to_the_unknown_variable_check() -> None:
-    from stream_mw import cli
     from stream_mw._settings import GATEWAY_VARIABLES
+    from stream_mw.cli import _common as cli
 
     names = {
         value.removeprefix("STREAM_MW_")
         for name, value in vars(cli).items()
-        if name.startswith("_ENV_") and isinstance(value, str)
+        if name.startswith("ENV_") and name != "ENV_PREFIX" and isinstance(value, str)
     }
     names.discard("CLIENT_KEYS")  # a Settings field
     assert names == GATEWAY_VARIABLES
@@ -329,7 +329,7 @@ def test_workers_require_the_client_keys_too(tmp_path: Path) -> None:
 
 
 def test_loopback_is_recognised_in_every_spelling() -> None:
-    from stream_mw.cli import _is_loopback
+    from stream_mw.cli.serve import _is_loopback
 
     assert all(map(_is_loopback, ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"]))
     assert not any(map(_is_loopback, ["0.0.0.0", "::", "192.168.1.5", "example.com"]))
