@@ -1,0 +1,123 @@
+"""Reading a chunk without parsing it, when its bytes repeat the previous chunk's layout.
+
+Theory of operation
+-------------------
+Most backends send every text (arguments, reasoning) chunk of a stream with identical bytes
+but for the delta string: same id, created, model, fingerprint, keys and key order. Once one
+such event has been parsed in full and translated, ``learn`` records the bytes before the
+delta string (``prefix``) and after it (``suffix``). A later event that starts with the same
+prefix and ends with the same suffix is the same JSON document with another string in that
+place, provided what lies between is exactly one JSON string (checked by parsing it alone):
+``Shortcut.delta_in`` returns that string, which is exactly what the reader would have taken
+from the parsed chunk. Anything else (a finish reason, usage, another field) changes the bytes
+around the string and returns ``None``, and the event takes the full path.
+
+When the chunk also carries OpenAI's random ``obfuscation`` string after the delta, the bytes
+after the delta are ``gap``, that string, then ``suffix``; both strings may vary, and each is
+checked to be exactly one JSON string. Nothing reads ``obfuscation``, so its value cannot
+change the translation.
+
+A shortcut works on one whole plain event (``data: …\\n\\n``), wherever it sits in a read, so
+it applies as well when a read holds many events as when it holds one. It knows nothing of
+items or events: the caller decides which open item a learned layout belongs to.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+
+__all__ = ["PROVEN", "TRIES", "Shortcut", "learn"]
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+_JSON_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"')
+_IGNORED_KEY = b'"obfuscation":'
+
+#: A shortcut that served this many events may be re-learned when the chunk layout drifts
+#: (llama.cpp's ``created`` ticks every second); one that did not is given up after
+#: ``TRIES`` tries (a layout that changes some other way on every chunk).
+PROVEN = 16
+TRIES = 3
+
+
+class Shortcut:
+    """The bytes of an event around the one delta string that changes from chunk to chunk."""
+
+    __slots__ = ("end", "gap", "hits", "min_len", "prefix", "start", "suffix")
+
+    def __init__(self, prefix: bytes, suffix: bytes, gap: bytes = b"") -> None:
+        self.prefix = prefix
+        self.suffix = suffix
+        self.gap = gap
+        self.start = len(prefix)
+        self.end = len(suffix)
+        self.min_len = self.start + self.end + (len(gap) + 4 if gap else 2)
+        self.hits = 0
+
+    def delta_in(self, data: bytes, pos: int, stop: int) -> str | None:
+        """The delta string of the event ``data[pos:stop]`` when it has this layout, else
+        ``None``."""
+        start = pos + self.start
+        if not (
+            stop - pos >= self.min_len
+            and data.startswith(self.prefix, pos)
+            and data.endswith(self.suffix, start, stop)
+        ):
+            return None
+        stop -= self.end
+        gap = self.gap
+        if gap:
+            # The delta ends where ``gap`` starts, when what follows ``gap`` is one JSON
+            # string (the ignored one).
+            at = data.rfind(gap, start, stop)
+            if at < 0:
+                return None
+            ignored = data[at + len(gap) : stop]
+            if ignored[:1] != b'"' or ignored[-1:] != b'"':
+                return None
+            try:
+                value = _loads(ignored)
+            except _JSONDecodeError:
+                return None
+            if type(value) is not str:
+                return None
+            stop = at
+        middle = data[start:stop]
+        # Quotes at both ends: whitespace around the string would be a line break outside it
+        # (which SSE reads differently).
+        if middle[-1:] != b'"' or middle[:1] != b'"':
+            return None
+        try:
+            value = _loads(middle)
+        except _JSONDecodeError:
+            return None
+        if type(value) is not str:
+            return None
+        self.hits += 1
+        return value
+
+
+def learn(data: bytes, key: bytes) -> Shortcut | None:
+    """The shortcut for the event ``data`` around the string value of ``key``, when ``key``
+    occurs exactly once (an unescaped quote cannot occur inside a JSON string, so each match
+    is a real key)."""
+    at = data.find(key)
+    if at < 0 or data.find(key, at + 1) >= 0:
+        return None
+    start = at + len(key)
+    match = _JSON_STRING.match(data, start)
+    if match is None:
+        return None
+    ignored = data.find(_IGNORED_KEY, match.end())
+    if (
+        ignored >= 0
+        and data.find(_IGNORED_KEY, ignored + 1) < 0
+        and data.find(_IGNORED_KEY) == ignored
+    ):
+        value_at = ignored + len(_IGNORED_KEY)
+        value = _JSON_STRING.match(data, value_at)
+        if value is not None:
+            return Shortcut(data[:start], data[value.end() :], data[match.end() : value_at])
+    return Shortcut(data[:start], data[match.end() :])
