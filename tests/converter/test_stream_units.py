@@ -254,7 +254,8 @@ def test_state_machine_states_follow_the_items() -> None:
 def test_an_illegal_transition_becomes_a_failed_response() -> None:
     converter = make()
     converter.start()
-    converter._translator._move(State.MESSAGE)  # behind the translator's back: the next open is illegal
+    # Behind the translator's back: the next open is illegal.
+    converter._translator._move(State.MESSAGE)
     converter._translator._message = None
     out = converter.feed(event(chunk({"content": "x"})))
     assert converter.finished
