@@ -110,6 +110,12 @@ class EventWriter:
         self.seq = seq + 1
         self.out.append(template % (seq, _dumps(text)))
 
+    def deltas(self, template: Template, texts: list[str]) -> None:
+        """One delta event per text, in order."""
+        seq = self.seq
+        self.seq = seq + len(texts)
+        self.out += [template % (n, _dumps(text)) for n, text in enumerate(texts, seq)]
+
     def delta_now(self, template: Template, text: str) -> bytes:
         """A delta event returned at once rather than written (nothing else is pending)."""
         seq = self.seq

@@ -34,6 +34,9 @@ _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 _JSON_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"')
 _IGNORED_KEY = b'"obfuscation":'
+# A JSON string of printable ASCII without escapes (as OpenAI's padding is), checked in
+# place; anything else is checked by parsing it.
+_ASCII_STRING = re.compile(rb'"[\x20\x21\x23-\x5b\x5d-\x7e]*"')
 
 #: A shortcut that served this many events may be re-learned when the chunk layout drifts
 #: (llama.cpp's ``created`` ticks every second); one that did not is given up after
@@ -74,29 +77,35 @@ class Shortcut:
             at = data.rfind(gap, start, stop)
             if at < 0:
                 return None
-            ignored = data[at + len(gap) : stop]
-            if ignored[:1] != b'"' or ignored[-1:] != b'"':
-                return None
-            try:
-                value = _loads(ignored)
-            except _JSONDecodeError:
-                return None
-            if type(value) is not str:
+            after = at + len(gap)
+            if _ASCII_STRING.fullmatch(data, after, stop) is None and not _one_string(
+                data[after:stop]
+            ):
                 return None
             stop = at
-        middle = data[start:stop]
         # Quotes at both ends: whitespace around the string would be a line break outside it
         # (which SSE reads differently).
-        if middle[-1:] != b'"' or middle[:1] != b'"':
+        if stop - start < 2 or data[start] != 0x22 or data[stop - 1] != 0x22:
             return None
         try:
-            value = _loads(middle)
+            value = _loads(data[start:stop])
         except _JSONDecodeError:
             return None
         if type(value) is not str:
             return None
         self.hits += 1
         return value
+
+
+def _one_string(data: bytes) -> bool:
+    """Whether ``data`` is exactly one JSON string."""
+    if data[:1] != b'"' or data[-1:] != b'"':
+        return False
+    try:
+        value = _loads(data)
+    except _JSONDecodeError:
+        return False
+    return type(value) is str
 
 
 def learn(data: bytes, key: bytes) -> Shortcut | None:

@@ -468,6 +468,11 @@ class Translator:
         part.chunks.append(text)
         self._w.delta(part.template, text)
 
+    def more_texts(self, part: _Part, texts: list[str]) -> None:
+        """Text deltas for the open ``fast_part``, one event each."""
+        part.chunks.extend(texts)
+        self._w.deltas(part.template, texts)
+
     def more_arguments(self, source: ChatCall, text: str) -> None:
         """One more arguments delta for an announced call (``(ARGUMENTS, source, text)``)."""
         self._argument_delta(source.item, text)
