@@ -261,7 +261,21 @@ class ChatReader:
             # Until it is known, the general walk notes the model name.
             and (self._model is not None or not chunk.get("model"))
         ):
-            facts = self._read_common(choices[0])
+            choice = choices[0]
+            delta = choice.get("delta")
+            content = delta.get("content") if type(delta) is dict else None
+            if (
+                type(content) is str
+                and self._think is None
+                and _TEXT_KEYS.issuperset(delta)
+                and not choice.get("finish_reason")
+                and not choice.get("logprobs")
+                and not choice.get("index")
+            ):
+                # The commonest chunk of all, read here: one more text string.
+                self.took = TOOK_TEXT
+                return [(TEXT, content, None)] if content else []
+            facts = self._read_common(choice)
             if facts is not None:
                 return facts
         facts = []

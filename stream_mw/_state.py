@@ -437,7 +437,12 @@ class Translator:
         for fact in facts:
             kind = fact[0]
             if kind == TEXT:
-                self._text(fact[1], fact[2])
+                part = self._text_part
+                if part is not None and fact[1] and not fact[2]:
+                    part.chunks.append(fact[1])
+                    self._w.delta(part.template, fact[1])
+                else:
+                    self._text(fact[1], fact[2])
             elif kind == ARGUMENTS:
                 call = fact[1].item
                 if call is not None:

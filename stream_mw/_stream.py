@@ -75,6 +75,9 @@ _InputDecoder = _InputDecoder
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 _DEFAULT_SETTINGS = Settings()
+# The largest unfinished event carried from one read to the next as bytes (joined with the
+# next read); a larger one is buffered by the decoder.
+_TAIL_MAX = 64 * 1024
 
 # The key whose string value a shortcut swaps out, by the kind of chunk it was learned on.
 _SHORTCUT_KEYS = {
@@ -144,6 +147,7 @@ class StreamConverter:
         "_reader",
         "_reasoning",
         "_tail",
+        "_tail_max",
         "_text",
         "_translator",
         "_writer",
@@ -167,6 +171,7 @@ class StreamConverter:
         self._max_read = settings.max_event_bytes + 2
         # An unfinished plain event at the end of the last read (the decoder holds nothing).
         self._tail = b""
+        self._tail_max = min(_TAIL_MAX, settings.max_event_bytes)
         tools = request.get("tools")
         self._reader = ChatReader(
             self._id,
@@ -221,65 +226,73 @@ class StreamConverter:
         translator = self._translator
         if type(data) is not bytes:
             data = bytes(data)  # a bytearray or memoryview from a transport
-        if not self._tail and self._decoder.idle and len(data) <= self._max_read:
-            # The hot path, inlined: a read of exactly one event that a shortcut reads.
-            part = translator.fast_part
-            if part is not None:
-                learned = self._text
-                shortcut = learned.shortcut
-                if shortcut is not None and learned.holder is part:
-                    text = shortcut.delta_in(data, 0, len(data))
-                    if text is not None:
-                        if not text:
-                            return b""
-                        part.chunks.append(text)
-                        return self._writer.delta_now(part.template, text)
-            call = self._reader.fast_call
-            if call is not None and translator.state is not _FINISHED:
-                learned = self._arguments
-                shortcut = learned.shortcut
-                if shortcut is not None and learned.holder is call:
-                    text = shortcut.delta_in(data, 0, len(data))
-                    if text is not None:
-                        if text:
-                            try:
-                                self._reader.more_arguments(call, text)
-                            except UpstreamError as error:
-                                self._fail(error)
-                            else:
-                                translator.more_arguments(call, text)
-                        return self._writer.take()
-            reasoning = translator.reasoning
-            if reasoning is not None:
-                learned = self._reasoning
-                shortcut = learned.shortcut
-                if shortcut is not None and learned.holder is reasoning:
-                    text = shortcut.delta_in(data, 0, len(data))
-                    if text is not None:
-                        if not text:
-                            return b""
-                        reasoning.chunks.append(text)
-                        return self._writer.delta_now(reasoning.template, text)
+        idle = self._decoder.idle
+        if idle:
+            # An unfinished event from the last read comes first (the decoder holds nothing).
+            if self._tail:
+                data = self._tail + data
+                self._tail = b""
+            if len(data) <= self._max_read:
+                # The hot path, inlined: a read of exactly one event that a shortcut reads.
+                part = translator.fast_part
+                if part is not None:
+                    learned = self._text
+                    shortcut = learned.shortcut
+                    if shortcut is not None and learned.holder is part:
+                        text = shortcut.delta_in(data, 0, len(data))
+                        if text is not None:
+                            if not text:
+                                return b""
+                            part.chunks.append(text)
+                            return self._writer.delta_now(part.template, text)
+                call = self._reader.fast_call
+                if call is not None and translator.state is not _FINISHED:
+                    learned = self._arguments
+                    shortcut = learned.shortcut
+                    if shortcut is not None and learned.holder is call:
+                        text = shortcut.delta_in(data, 0, len(data))
+                        if text is not None:
+                            if text:
+                                try:
+                                    self._reader.more_arguments(call, text)
+                                except UpstreamError as error:
+                                    self._fail(error)
+                                else:
+                                    translator.more_arguments(call, text)
+                            return self._writer.take()
+                reasoning = translator.reasoning
+                if reasoning is not None:
+                    learned = self._reasoning
+                    shortcut = learned.shortcut
+                    if shortcut is not None and learned.holder is reasoning:
+                        text = shortcut.delta_in(data, 0, len(data))
+                        if text is not None:
+                            if not text:
+                                return b""
+                            reasoning.chunks.append(text)
+                            return self._writer.delta_now(reasoning.template, text)
         state = translator.state
         if state is _FINISHED:
             return b""
         if state is _NEW:
             translator.start()
         try:
-            if self._decoder.idle and b"\r" not in data:
+            if idle and b"\r" not in data:
                 size = len(data)
-                if (
-                    data.endswith(b"\n\n")
+                end = data.find(b"\n")
+                if end < 0 and size <= self._tail_max:
+                    self._tail = data  # a part of one event: wait for the rest
+                elif (
+                    end == size - 2
+                    and data[-1] == 0x0A
                     and data.startswith(b"data: ")
-                    and data.find(b"\n", 6) == size - 2
                     and size <= self._max_read
-                    and not self._tail
                 ):
                     self._event(data, 0, size)  # the usual read: exactly one plain event
                 else:
                     self._plain_events(data)
             else:
-                self._decoded(self._take_tail() + data)
+                self._decoded(data)
         except UpstreamError as error:
             self._fail(error)
         except Exception as error:
@@ -359,9 +372,6 @@ class StreamConverter:
     def _plain_events(self, data: bytes) -> None:
         """Translate the plain events of a read (the decoder holds nothing, no CR in it);
         the rest goes to the decoder, or waits for the next read as ``_tail``."""
-        if self._tail:
-            data = self._tail + data
-            self._tail = b""
         size = len(data)
         limit = self._max_read
         translator = self._translator
@@ -409,8 +419,10 @@ class StreamConverter:
             translator.more_texts(part, texts)  # type: ignore[arg-type]
         if pos < size:
             rest = data[pos:] if pos else data
-            if len(rest) > limit - 2:
-                self._decoded(rest)  # over the bound: the decoder reports it
+            if len(rest) > self._tail_max:
+                # A large event builds up in the decoder's buffer (which also reports one
+                # over the bound), not by joining reads.
+                self._decoded(rest)
             else:
                 self._tail = rest
 
@@ -486,8 +498,8 @@ class StreamConverter:
                 return
         if decoder.error is not None:
             raise decoder.error
-        # Take back an unfinished plain event, so the next read is cut here again.
-        self._tail = decoder.release()
+        # Take back a small unfinished event, so the next read is cut here again.
+        self._tail = decoder.release(self._tail_max)
 
     # --- the end --------------------------------------------------------------------------
 
