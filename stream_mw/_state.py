@@ -227,7 +227,7 @@ class _Call:
         self.template: Template = b""
 
     def final_input(self) -> str:
-        arguments = self.source.arguments()
+        arguments = _joined(self.source.args)
         if self.source.raw_input:
             return arguments
         decoder = self.decoder
@@ -250,7 +250,7 @@ class _Call:
             self.status,
             self.call_id,
             source.tool_name,
-            source.arguments(),
+            _joined(source.args),
             source.namespace,
         )
 
@@ -648,7 +648,7 @@ class Translator:
         self._items.append(call)
         self._w.item_added(index, item)
         if source.args:
-            self._argument_delta(call, source.arguments())
+            self._argument_delta(call, _joined(source.args))
 
     def _argument_delta(self, call: _Call, text: str) -> None:
         decoder = call.decoder
@@ -679,7 +679,7 @@ class Translator:
             self._w.custom_input_done(call.id, call.index, text)
         else:
             self._w.arguments_done(
-                call.id, call.index, call.source.tool_name, call.source.arguments()
+                call.id, call.index, call.source.tool_name, _joined(call.source.args)
             )
         self._w.item_done(call.index, call.as_dict())
 
@@ -696,7 +696,7 @@ class Translator:
             error = UpstreamProtocolError(
                 "upstream sent a tool call without a function name "
                 f"(call id {unnamed[0].upstream_id or 'none'}, arguments "
-                f"{preview(unnamed[0].arguments().encode(), 80)})"
+                f"{preview(_joined(unnamed[0].args).encode(), 80)})"
             )
         if error is not None:
             outcome = "failed"
