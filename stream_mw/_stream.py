@@ -98,6 +98,10 @@ class _Learned:
         self.shortcut: Shortcut | None = None
         self.tries = TRIES
 
+    def worth_learning(self) -> bool:
+        """Whether ``update`` for the same holder may still change the shortcut."""
+        return self.tries > 0 or self.shortcut is not None
+
     def update(self, holder: object, data: bytes, key: bytes) -> None:
         if holder is not self.holder:
             self.holder = holder
@@ -288,7 +292,8 @@ class StreamConverter:
                     and data.startswith(b"data: ")
                     and size <= self._max_read
                 ):
-                    self._event(data, 0, size)  # the usual read: exactly one plain event
+                    # The usual read: exactly one plain event, which no shortcut read above.
+                    self._parsed_event(data, 0, size)
                 else:
                     self._plain_events(data)
             else:
@@ -427,18 +432,9 @@ class StreamConverter:
                 self._tail = rest
 
     def _event(self, data: bytes, pos: int, stop: int) -> None:
-        """The plain event ``data[pos:stop]``, ``data: …\\n\\n``: by a shortcut when one
-        applies, else parsed and read in full."""
+        """The plain event ``data[pos:stop]``, ``data: …\\n\\n``, which the text shortcut
+        did not read: by another shortcut when one applies, else parsed and read in full."""
         translator = self._translator
-        learned = self._text
-        part = translator.fast_part
-        if part is not None and learned.holder is part and learned.shortcut is not None:
-            text = learned.shortcut.delta_in(data, pos, stop)
-            if text is not None:
-                if text:
-                    part.chunks.append(text)
-                    self._writer.delta(part.template, text)
-                return
         reader = self._reader
         call = reader.fast_call
         learned = self._arguments
@@ -457,6 +453,13 @@ class StreamConverter:
                 if text:
                     translator.more_reasoning(reasoning, text)
                 return
+        self._parsed_event(data, pos, stop)
+
+    def _parsed_event(self, data: bytes, pos: int, stop: int) -> None:
+        """The plain event ``data[pos:stop]``, parsed and read in full; its layout may teach
+        a shortcut for the chunks that follow."""
+        translator = self._translator
+        reader = self._reader
         payload = data[pos + 6 : stop - 2]
         if payload[:1] != b"{":
             translator.apply(reader.read_payload(payload))
@@ -480,7 +483,7 @@ class StreamConverter:
                 holder, learned = reader.fast_call, self._arguments
             else:
                 holder, learned = translator.reasoning, self._reasoning
-            if holder is not None:
+            if holder is not None and (holder is not learned.holder or learned.worth_learning()):
                 event = data[pos:stop] if pos or stop != len(data) else data
                 learned.update(holder, event, _SHORTCUT_KEYS[took])
 
