@@ -468,26 +468,16 @@ class Translator:
             elif kind == END:
                 self.finalize(None)
 
-    def more_text(self, part: _Part, text: str) -> None:
-        """One more text delta for the open ``fast_part``."""
-        part.chunks.append(text)
-        self._w.delta(part.template, text)
+    def more_deltas(self, target: _Part | _Reasoning, texts: list[str]) -> None:
+        """Deltas for the open ``fast_part`` or ``reasoning`` item, one event each."""
+        target.chunks.extend(texts)
+        self._w.deltas(target.template, texts)
 
-    def more_texts(self, part: _Part, texts: list[str]) -> None:
-        """Text deltas for the open ``fast_part``, one event each."""
-        part.chunks.extend(texts)
-        self._w.deltas(part.template, texts)
-
-    def more_arguments(self, source: ChatCall, text: str) -> None:
-        """One more arguments delta for an announced call (``(ARGUMENTS, source, text)``)."""
-        self._argument_delta(source.item, text)
-
-    def more_reasoning(self, reasoning: _Reasoning, text: str) -> None:
-        """One more delta for the open reasoning item."""
-        reasoning.chunks.append(text)
-        self._w.delta(reasoning.template, text)
-
-    # --- message items ----------------------------------------------------------------
+    def more_arguments(self, source: ChatCall, texts: list[str]) -> None:
+        """Arguments deltas for an announced call, as ``(ARGUMENTS, source, text)`` each."""
+        call = source.item
+        for text in texts:
+            self._argument_delta(call, text)
 
     def _open_message(self) -> _Message:
         message = self._message

@@ -54,6 +54,7 @@ from ._chat import (
     TOOK_REASONING,
     TOOK_REASONING_CONTENT,
     TOOK_TEXT,
+    ChatCall,
     ChatReader,
     unexpected,
 )
@@ -236,7 +237,7 @@ class StreamConverter:
             if self._tail:
                 data = self._tail + data
                 self._tail = b""
-            if len(data) <= self._max_read:
+            if data[-2:] == b"\n\n" and len(data) <= self._max_read:
                 # The hot path, inlined: a read of exactly one event that a shortcut reads.
                 part = translator.fast_part
                 if part is not None:
@@ -262,7 +263,7 @@ class StreamConverter:
                                 except UpstreamError as error:
                                     self._fail(error)
                                 else:
-                                    translator.more_arguments(call, text)
+                                    translator.more_arguments(call, [text])
                             return self._writer.take()
                 reasoning = translator.reasoning
                 if reasoning is not None:
@@ -380,12 +381,14 @@ class StreamConverter:
         size = len(data)
         limit = self._max_read
         translator = self._translator
-        learned = self._text
         find = data.find
         pos = 0
-        # A run of text deltas read by the shortcut, written together when it ends.
-        part = translator.fast_part
+        # The shortcuts that may read the next event: for the open text part or reasoning
+        # item (never both), and for the last call's arguments. A run of deltas a shortcut
+        # read is written in one go when the run ends.
+        target, shortcut, call, call_shortcut = self._shortcuts()
         texts: list[str] = []
+        arguments: list[str] = []
         while True:
             # A plain event is one line: its first line feed is the first of its two (a
             # one-byte search is far cheaper than one for the blank line).
@@ -394,34 +397,55 @@ class StreamConverter:
                 break
             stop = end + 2
             if data[end + 1] == 0x0A and stop - pos <= limit:
-                # The text shortcut first: a match is a plain event (its layout was learned
-                # from one, and the delta between is one JSON string, with no line break).
-                if part is not None and learned.holder is part and learned.shortcut is not None:
-                    text = learned.shortcut.delta_in(data, pos, stop)
+                # Shortcuts first: a match is a plain event (its layout was learned from one,
+                # and the delta between is one JSON string, with no line break).
+                if shortcut is not None:
+                    text = shortcut.delta_in(data, pos, stop)
                     if text is not None:
+                        if arguments:
+                            self._more_arguments(call, arguments)  # type: ignore[arg-type]
+                            arguments = []
                         if text:
                             texts.append(text)
                         pos = stop
                         continue
+                if call_shortcut is not None:
+                    text = call_shortcut.delta_in(data, pos, stop)
+                    if text is not None:
+                        if texts:
+                            translator.more_deltas(target, texts)  # type: ignore[arg-type]
+                            texts = []
+                        if text:
+                            arguments.append(text)
+                        pos = stop
+                        continue
                 if texts:
-                    translator.more_texts(part, texts)  # type: ignore[arg-type]
+                    translator.more_deltas(target, texts)  # type: ignore[arg-type]
                     texts = []
+                if arguments:
+                    self._more_arguments(call, arguments)  # type: ignore[arg-type]
+                    arguments = []
                 if data.startswith(b"data: ", pos):
-                    self._event(data, pos, stop)
+                    self._parsed_event(data, pos, stop)
                     if translator.state is _FINISHED:
                         return
                     pos = stop
-                    part = translator.fast_part
+                    target, shortcut, call, call_shortcut = self._shortcuts()
                     continue
-            elif texts:
-                translator.more_texts(part, texts)  # type: ignore[arg-type]
+            if texts:
+                translator.more_deltas(target, texts)  # type: ignore[arg-type]
                 texts = []
+            if arguments:
+                self._more_arguments(call, arguments)  # type: ignore[arg-type]
+                arguments = []
             # A line break inside the event, or an event over the bound: the decoder reads
             # it (and reports the oversized one).
             self._decoded(data[pos:])
             return
         if texts:
-            translator.more_texts(part, texts)  # type: ignore[arg-type]
+            translator.more_deltas(target, texts)  # type: ignore[arg-type]
+        if arguments:
+            self._more_arguments(call, arguments)  # type: ignore[arg-type]
         if pos < size:
             rest = data[pos:] if pos else data
             if len(rest) > self._tail_max:
@@ -431,29 +455,32 @@ class StreamConverter:
             else:
                 self._tail = rest
 
-    def _event(self, data: bytes, pos: int, stop: int) -> None:
-        """The plain event ``data[pos:stop]``, ``data: …\\n\\n``, which the text shortcut
-        did not read: by another shortcut when one applies, else parsed and read in full."""
+    def _shortcuts(self) -> tuple[object, Shortcut | None, ChatCall | None, Shortcut | None]:
+        """The open item text streams into (a text part or a reasoning item) and the
+        shortcut learned for it; the last call arguments went to and its shortcut."""
         translator = self._translator
-        reader = self._reader
-        call = reader.fast_call
+        target: object = translator.fast_part
+        learned = self._text
+        if target is None:
+            target, learned = translator.reasoning, self._reasoning
+        shortcut = learned.shortcut if target is not None and learned.holder is target else None
+        call = self._reader.fast_call
         learned = self._arguments
-        if call is not None and learned.holder is call and learned.shortcut is not None:
-            text = learned.shortcut.delta_in(data, pos, stop)
-            if text is not None:
-                if text:
-                    reader.more_arguments(call, text)
-                    translator.more_arguments(call, text)
-                return
-        reasoning = translator.reasoning
-        learned = self._reasoning
-        if reasoning is not None and learned.holder is reasoning and learned.shortcut is not None:
-            text = learned.shortcut.delta_in(data, pos, stop)
-            if text is not None:
-                if text:
-                    translator.more_reasoning(reasoning, text)
-                return
-        self._parsed_event(data, pos, stop)
+        if call is None or learned.holder is not call or translator.state is _FINISHED:
+            return target, shortcut, None, None
+        return target, shortcut, call, learned.shortcut
+
+    def _more_arguments(self, call: ChatCall, texts: list[str]) -> None:
+        """Arguments deltas a shortcut read for ``call``, up to the one that breaks the
+        bound (which raises)."""
+        reader = self._reader
+        for n, text in enumerate(texts):
+            try:
+                reader.more_arguments(call, text)
+            except UpstreamError:
+                self._translator.more_arguments(call, texts[:n])
+                raise
+        self._translator.more_arguments(call, texts)
 
     def _parsed_event(self, data: bytes, pos: int, stop: int) -> None:
         """The plain event ``data[pos:stop]``, parsed and read in full; its layout may teach
