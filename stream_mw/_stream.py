@@ -99,10 +99,6 @@ class _Learned:
         self.shortcut: Shortcut | None = None
         self.tries = TRIES
 
-    def worth_learning(self) -> bool:
-        """Whether ``update`` for the same holder may still change the shortcut."""
-        return self.tries > 0 or self.shortcut is not None
-
     def update(self, holder: object, data: bytes, key: bytes) -> None:
         if holder is not self.holder:
             self.holder = holder
@@ -510,7 +506,10 @@ class StreamConverter:
                 holder, learned = reader.fast_call, self._arguments
             else:
                 holder, learned = translator.reasoning, self._reasoning
-            if holder is not None and (holder is not learned.holder or learned.worth_learning()):
+            # (Skipped once this holder's layout has been given up: it would change nothing.)
+            if holder is not None and (
+                holder is not learned.holder or learned.tries > 0 or learned.shortcut is not None
+            ):
                 event = data[pos:stop] if pos or stop != len(data) else data
                 learned.update(holder, event, _SHORTCUT_KEYS[took])
 
