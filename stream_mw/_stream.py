@@ -260,7 +260,8 @@ class StreamConverter:
                                     self._fail(error)
                                 else:
                                     translator.more_arguments(call, [text])
-                            return self._writer.take()
+                            out = self._writer.out
+                            return out.pop() if len(out) == 1 else self._writer.take()
                 reasoning = translator.reasoning
                 if reasoning is not None:
                     learned = self._reasoning

@@ -1434,3 +1434,17 @@ def test_shortcut_for_arguments_follows_the_call_that_owns_the_index() -> None:
     )
     checked = run(reads)
     assert [i.arguments for i in checked.items] == ["11111", "22222"]
+
+
+def test_a_large_event_arriving_in_small_reads_builds_up_in_the_decoder_not_by_joining() -> None:
+    # Joining each read to the unfinished event before it would copy the event once per read
+    # (quadratic in its size); past 64 KiB it is the decoder's bytearray that grows.
+    converter = make()
+    converter.feed(event(chunk({"content": "a"})))
+    big = event(chunk({"content": "x" * 1_000_000}))
+    for start in range(0, len(big) - 4096, 4096):
+        converter.feed(big[start : start + 4096])
+        assert len(converter._tail) <= 64 * 1024
+    out = converter.feed(big[start + 4096 :]) + converter.feed(event(chunk({}, "stop")) + DONE)
+    assert b"x" * 1000 in out
+    assert converter.finished
