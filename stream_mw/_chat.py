@@ -290,9 +290,10 @@ class ChatReader:
     def more_arguments(self, call: ChatCall, text: str) -> None:
         """More arguments for the announced ``call`` (its next fragment, read by a shortcut,
         which stands for ``(ARGUMENTS, call, text)``). Raises when they break the bound."""
-        facts: list[Fact] = []
-        if self._arguments(call, text, facts):
-            raise facts[-1][1]
+        call.arg_bytes += len(text) if text.isascii() else len(text.encode())
+        if call.arg_bytes > self._max_arguments:
+            raise self._too_long()
+        call.args.append(text)
 
     def _read_common(self, choice: dict[str, Any]) -> list[Fact] | None:
         """The facts of a chunk that is only one more text, arguments or reasoning string
@@ -503,23 +504,20 @@ class ChatReader:
     def _arguments(self, call: ChatCall, text: str, facts: list[Fact]) -> bool:
         """Add ``text`` to ``call``'s arguments; whether that broke the bound (``FAIL``)."""
         call.arg_bytes += len(text) if text.isascii() else len(text.encode())
-        limit = self._max_arguments
-        if call.arg_bytes > limit:
-            facts.append(
-                (
-                    FAIL,
-                    UpstreamProtocolError(
-                        f"upstream tool call arguments exceed max_argument_bytes ({limit} "
-                        "bytes); raise Settings.max_argument_bytes to allow larger calls"
-                    ),
-                )
-            )
+        if call.arg_bytes > self._max_arguments:
+            facts.append((FAIL, self._too_long()))
             return True
         call.args.append(text)
         if call.announced:
             facts.append((ARGUMENTS, call, text))
         # Otherwise the call is announced, with everything so far, once its name arrives.
         return False
+
+    def _too_long(self) -> UpstreamProtocolError:
+        return UpstreamProtocolError(
+            f"upstream tool call arguments exceed max_argument_bytes ({self._max_arguments} "
+            "bytes); raise Settings.max_argument_bytes to allow larger calls"
+        )
 
 
 def _lost_upstream(error: object) -> bool:

@@ -48,7 +48,7 @@ TRIES = 3
 class Shortcut:
     """The bytes of an event around the one delta string that changes from chunk to chunk."""
 
-    __slots__ = ("end", "gap", "hits", "min_len", "prefix", "start", "suffix")
+    __slots__ = ("aperiodic", "end", "gap", "hits", "min_len", "prefix", "start", "suffix")
 
     def __init__(self, prefix: bytes, suffix: bytes, gap: bytes = b"") -> None:
         self.prefix = prefix
@@ -57,6 +57,9 @@ class Shortcut:
         self.start = len(prefix)
         self.end = len(suffix)
         self.min_len = self.start + self.end + (len(gap) + 4 if gap else 2)
+        # Whether no proper suffix of ``gap`` is also its prefix (so two occurrences of it
+        # never overlap).
+        self.aperiodic = not any(gap[k:] == gap[:-k] for k in range(1, len(gap)))
         self.hits = 0
 
     def delta_in(self, data: bytes, pos: int, stop: int) -> str | None:
@@ -74,15 +77,26 @@ class Shortcut:
         if gap:
             # The delta ends where ``gap`` starts, when what follows ``gap`` is one JSON
             # string (the ignored one).
-            at = data.rfind(gap, start, stop)
-            if at < 0:
-                return None
-            after = at + len(gap)
-            if _ASCII_STRING.fullmatch(data, after, stop) is None and not _one_string(
-                data[after:stop]
+            quote = data.rfind(b'"', start, stop - 1)
+            if (
+                self.aperiodic
+                and data.endswith(gap, start, quote)
+                and _ASCII_STRING.fullmatch(data, quote, stop) is not None
             ):
-                return None
-            stop = at
+                # The ignored string is plain ASCII and ``gap`` ends right before it: that is
+                # the last ``gap`` (a later one would overlap this one, and ``gap`` repeats no
+                # part of itself), found without searching for all of it.
+                stop = quote - len(gap)
+            else:
+                at = data.rfind(gap, start, stop)
+                if at < 0:
+                    return None
+                after = at + len(gap)
+                if _ASCII_STRING.fullmatch(data, after, stop) is None and not _one_string(
+                    data[after:stop]
+                ):
+                    return None
+                stop = at
         # Quotes at both ends: whitespace around the string would be a line break outside it
         # (which SSE reads differently).
         if stop - start < 2 or data[start] != 0x22 or data[stop - 1] != 0x22:

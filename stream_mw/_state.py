@@ -473,6 +473,11 @@ class Translator:
         target.chunks.extend(texts)
         self._w.deltas(target.template, texts)
 
+    def argument_now(self, source: ChatCall, text: str) -> bytes:
+        """One arguments delta for an announced function call, returned at once (nothing
+        else is pending): ``(ARGUMENTS, source, text)`` for a call that is not custom."""
+        return self._w.delta_now(source.item.template, text)
+
     def more_arguments(self, source: ChatCall, texts: list[str]) -> None:
         """Arguments deltas for an announced call, as ``(ARGUMENTS, source, text)`` each."""
         call = source.item

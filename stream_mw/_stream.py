@@ -253,15 +253,15 @@ class StreamConverter:
                     if shortcut is not None and learned.holder is call:
                         text = shortcut.delta_in(data, 0, len(data))
                         if text is not None:
-                            if text:
-                                try:
-                                    self._reader.more_arguments(call, text)
-                                except UpstreamError as error:
-                                    self._fail(error)
-                                else:
-                                    translator.more_arguments(call, [text])
-                            out = self._writer.out
-                            return out.pop() if len(out) == 1 else self._writer.take()
+                            if not text:
+                                return b""
+                            try:
+                                self._reader.more_arguments(call, text)
+                            except UpstreamError as error:
+                                self._fail(error)
+                                return self._writer.take()
+                            # (The arguments shortcut is learned for function calls only.)
+                            return translator.argument_now(call, text)
                 reasoning = translator.reasoning
                 if reasoning is not None:
                     learned = self._reasoning
@@ -279,7 +279,7 @@ class StreamConverter:
         if state is _NEW:
             translator.start()
         try:
-            if idle and b"\r" not in data:
+            if idle and data.find(b"\r") < 0:  # (find: far cheaper than `in`)
                 size = len(data)
                 end = data.find(b"\n")
                 if end < 0 and size <= self._tail_max:
