@@ -31,14 +31,17 @@ exception, a body that breaks off inside its last event (the usage chunk, ``[DON
 forwarded (ours follows the terminal event).
 
 Speed: a read is cut into events here, without the decoder, as long as each is one plain
-``data: …`` line (what every backend sends); the decoder takes over for anything else and
-hands back when it holds nothing. Each plain event first meets the byte-level shortcuts
-(``_shortcut.py``): an event laid out byte for byte like the previous chunk of the open text
-part, arguments of the last call or open reasoning item, but for its delta string (and
-OpenAI's random ``obfuscation``), is read without parsing the chunk. This works per event, so
-it applies whether a read holds one event, several, or part of one. Every shortcut gives
+``data: …`` line (what every backend sends); an unfinished last event waits as bytes for the
+next read (up to 64 KiB). The decoder takes over for anything else (comments, ``event:``
+lines, CRs, a larger event) and hands an unfinished event back once that is all it holds.
+Each plain event first meets the byte-level shortcuts (``_shortcut.py``): an event laid out
+byte for byte like the previous chunk of the open text part or reasoning item, or of the last
+call's arguments, but for its delta string (and OpenAI's random ``obfuscation``), is read
+without parsing the chunk; a run of such deltas is written in one go. This works per event,
+so it applies whether a read holds one event, several, or part of one. Every shortcut gives
 exactly the output of the full path, so the output does not depend on how the body was split
-into reads.
+into reads. For the commonest read of all, one event that a shortcut reads, ``feed()`` itself
+adds the delta to the open item and has the writer frame it, as the state machine would.
 """
 
 from __future__ import annotations
