@@ -48,7 +48,17 @@ TRIES = 3
 class Shortcut:
     """The bytes of an event around the one delta string that changes from chunk to chunk."""
 
-    __slots__ = ("aperiodic", "end", "gap", "hits", "min_len", "prefix", "start", "suffix")
+    __slots__ = (
+        "aperiodic",
+        "end",
+        "gap",
+        "hits",
+        "min_len",
+        "prefix",
+        "start",
+        "suffix",
+        "tail",
+    )
 
     def __init__(self, prefix: bytes, suffix: bytes, gap: bytes = b"") -> None:
         self.prefix = prefix
@@ -60,34 +70,31 @@ class Shortcut:
         # Whether no proper suffix of ``gap`` is also its prefix (so two occurrences of it
         # never overlap).
         self.aperiodic = not any(gap[k:] == gap[:-k] for k in range(1, len(gap)))
+        # ``gap``, the ignored string when it is plain ASCII, and ``suffix``.
+        self.tail = re.compile(re.escape(gap) + _ASCII_STRING.pattern + re.escape(suffix))
         self.hits = 0
 
     def delta_in(self, data: bytes, pos: int, stop: int) -> str | None:
         """The delta string of the event ``data[pos:stop]`` when it has this layout, else
         ``None``."""
         start = pos + self.start
-        if not (
-            stop - pos >= self.min_len
-            and data.startswith(self.prefix, pos)
-            and data.endswith(self.suffix, start, stop)
-        ):
+        if stop - pos < self.min_len or not data.startswith(self.prefix, pos):
             return None
-        stop -= self.end
         gap = self.gap
         if gap:
             # The delta ends where ``gap`` starts, when what follows ``gap`` is one JSON
-            # string (the ignored one).
-            quote = data.rfind(b'"', start, stop - 1)
-            if (
-                self.aperiodic
-                and data.endswith(gap, start, quote)
-                and _ASCII_STRING.fullmatch(data, quote, stop) is not None
-            ):
-                # The ignored string is plain ASCII and ``gap`` ends right before it: that is
-                # the last ``gap`` (a later one would overlap this one, and ``gap`` repeats no
-                # part of itself), found without searching for all of it.
-                stop = quote - len(gap)
+            # string (the ignored one) and then ``suffix``.
+            quote = data.rfind(b'"', start, stop - self.end - 1)
+            at = quote - len(gap)
+            if self.aperiodic and at >= start and self.tail.fullmatch(data, at, stop):
+                # The usual case, checked in one go: ``gap``, a plain ASCII string (found
+                # by its opening quote), ``suffix``. That ``gap`` is the last one (a later
+                # one would overlap it, and ``gap`` repeats no part of itself).
+                stop = at
             else:
+                if not data.endswith(self.suffix, start, stop):
+                    return None
+                stop -= self.end
                 at = data.rfind(gap, start, stop)
                 if at < 0:
                     return None
@@ -97,6 +104,10 @@ class Shortcut:
                 ):
                     return None
                 stop = at
+        else:
+            if not data.endswith(self.suffix, start, stop):
+                return None
+            stop -= self.end
         # Quotes at both ends: whitespace around the string would be a line break outside it
         # (which SSE reads differently).
         if stop - start < 2 or data[start] != 0x22 or data[stop - 1] != 0x22:
