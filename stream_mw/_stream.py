@@ -236,7 +236,7 @@ class StreamConverter:
             if self._tail:
                 data = self._tail + data
                 self._tail = b""
-            if data[-2:] == b"\n\n" and len(data) <= self._max_read:
+            if len(data) <= self._max_read:
                 # The hot path, inlined: a read of exactly one event that a shortcut reads.
                 part = translator.fast_part
                 if part is not None:
