@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 ``ChatReader.read(chunk)`` turns one parsed ``chat.completion.chunk`` into a list of facts,
 in the order the chunk carries them; ``read_payload`` does the same for an event's raw data
-(``[DONE]``, blank data, invalid JSON). A fact is a tuple whose first element is its kind:
+(``[DONE]``, blank data) and raises ``UpstreamProtocolError`` for data that is not a JSON
+object, as ``read_message`` does for an error event. A fact is a tuple whose first element is
+its kind:
 
 =====================  =======================================================
 ``(MODEL, name)``      the upstream's model name (the first one seen)
@@ -37,7 +39,9 @@ Every provider quirk lives here, so the state machine sees one vocabulary:
   else to the call at its position in the delta; a name repeated on every fragment (Gemini)
   does not start a new call unless the previous call's arguments are whole; arguments sent as
   an object rather than a JSON string are encoded; native custom-tool calls (``custom`` with
-  ``input``) and the pre-tools ``function_call`` are read as calls too;
+  ``input``) and the pre-tools ``function_call`` are read as calls too; once named, a call's
+  Chat name is mapped back to the tool the request declared (its namespace, or a custom
+  tool, whose one-string arguments the state machine decodes as they stream);
 - errors inside a 2xx body (``{"error": …}``, vLLM's ``{"object": "error"}``, ``event:
   error``, llama.cpp's ``error:`` field); ``ProxyApp``'s report that its read failed
   (``upstream_broke_off``) after ``finish_reason`` ends the stream normally, as the reply
