@@ -163,6 +163,26 @@ class SSEDecoder:
         self.idle = not buf and not self._pending_cr
         return out
 
+    def release(self, max_bytes: int) -> bytes:
+        """Hand back the unfinished event the decoder is buffering, when that is all it holds
+        (past the stream start, no pending CR) and it is at most ``max_bytes`` long, and
+        become ``idle``; else ``b""``. The caller must put the bytes in front of the next read
+        it feeds, which gives the same events."""
+        buf = self._buf
+        if (
+            not buf
+            or len(buf) > max_bytes
+            or not self._started
+            or self._pending_cr
+            or self.error is not None
+        ):
+            return b""
+        held = bytes(buf)
+        buf.clear()
+        self._scan = 0
+        self.idle = True
+        return held
+
     def _drain_buffer(self) -> list[bytes | SSEMessage]:
         buf = self._buf
         limit = self._max

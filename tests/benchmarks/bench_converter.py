@@ -2,7 +2,9 @@
 
 Run: ``python tests/benchmarks/bench_converter.py [--rounds N]`` (not collected by pytest).
 
-Two upstream streams, each fed one SSE event per read as an HTTP body usually arrives:
+Five upstream streams, each fed in three read patterns (one SSE event per read, as a quiet
+upstream flushes them; 4 KiB reads, several events per read and events cut across reads, as a
+busy upstream or a loaded gateway delivers them; every event split in two reads):
 
 - **text**: a role chunk, 2,000 ``content`` chunks, a finish chunk, a usage chunk, ``[DONE]``;
 - **tools**: two function calls of 500 argument fragments each (1,000 fragments), as vLLM and
@@ -23,9 +25,10 @@ each round times every contender once and the medians are compared):
 - **(a) floor**: the least any converter must do per chunk: split the SSE body on blank
   lines, ``orjson.loads`` each event and ``orjson.dumps`` one object per chunk (the parsed
   chunk itself), framed as SSE;
-- **(b) LiteLLM**: ``LiteLLMCompletionStreamingIterator`` (litellm 1.106.2, the code behind
+- **(b) LiteLLM**: ``LiteLLMCompletionStreamingIterator`` (litellm, unpinned, the code behind
   its ``/v1/responses`` bridge for Chat-only providers) iterated over the same chunks,
-  pre-built as ``ModelResponseStream`` objects outside the timed region. Only its
+  pre-built as ``ModelResponseStream`` objects outside the timed region (so its figure does
+  not depend on the read pattern; it is shown beside each). Only its
   transformation is timed: no SSE parsing, no pydantic construction of the input and no
   serialisation of its output (the proxy would add those), which favours LiteLLM.
 
@@ -221,54 +224,115 @@ def _litellm_runner() -> Callable[[list[dict[str, Any]]], float] | None:
 
 # --- the run -----------------------------------------------------------------------------------
 
+#: How the upstream body is cut into reads: one event per read (a quiet upstream flushing
+#: every chunk), 4 KiB reads (a busy upstream or loaded gateway: several events per read,
+#: events cut across reads), and every event split in two reads.
+READ_PATTERNS: dict[str, Callable[[list[bytes]], list[bytes]]] = {
+    "1 event/read": lambda reads: reads,
+    "4 KiB reads": lambda reads: _fixed_reads(b"".join(reads), 4096),
+    "events split": lambda reads: [half for read in reads for half in _halves(read)],
+}
 
-def bench(name: str, chunks: list[dict[str, Any]], rounds: int, litellm_rounds: int) -> None:
-    reads = sse_reads(chunks)
+
+def _fixed_reads(body: bytes, size: int) -> list[bytes]:
+    return [body[i : i + size] for i in range(0, len(body), size)]
+
+
+def _halves(read: bytes) -> list[bytes]:
+    middle = len(read) // 2
+    return [read[:middle], read[middle:]]
+
+
+def bench(
+    name: str, chunks: list[dict[str, Any]], rounds: int, litellm_rounds: int
+) -> list[tuple[str, str, float, float, float, float, float | None]]:
+    """Median µs per chunk for each read pattern: (stream, pattern, converter, floor,
+    median converter/floor ratio of the rounds, fastest converter round over fastest floor
+    round, LiteLLM or None), every contender timed once per round, interleaved."""
+    patterns = {label: cut(sse_reads(chunks)) for label, cut in READ_PATTERNS.items()}
     n = len(chunks)
-    litellm = _litellm_runner()
-    times: dict[str, list[float]] = {"converter": [], "floor": [], "litellm": []}
-    for _ in range(3):  # warm-up
-        run_converter(reads)
-        run_floor(reads)
-    if litellm is not None and litellm_rounds:
+    litellm = _litellm_runner() if litellm_rounds else None
+    times: dict[str, list[float]] = {"litellm": []}
+    for label in patterns:
+        times[f"converter {label}"] = []
+        times[f"floor {label}"] = []
+    for reads in patterns.values():  # warm-up
+        for _ in range(3):
+            run_converter(reads)
+            run_floor(reads)
+    if litellm is not None:
         litellm(chunks)
     gc.collect()
+    every = max(1, rounds // litellm_rounds) if litellm_rounds else 0
     for round_no in range(rounds):
-        # Alternate the order so drift in machine speed hits both contenders alike.
-        if round_no % 2:
-            times["floor"].append(run_floor(reads))
-            times["converter"].append(run_converter(reads))
-        else:
-            times["converter"].append(run_converter(reads))
-            times["floor"].append(run_floor(reads))
-        if litellm_rounds and litellm and round_no % max(1, rounds // litellm_rounds) == 0:
+        for label, reads in patterns.items():
+            # Alternate the order so drift in machine speed hits both contenders alike.
+            if round_no % 2:
+                times[f"floor {label}"].append(run_floor(reads))
+                times[f"converter {label}"].append(run_converter(reads))
+            else:
+                times[f"converter {label}"].append(run_converter(reads))
+                times[f"floor {label}"].append(run_floor(reads))
+        if litellm is not None and round_no % every == 0:
             times["litellm"].append(litellm(chunks))
     us = {k: statistics.median(v) / n * 1e6 for k, v in times.items() if v}
-    print(f"\n{name} stream: {n} upstream chunks, {rounds} interleaved rounds (medians)")
-    print(f"  StreamConverter           {us['converter']:8.2f} µs/chunk")
-    print(
-        f"  (a) split+loads+dumps     {us['floor']:8.2f} µs/chunk   "
-        f"converter/(a) = {us['converter'] / us['floor']:.2f}x  (target <= 1.0x)"
-    )
-    if "litellm" in us:
-        print(
-            f"  (b) LiteLLM iterator      {us['litellm']:8.2f} µs/chunk   "
-            f"(b)/converter = {us['litellm'] / us['converter']:.1f}x faster  (target >= 15x)"
+    # The ratio to the floor is taken round by round (the two ran back to back) and its
+    # median reported: a burst of other load on the machine then spoils one round's ratio,
+    # not a whole column. On a machine so busy that half the runs lose a time slice, the
+    # fastest run of each (the least disturbed) is compared as well.
+    return [
+        (
+            name,
+            label,
+            us[f"converter {label}"],
+            us[f"floor {label}"],
+            statistics.median(
+                c / f
+                for c, f in zip(times[f"converter {label}"], times[f"floor {label}"], strict=True)
+            ),
+            min(times[f"converter {label}"]) / min(times[f"floor {label}"]),
+            us.get("litellm"),
         )
-    elif litellm is None:
-        print("  (b) LiteLLM iterator      not installed")
+        for label in patterns
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=60)
-    parser.add_argument("--litellm-rounds", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--litellm-rounds", type=int, default=8)
     args = parser.parse_args()
-    bench("text", text_stream(), args.rounds, args.litellm_rounds)
-    bench("tool-call", tool_stream(), args.rounds, args.litellm_rounds)
-    bench("reasoning", reasoning_stream(), args.rounds, 0)
-    bench("text, obfuscated", obfuscated_text_stream(), args.rounds, 0)
-    bench("text, every chunk laid out differently", varying_text_stream(), args.rounds, 0)
+    rows = []
+    for name, stream, with_litellm in [
+        ("text", text_stream, True),
+        ("tool-call", tool_stream, True),
+        ("reasoning", reasoning_stream, False),
+        ("text, obfuscated", obfuscated_text_stream, False),
+        ("text, layout varies", varying_text_stream, False),
+    ]:
+        rows += bench(name, stream(), args.rounds, args.litellm_rounds if with_litellm else 0)
+        print(f"... {name} done", file=sys.stderr)
+    print(
+        f"\nmedians of {args.rounds} interleaved rounds, µs per upstream chunk; conv/(a) is "
+        "the median of the per-round ratios, 'fastest' the fastest converter round over the "
+        "fastest floor round"
+    )
+    print("targets: converter/(a) <= 1.0x; (b)/converter >= 15x\n")
+    print(
+        f"{'stream':22} {'reads':14} {'converter':>10} {'(a) floor':>10} {'conv/(a)':>9} "
+        f"{'fastest':>8} "
+        f"{'(b) LiteLLM':>12} {'(b)/conv':>9}"
+    )
+    for name, label, converter, floor, ratio, best, litellm in rows:
+        litellm_cells = (
+            f"{litellm:12.2f} {litellm / converter:8.1f}x"
+            if litellm is not None
+            else f"{'-':>12} {'-':>9}"
+        )
+        print(
+            f"{name:22} {label:14} {converter:10.2f} {floor:10.2f} {ratio:8.2f}x {best:7.2f}x "
+            + litellm_cells
+        )
 
 
 if __name__ == "__main__":

@@ -15,13 +15,17 @@ Three kinds of process, so none steals the others' event loop:
   chunked decoding by hand, no HTTP library), one connection per stream, all N streams
   started within the first ``interval``.
 
-For each N the same load runs twice, side by side: **direct** against the upstream's
-``/v1/chat/completions``, then **gateway** against ``/v1/responses``. Per chunk, delivery
+For each N the same load runs three times, side by side: **direct** against the upstream's
+``/v1/chat/completions``; **relay** against a minimal relay's ``/v1/chat/completions``
+(``tests/benchmarks/relay.py``: uvicorn + the gateway's own upstream transport, ``ProxyApp``,
+bytes passed through without conversion; proxy shape only); then **gateway** against
+``/v1/responses``. Per chunk, delivery
 latency = client receive time - upstream send time; *added* latency is gateway minus direct
 at the same percentile. Inter-event gap = time between consecutive content events of one
 stream (the upstream paces them 50 ms apart); *added* gap is again gateway minus direct.
-Server CPU per chunk: the upstream process's during the direct run, the gateway process's
-during the gateway run. Cores busy: the CPU time of every process of the run (upstream,
+Server CPU per chunk: the upstream process's during the direct run, the relay's during the
+relay run, the gateway process's during the gateway run; the gateway's over the relay's is
+what translating costs users, as a ratio measured side by side. Cores busy: the CPU time of every process of the run (upstream,
 gateway, load client) over its wall time; on a 2-core machine, near 2 means every process
 waits for a core and latency measures the queue, not the software. RSS per open stream = (gateway peak RSS during the run - its RSS
 after a warm-up) / N. Errors = non-200 answers, transport errors, streams without exactly
@@ -274,11 +278,37 @@ def servers(
             yield upstream, gateway
 
 
+class RelayProcess(ServerProcess):
+    """``tests/benchmarks/relay.py`` (uvicorn + ``ProxyApp``, no middleware) in front of
+    ``upstream``."""
+
+    def __init__(self, upstream: str, max_connections: int, http: str) -> None:
+        super().__init__("relay", env={"FAULTS_UPSTREAM_API_KEY": "sk-bench"})
+        self._cmd = [
+            sys.executable,
+            "-m",
+            "tests.benchmarks.relay",
+            "--upstream",
+            upstream,
+            "--max-connections",
+            str(max_connections),
+            *server_args(http),
+        ]
+
+
 def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     shape = (args.http, max(n, 100) + 50, args.shape)
     best: dict[str, dict[str, Any]] = {}
-    errors: dict[str, list[str]] = {"direct": [], "gateway": []}
-    with servers(*shape) as (upstream, gateway):
+    errors: dict[str, list[str]] = {"direct": [], "relay": [], "gateway": []}
+    # Server CPU per chunk of every round: the least is the one least disturbed by the
+    # other load on the machine.
+    cpu_us: dict[str, list[float]] = {"direct": [], "relay": [], "gateway": []}
+    relay: ServerProcess | None = None
+    with contextlib.ExitStack() as stack:
+        upstream, gateway = stack.enter_context(servers(*shape))
+        if args.shape == "proxy":
+            relay = stack.enter_context(RelayProcess(upstream.url + "/v1", shape[1], args.http))
+            run_client(relay.port, "direct", min(n, 50), 4, args.interval_ms)
         # Warm-up: imports, the proxy's connection pool and the allocator's arenas exist
         # before the baseline is taken.
         run_client(gateway.port, "gateway", min(n, 50), 4, args.interval_ms)
@@ -290,6 +320,15 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
             direct = run_client(upstream.port, "direct", n, args.chunks, args.interval_ms)
             direct["cpu_s"] = cpu_seconds(upstream.pid) - up0
             direct["all_cpu_s"] = direct["cpu_s"] + direct["client_cpu_s"]
+            runs = [("direct", direct)]
+            if relay is not None:
+                cpu0, up0 = cpu_seconds(relay.pid), cpu_seconds(upstream.pid)
+                relayed = run_client(relay.port, "direct", n, args.chunks, args.interval_ms)
+                relayed["cpu_s"] = cpu_seconds(relay.pid) - cpu0
+                relayed["all_cpu_s"] = (
+                    relayed["cpu_s"] + cpu_seconds(upstream.pid) - up0 + relayed["client_cpu_s"]
+                )
+                runs.append(("relay", relayed))
             cpu0, up0 = cpu_seconds(gateway.pid), cpu_seconds(upstream.pid)
             with PeakRss(gateway.pid) as peak:
                 via = run_client(gateway.port, "gateway", n, args.chunks, args.interval_ms)
@@ -298,45 +337,62 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
             if round_ == 0:
                 # Memory from the first round: later rounds reuse what the first one grew.
                 peak_kib = peak.peak_kib
-            for name, run in (("direct", direct), ("gateway", via)):
+            runs.append(("gateway", via))
+            for name, run in runs:
                 errors[name] += run["errors"]
+                cpu_us[name].append(cpu_per_chunk_us(run))
                 if name not in best or pct(run["latency_ns"], 0.99) < pct(
                     best[name]["latency_ns"], 0.99
                 ):
                     best[name] = run
-    return {"n": n, "direct": best["direct"], "gateway": best["gateway"], "errors": errors,
+    return {"n": n, "direct": best["direct"], "relay": best.get("relay"),
+            "gateway": best["gateway"], "errors": errors,
+            "cpu_us": {k: min(v) for k, v in cpu_us.items() if v},
             "base_kib": base_kib, "peak_kib": peak_kib}  # fmt: skip
+
+
+def cpu_per_chunk_us(run: dict[str, Any]) -> float:
+    return float(run["cpu_s"]) / max(1, run["chunks"]) * 1e6
 
 
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     head = (
         "| streams | path | errors | chunks/s | streams/s | latency p50 / p99 (ms) "
         "| added latency p50 / p99 (ms) | gap p50 / p99 (ms) | added gap p50 / p99 (ms) "
-        "| server CPU per chunk (µs) | cores busy, all processes | RSS per open stream (KiB) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| server CPU per chunk (µs) | CPU per chunk / relay's | cores busy, all processes "
+        "| RSS per open stream (KiB) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for row in rows:
-        d, g = row["direct"], row["gateway"]
+        d = row["direct"]
         label = "gateway" if args.shape == "proxy" else "middleware"
-        for key, name, r in (("direct", "direct", d), ("gateway", label, g)):
+        paths = [("direct", "direct", d)]
+        if row["relay"] is not None:
+            paths.append(("relay", "relay", row["relay"]))
+        paths.append(("gateway", label, row["gateway"]))
+        relay_cpu = row["cpu_us"].get("relay")
+        for key, name, r in paths:
             lat = f"{pct(r['latency_ns'], 0.5):.2f} / {pct(r['latency_ns'], 0.99):.2f}"
             gap = f"{pct(r['gap_ns'], 0.5):.1f} / {pct(r['gap_ns'], 0.99):.1f}"
-            added = added_gap = rss = "—"
-            cpu = f"{r['cpu_s'] / max(1, r['chunks']) * 1e6:.0f}"
-            if name != "direct":
-                a50 = pct(g["latency_ns"], 0.5) - pct(d["latency_ns"], 0.5)
-                a99 = pct(g["latency_ns"], 0.99) - pct(d["latency_ns"], 0.99)
+            added = added_gap = rss = vs_relay = "—"
+            cpu = f"{row['cpu_us'][key]:.0f}"
+            if relay_cpu and key != "direct":
+                vs_relay = f"{row['cpu_us'][key] / relay_cpu:.2f}x"
+            if key != "direct":
+                a50 = pct(r["latency_ns"], 0.5) - pct(d["latency_ns"], 0.5)
+                a99 = pct(r["latency_ns"], 0.99) - pct(d["latency_ns"], 0.99)
                 added = f"{a50:.2f} / {a99:.2f}"
-                g50 = pct(g["gap_ns"], 0.5) - pct(d["gap_ns"], 0.5)
-                g99 = pct(g["gap_ns"], 0.99) - pct(d["gap_ns"], 0.99)
+                g50 = pct(r["gap_ns"], 0.5) - pct(d["gap_ns"], 0.5)
+                g99 = pct(r["gap_ns"], 0.99) - pct(d["gap_ns"], 0.99)
                 added_gap = f"{g50:.1f} / {g99:.1f}"
+            if key == "gateway":
                 rss = f"{(row['peak_kib'] - row['base_kib']) / row['n']:.1f}"
             lines.append(
                 f"| {row['n']} | {name} | {len(row['errors'][key])} "
                 f"| {r['chunks'] / r['wall_s']:,.0f} "
                 f"| {row['n'] / r['wall_s']:,.1f} | {lat} | {added} | {gap} | {added_gap} "
-                f"| {cpu} | {r['all_cpu_s'] / r['wall_s']:.2f} | {rss} |"
+                f"| {cpu} | {vs_relay} | {r['all_cpu_s'] / r['wall_s']:.2f} | {rss} |"
             )
     shape = (
         "gateway = uvicorn + ResponsesMiddleware + ProxyApp, upstream in its own process"
@@ -346,14 +402,20 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "so a busy loop delays stamp and send alike and latency cannot show it: read the gap "
         "and CPU columns (the middleware's cost = its CPU per chunk minus the upstream's)"
     )
-    pool = "ProxyApp `max_connections` = N + 50; " if args.shape == "proxy" else ""
+    pool = (
+        "relay = uvicorn + ProxyApp passing the upstream's bytes through (no middleware), "
+        "the gateway's transport without translation; ProxyApp `max_connections` = N + 50; "
+        if args.shape == "proxy"
+        else ""
+    )
     notes = (
         f"\n{shape}. {args.chunks} chunks per "
         f"stream, one every {args.interval_ms} ms; uvicorn `--http {args.http} --loop uvloop "
         f"--backlog 4096`, one worker; {pool}load client: raw "
         f"asyncio streams in its own process, one connection per stream, starts spread over "
         f"{args.interval_ms} ms. Latency and gap: best p99 of {args.rounds} alternating rounds "
-        "per path (the machine is shared); errors: all rounds; RSS: first round. "
+        "per path (the machine is shared); server CPU per chunk: least of the rounds; "
+        "errors: all rounds; RSS: first round. "
         f"Machine: {os.cpu_count()} cores shared by all processes.\n"
     )
     return head + "\n".join(lines) + "\n" + notes
@@ -420,6 +482,15 @@ def main() -> None:
             f"at 500 streams, added p99 delivery latency: {added:.2f} ms, added p99 "
             f"inter-event gap: {gap:.2f} ms (target <= 5 ms)"
         )
+    for r in rows:
+        relay_cpu = r["cpu_us"].get("relay")
+        if relay_cpu:
+            gateway_cpu = r["cpu_us"]["gateway"]
+            print(
+                f"at {r['n']} streams, gateway CPU per chunk {gateway_cpu:.0f} µs, relay "
+                f"{relay_cpu:.0f} µs: translation costs {gateway_cpu / relay_cpu:.2f}x the relay "
+                f"({gateway_cpu - relay_cpu:.0f} µs per chunk)"
+            )
     print(
         "RSS per open stream (KiB): "
         + ", ".join(f"{r['n']}: {(r['peak_kib'] - r['base_kib']) / r['n']:.1f}" for r in rows)

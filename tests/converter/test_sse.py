@@ -224,3 +224,24 @@ def test_encode_event_writes_the_event_line_the_data_line_and_a_blank_line() -> 
     )
     (message,) = decode_whole(encode_event("x", b"{}"))
     assert message == SSEMessage(b"{}", event="x")
+
+
+def test_release_hands_back_an_unfinished_event_and_leaves_the_decoder_idle() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b'data: 1\n\ndata: {"par') == [SSEMessage(b"1")]
+    assert not decoder.idle
+    assert decoder.release(1024) == b'data: {"par'
+    assert decoder.idle
+    # Fed again in front of the next read, the released bytes give the event they began.
+    assert decoder.feed(b'data: {"par' + b'tial"}\n\n') == [SSEMessage(b'{"partial"}')]
+
+
+def test_release_keeps_an_event_larger_than_asked_or_a_pending_cr() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"data: 1\n\ndata: " + b"x" * 100)
+    assert decoder.release(50) == b""
+    assert not decoder.idle
+    crlf = SSEDecoder()
+    crlf.feed(b"data: 1\r\n\r\ndata: 2\r")
+    assert crlf.release(1024) == b""  # the CR's LF may still come: not the decoder's alone
+    assert crlf.feed(b"\n\r\n") == [SSEMessage(b"2")]

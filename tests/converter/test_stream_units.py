@@ -236,26 +236,27 @@ def test_response_property_is_a_live_snapshot_then_the_terminal_object() -> None
 
 def test_state_machine_states_follow_the_items() -> None:
     converter = make()
-    assert converter._state is State.NEW
+    assert converter._translator.state is State.NEW
     converter.start()
-    assert converter._state is State.IDLE
+    assert converter._translator.state is State.IDLE
     converter.feed(event(chunk({"reasoning_content": "r"})))
-    assert converter._state is State.REASONING
+    assert converter._translator.state is State.REASONING
     converter.feed(event(chunk({"content": "t"})))
-    assert converter._state is State.MESSAGE
+    assert converter._translator.state is State.MESSAGE
     converter.feed(
         event(chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f"}}]}))
     )
-    assert converter._state is State.TOOL_CALLS
+    assert converter._translator.state is State.TOOL_CALLS
     converter.close()
-    assert converter._state is State.DONE
+    assert converter._translator.state is State.DONE
 
 
 def test_an_illegal_transition_becomes_a_failed_response() -> None:
     converter = make()
     converter.start()
-    converter._move(State.MESSAGE)  # behind the translator's back: the next open is illegal
-    converter._message = None
+    # Behind the translator's back: the next open is illegal.
+    converter._translator._move(State.MESSAGE)
+    converter._translator._message = None
     out = converter.feed(event(chunk({"content": "x"})))
     assert converter.finished
     assert b"response.failed" in out
@@ -1276,8 +1277,9 @@ def test_repeated_chunk_layout_takes_the_shortcut_with_identical_output() -> Non
     converter = make()
     for read in reads[:5]:
         converter.feed(read)
-    assert converter._fast_part is not None
-    assert converter._fast_part.shortcut is not None
+    assert converter._translator.fast_part is not None
+    assert converter._text.holder is converter._translator.fast_part
+    assert converter._text.shortcut is not None
 
 
 @pytest.mark.parametrize(
@@ -1312,8 +1314,8 @@ def test_chunks_differing_only_in_obfuscation_take_the_shortcut_with_identical_o
     assert run(reads).output_text == "".join(pieces)
     converter = make()
     out = [converter.feed(read) for read in reads[:10]]
-    assert converter._fast_part is not None
-    shortcut = converter._fast_part.shortcut
+    assert converter._text.holder is converter._translator.fast_part is not None
+    shortcut = converter._text.shortcut
     assert shortcut is not None
     assert shortcut.gap.endswith(b'"obfuscation":')
     assert shortcut.hits > 0
@@ -1332,10 +1334,10 @@ def test_arguments_differing_only_in_obfuscation_take_the_shortcut() -> None:
     converter = make()
     for read in reads[:8]:
         converter.feed(read)
-    assert converter._fast_call is not None
-    assert converter._fast_call.shortcut is not None
-    assert converter._fast_call.shortcut.gap
-    assert converter._fast_call.shortcut.hits > 0
+    assert converter._arguments.holder is converter._reader.fast_call is not None
+    assert converter._arguments.shortcut is not None
+    assert converter._arguments.shortcut.gap
+    assert converter._arguments.shortcut.hits > 0
 
 
 def test_obfuscation_shortcut_reads_text_that_contains_the_bytes_around_it() -> None:
@@ -1394,7 +1396,7 @@ def test_repeated_reasoning_layout_takes_the_shortcut_with_identical_output(
     converter = make(settings=settings)
     for read in reads[:10]:
         converter.feed(read)
-    assert converter._reasoning is not None
+    assert converter._reasoning.holder is converter._translator.reasoning is not None
     assert converter._reasoning.shortcut is not None
     assert converter._reasoning.shortcut.hits > 0
 
@@ -1442,3 +1444,17 @@ def test_shortcut_for_arguments_follows_the_call_that_owns_the_index() -> None:
     )
     checked = run(reads)
     assert [i.arguments for i in checked.items] == ["11111", "22222"]
+
+
+def test_a_large_event_arriving_in_small_reads_builds_up_in_the_decoder_not_by_joining() -> None:
+    # Joining each read to the unfinished event before it would copy the event once per read
+    # (quadratic in its size); past 64 KiB it is the decoder's bytearray that grows.
+    converter = make()
+    converter.feed(event(chunk({"content": "a"})))
+    big = event(chunk({"content": "x" * 1_000_000}))
+    for start in range(0, len(big) - 4096, 4096):
+        converter.feed(big[start : start + 4096])
+        assert len(converter._tail) <= 64 * 1024
+    out = converter.feed(big[start + 4096 :]) + converter.feed(event(chunk({}, "stop")) + DONE)
+    assert b"x" * 1000 in out
+    assert converter.finished

@@ -1,0 +1,761 @@
+"""The translator's state machine: which item is open, how facts move it, what the end keeps.
+
+Theory of operation
+-------------------
+``Translator.apply(facts)`` takes the reader's facts (``_chat.py``) in order and tells the
+writer (``_events.py``) which events to write; it handles no bytes and no JSON. Everything
+that decides an item's life lives here.
+
+States (``State``) say which item is taking deltas:
+
+- ``NEW`` → ``IDLE`` on ``start()`` (``response.created``, ``response.in_progress``).
+- ``REASONING`` on reasoning text: a reasoning item is opened, closing an open message first.
+- ``MESSAGE`` on text or refusal: a message item is opened (closing an open reasoning item
+  first, so reasoning always precedes the text it explains); a refusal after text (or text
+  after a refusal) opens a new content part in the same message.
+- ``TOOL_CALLS`` when a call is named: an open message or reasoning item is closed, and a
+  ``function_call`` (or, for a custom tool, ``custom_tool_call``) item is added. Calls stay
+  open until the end: fragments of parallel calls may interleave, and text after the calls
+  opens a *new* message item at the next ``output_index``.
+- ``FINISH`` is only recorded (usage arrives after it); ``END`` or ``finalize()`` → ``DONE``.
+
+Every move goes through ``_move``, which checks ``TRANSITIONS``; an illegal move raises, and
+like every other error it ends the stream with ``response.failed``.
+
+The outcome is chosen at finalisation: an error, or no ``finish_reason`` at all, fails the
+response; ``length``/``model_length`` give ``response.incomplete`` (``max_output_tokens``),
+``content_filter`` gives ``response.incomplete`` (``content_filter``), ``error`` fails, and
+anything else (``stop``, ``tool_calls``, ``function_call``, unknown words) completes. A call
+whose name never arrived fails the response too: it cannot be executed, so it is never
+announced.
+
+What finalisation guarantees (``docs/design.md``, Guarantees):
+
+- an open reasoning or message item gets its done events (``*.done``, part done,
+  ``output_item.done``), with status ``incomplete`` when the response was cut short;
+- a call gets ``function_call_arguments.done`` (``custom_tool_call_input.done``) and
+  ``output_item.done`` only when the response completes (its arguments are final), and
+  neither when it was cut short, unless ``Settings.close_partial_tool_calls``: Codex runs a
+  call on ``output_item.done`` and llama-index builds one from ``arguments.done``, so a cut
+  call must look finished in neither;
+- a reasoning item's ``encrypted_content`` (when the request's ``include`` asks for it) is
+  sealed once, when the item is done, and appears only in its ``output_item.done`` and the
+  terminal response;
+- then exactly one terminal event (``response.completed``, ``response.incomplete``, or
+  ``response.failed``, preceded by an ``error`` event when ``Settings.error_event``), then
+  ``[DONE]`` when ``Settings.done_marker``, then nothing. The terminal ``output`` lists every
+  announced item with the streamed ids and final content; a call that never got its done
+  events is listed with status ``incomplete`` and the arguments (input) its deltas carried.
+
+Text is kept as a list of fragments joined once at the end, so a delta costs an append.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import orjson
+
+from ._chat import (
+    ANNOTATION,
+    ARGUMENTS,
+    END,
+    FAIL,
+    FINISH,
+    MODEL,
+    NAMED,
+    NEW_CALL,
+    REASONING,
+    REFUSAL,
+    TEXT,
+    USAGE,
+    ChatCall,
+    Fact,
+)
+from ._errors import UpstreamError, UpstreamProtocolError, UpstreamReportedError
+from ._events import EventWriter, Template, delta_template
+from ._items import (
+    Outcome,
+    custom_input_of,
+    custom_tool_call_item,
+    error_object,
+    finish_outcome,
+    function_call_item,
+    item_id,
+    map_usage,
+    message_item,
+    output_text_part,
+    preview,
+    random_part,
+    reasoning_item,
+    refusal_part,
+)
+from ._observe import logger
+
+__all__ = ["TRANSITIONS", "State", "Translator"]
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+
+
+class State(enum.Enum):
+    """Which item the translator is streaming into."""
+
+    #: ``start()`` has not run; nothing has been sent.
+    NEW = "new"
+    #: ``response.created`` and ``response.in_progress`` sent; no reasoning or message open.
+    IDLE = "idle"
+    #: A reasoning item is open and takes reasoning deltas.
+    REASONING = "reasoning"
+    #: A message item is open and takes text and refusal deltas.
+    MESSAGE = "message"
+    #: The latest item is a tool call; every call stays open until finalisation.
+    TOOL_CALLS = "tool_calls"
+    #: The terminal event has been sent; all further input is ignored.
+    DONE = "done"
+
+
+_NEW, _IDLE, _REASONING, _MESSAGE, _TOOL_CALLS, _FINISHED = State
+
+#: The only moves the translator makes; anything else is a bug and fails the response.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    _NEW: frozenset({_IDLE}),
+    _IDLE: frozenset({_REASONING, _MESSAGE, _TOOL_CALLS, _FINISHED}),
+    _REASONING: frozenset({_MESSAGE, _TOOL_CALLS, _FINISHED}),
+    _MESSAGE: frozenset({_REASONING, _TOOL_CALLS, _FINISHED}),
+    _TOOL_CALLS: frozenset({_REASONING, _MESSAGE, _FINISHED}),
+    _FINISHED: frozenset(),
+}
+
+
+class _IllegalTransition(UpstreamProtocolError):
+    """The translator was asked for a move its table does not allow (a bug, reported as a
+    failed response rather than a half-finished stream)."""
+
+
+def _joined(chunks: list[str]) -> str:
+    """The fragments as one string, joined once and kept joined (later reads are free)."""
+    if len(chunks) > 1:
+        chunks[:] = ["".join(chunks)]
+    return chunks[0] if chunks else ""
+
+
+class _Part:
+    """One content part of a message: ``output_text`` or ``refusal``."""
+
+    __slots__ = ("annotations", "chunks", "index", "kind", "logprobs", "template", "template_lp")
+
+    def __init__(self, kind: Literal["output_text", "refusal"], index: int) -> None:
+        self.kind = kind
+        self.index = index
+        self.chunks: list[str] = []
+        self.logprobs: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+        self.template: Template = b""
+        # The delta template with the delta's logprobs (a third ``%s``).
+        self.template_lp: Template = b""
+
+    def text(self) -> str:
+        return _joined(self.chunks)
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.kind == "refusal":
+            return refusal_part(self.text())
+        return output_text_part(self.text(), self.annotations, self.logprobs)
+
+
+class _Message:
+    __slots__ = ("id", "index", "part", "parts", "status")
+
+    def __init__(self, item_id: str, index: int) -> None:
+        self.id = item_id
+        self.index = index
+        self.parts: list[_Part] = []
+        self.part: _Part | None = None
+        self.status = "in_progress"
+
+    def as_dict(self) -> dict[str, Any]:
+        return message_item(self.id, self.status, [p.as_dict() for p in self.parts])
+
+
+class _Reasoning:
+    __slots__ = ("chunks", "id", "index", "sealed", "status", "template")
+
+    def __init__(self, item_id: str, index: int) -> None:
+        self.id = item_id
+        self.index = index
+        self.chunks: list[str] = []
+        self.template: Template = b""
+        self.status = "in_progress"
+        #: The ``encrypted_content`` token, made once when the item is done (if asked for).
+        self.sealed: str | None = None
+
+    def text(self) -> str:
+        return _joined(self.chunks)
+
+
+class _Call:
+    """A function or custom tool call item, added once the upstream named the call."""
+
+    __slots__ = (
+        "call_id",
+        "decoder",
+        "done",
+        "id",
+        "index",
+        "source",
+        "status",
+        "streamed",
+        "template",
+    )
+
+    def __init__(self, source: ChatCall, item_id: str, index: int, call_id: str) -> None:
+        self.source = source
+        self.id = item_id
+        self.index = index
+        self.call_id = call_id
+        self.status = "in_progress"
+        #: Whether its done events were sent (its arguments are final, or closed by setting).
+        self.done = False
+        self.decoder = _InputDecoder() if source.custom else None
+        # The custom-tool input sent so far as deltas.
+        self.streamed: list[str] = []
+        self.template: Template = b""
+
+    def final_input(self) -> str:
+        arguments = _joined(self.source.args)
+        if self.source.raw_input:
+            return arguments
+        decoder = self.decoder
+        if decoder is not None and decoder.state in (_InputDecoder.INSIDE, _InputDecoder.CLOSED):
+            try:
+                _loads(arguments)
+            except _JSONDecodeError:
+                # Cut short: the input is what could be decoded.
+                return "".join(self.streamed)
+        return custom_input_of(arguments)
+
+    def as_dict(self) -> dict[str, Any]:
+        source = self.source
+        if source.custom:
+            # Until its done events, a call shows only the input its deltas carried.
+            text = self.final_input() if self.done else "".join(self.streamed)
+            return custom_tool_call_item(self.id, self.status, self.call_id, source.tool_name, text)
+        return function_call_item(
+            self.id,
+            self.status,
+            self.call_id,
+            source.tool_name,
+            _joined(source.args),
+            source.namespace,
+        )
+
+
+_INPUT_START = re.compile(r'\s*\{\s*"input"\s*:\s*"')
+_INPUT_PREFIX = '{"input":"'
+_STRING_BODY = re.compile(r'(?:[^"\\\x00-\x1f]+|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*')
+_ESCAPE_PREFIX = re.compile(r"\\(u[0-9a-fA-F]{0,3})?\Z")
+_HIGH_SURROGATE_TAIL = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}\Z")
+
+
+class _InputDecoder:
+    """Streams the ``input`` string of a custom tool's ``{"input": "..."}`` arguments as its
+    JSON arrives, so ``custom_tool_call_input.delta`` events carry decoded text.
+
+    Only the canonical layout (``input`` as the first key) is decoded on the fly; anything
+    else gives up, and the whole input is sent as one delta when the call ends. An escape or
+    a surrogate pair split across fragments is held back until complete.
+    """
+
+    SEEKING, INSIDE, CLOSED, GAVE_UP = range(4)
+
+    __slots__ = ("_pending", "state")
+
+    def __init__(self) -> None:
+        self.state = self.SEEKING
+        self._pending = ""
+
+    def feed(self, fragment: str) -> str:
+        if self.state >= self.CLOSED:
+            return ""
+        text = self._pending + fragment
+        self._pending = ""
+        if self.state == self.SEEKING:
+            match = _INPUT_START.match(text)
+            if match is None:
+                squeezed = "".join(text.split())
+                if len(squeezed) < len(_INPUT_PREFIX) and _INPUT_PREFIX.startswith(squeezed):
+                    self._pending = text
+                else:
+                    self.state = self.GAVE_UP
+                return ""
+            self.state = self.INSIDE
+            text = text[match.end() :]
+        body = _STRING_BODY.match(text)
+        end = body.end() if body is not None else 0
+        rest = text[end:]
+        if rest.startswith('"'):
+            self.state = self.CLOSED
+        elif rest and _ESCAPE_PREFIX.match(rest):
+            self._pending = rest
+        elif rest:
+            self.state = self.GAVE_UP
+        piece = text[:end]
+        tail = _HIGH_SURROGATE_TAIL.search(piece)
+        if tail is not None and self.state == self.INSIDE and _escapes(piece, tail.start()):
+            # Half of a surrogate pair: wait for the other half.
+            self._pending = piece[tail.start() :] + self._pending
+            piece = piece[: tail.start()]
+        if not piece:
+            return ""
+        try:
+            decoded: str = _loads(b'"' + piece.encode() + b'"')
+        except _JSONDecodeError:
+            self.state = self.GAVE_UP
+            return ""
+        return decoded
+
+
+def _escapes(text: str, backslash: int) -> bool:
+    """Whether the backslash at ``backslash`` starts an escape (is not itself escaped)."""
+    count = 0
+    while backslash - count - 1 >= 0 and text[backslash - count - 1] == "\\":
+        count += 1
+    return count % 2 == 0
+
+
+class Translator:
+    """The state machine of one response (see the module docstring).
+
+    Args:
+        base: The in-progress Response object (every echoed field, no output).
+        response_id: Its id; item ids derive from it.
+        request: The Responses request (its ``model`` decides whether the upstream's shows).
+        writer: Where the events go.
+        reasoning_mode: ``"text"`` (``reasoning_text`` events) or ``"summary"``.
+        close_partial_tool_calls: Give a cut call its done events anyway.
+        error_event: Write an ``error`` event before ``response.failed``.
+        seal: Makes a finished reasoning item's ``encrypted_content``, if asked for.
+        clock: Read for ``completed_at``.
+        think_tags: Whether text may be split by a ``<think>`` reader (no ``fast_part``).
+    """
+
+    __slots__ = (
+        "_base",
+        "_calls",
+        "_clock",
+        "_close_partial",
+        "_error_event",
+        "_fast_parts",
+        "_finish_reason",
+        "_id",
+        "_items",
+        "_message",
+        "_model",
+        "_request",
+        "_seal",
+        "_stem",
+        "_summary",
+        "_text_part",
+        "_usage",
+        "_w",
+        "fast_part",
+        "reasoning",
+        "response",
+        "state",
+    )
+
+    def __init__(
+        self,
+        base: dict[str, Any],
+        request: Mapping[str, Any],
+        writer: EventWriter,
+        *,
+        response_id: str,
+        reasoning_mode: Literal["text", "summary"],
+        close_partial_tool_calls: bool,
+        error_event: bool,
+        seal: Callable[[str], str] | None,
+        clock: Callable[[], float] = time.time,
+        think_tags: bool,
+    ) -> None:
+        self._base = base
+        self._request = request
+        self._w = writer
+        self._id = response_id
+        self._stem = random_part(response_id)
+        self._summary = reasoning_mode == "summary"
+        self._close_partial = close_partial_tool_calls
+        self._error_event = error_event
+        self._seal = seal
+        self._clock = clock
+        self.state = _NEW
+        self._items: list[_Message | _Reasoning | _Call] = []
+        self._message: _Message | None = None
+        self._text_part: _Part | None = None
+        #: The open output_text part, when its deltas are never split by a ``<think>`` reader
+        #: (a byte-level shortcut may then add text to it directly).
+        self.fast_part: _Part | None = None
+        self._fast_parts = not think_tags
+        #: The open reasoning item.
+        self.reasoning: _Reasoning | None = None
+        # Every call the reader saw, named or not (an unnamed one fails the response).
+        self._calls: list[ChatCall] = []
+        self._finish_reason: str | None = None
+        self._usage: object = None
+        self._model: str | None = None
+        #: The terminal Response object, once written.
+        self.response: dict[str, Any] | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The Response object as it stands."""
+        if self.response is not None:
+            return self.response
+        snapshot = dict(self._base)
+        snapshot["output"] = [self._item_dict(item) for item in self._items]
+        return snapshot
+
+    def _move(self, to: State) -> None:
+        if to not in TRANSITIONS[self.state]:
+            raise _IllegalTransition(
+                f"stream_mw translator cannot move from {self.state.name} to {to.name}"
+            )
+        self.state = to
+
+    def start(self) -> None:
+        self._move(_IDLE)
+        self._w.start(self._base)
+
+    # --- facts ------------------------------------------------------------------------
+
+    def apply(self, facts: list[Fact]) -> None:
+        """Act on the reader's facts in order. Raises the error of a ``FAIL`` fact."""
+        for fact in facts:
+            kind = fact[0]
+            if kind == TEXT:
+                part = self._text_part
+                if part is not None and fact[1] and not fact[2]:
+                    part.chunks.append(fact[1])
+                    self._w.delta(part.template, fact[1])
+                else:
+                    self._text(fact[1], fact[2])
+            elif kind == ARGUMENTS:
+                call = fact[1].item
+                if call is not None:
+                    self._argument_delta(call, fact[2])
+            elif kind == REASONING:
+                self._reasoning_delta(fact[1])
+            elif kind == REFUSAL:
+                self._refusal(fact[1])
+            elif kind == ANNOTATION:
+                self._annotation(fact[1])
+            elif kind == NEW_CALL:
+                self._calls.append(fact[1])
+            elif kind == NAMED:
+                self._add_call(fact[1])
+            elif kind == MODEL:
+                self._model = fact[1]
+            elif kind == FINISH:
+                self._finish_reason = fact[1]
+            elif kind == USAGE:
+                self._usage = fact[1]  # cumulative usage on every chunk: the last one wins
+            elif kind == FAIL:
+                raise fact[1]
+            elif kind == END:
+                self.finalize(None)
+
+    def more_deltas(self, target: _Part | _Reasoning, texts: list[str]) -> None:
+        """Deltas for the open ``fast_part`` or ``reasoning`` item, one event each."""
+        target.chunks.extend(texts)
+        self._w.deltas(target.template, texts)
+
+    def argument_now(self, source: ChatCall, text: str) -> bytes:
+        """One arguments delta for an announced function call, returned at once (nothing
+        else is pending): ``(ARGUMENTS, source, text)`` for a call that is not custom."""
+        return self._w.delta_now(source.item.template, text)
+
+    def more_arguments(self, source: ChatCall, texts: list[str]) -> None:
+        """Arguments deltas for an announced call, as ``(ARGUMENTS, source, text)`` each."""
+        call = source.item
+        for text in texts:
+            self._argument_delta(call, text)
+
+    def _open_message(self) -> _Message:
+        message = self._message
+        if message is not None:
+            return message
+        if self.state is _REASONING:
+            self._close_reasoning("completed")
+        self._move(_MESSAGE)
+        index = len(self._items)
+        message = _Message(item_id(self._id, "msg", index), index)
+        self._items.append(message)
+        self._message = message
+        self._w.item_added(index, message_item(message.id, "in_progress", []))
+        return message
+
+    def _open_part(self, kind: Literal["output_text", "refusal"]) -> _Part:
+        message = self._open_message()
+        if message.part is not None:
+            self._close_part(message, message.part)
+        part = _Part(kind, len(message.parts))
+        message.parts.append(part)
+        message.part = part
+        where = (message.id, message.index, "content_index", part.index)
+        if kind == "output_text":
+            part.template = delta_template("response.output_text.delta", *where, ',"logprobs":[]}')
+            part.template_lp = delta_template(
+                "response.output_text.delta", *where, ',"logprobs":%s}'
+            )
+            self._text_part = part
+            if self._fast_parts:
+                self.fast_part = part
+        else:
+            part.template = delta_template("response.refusal.delta", *where)
+        self._w.part_added(
+            message.id,
+            message.index,
+            part.index,
+            output_text_part("") if kind == "output_text" else refusal_part(""),
+        )
+        return part
+
+    def _text(self, text: str, logprobs: list[dict[str, Any]] | None) -> None:
+        part = self._text_part
+        if not text:
+            if logprobs and part is not None:
+                part.logprobs.extend(logprobs)
+            return
+        if part is None:
+            part = self._open_part("output_text")
+        part.chunks.append(text)
+        if logprobs:
+            part.logprobs.extend(logprobs)
+            self._w.delta_with_logprobs(part.template_lp, text, logprobs)
+        else:
+            self._w.delta(part.template, text)
+
+    def _refusal(self, text: str) -> None:
+        message = self._message
+        part = message.part if message is not None else None
+        if part is None or part.kind != "refusal":
+            part = self._open_part("refusal")
+        part.chunks.append(text)
+        self._w.delta(part.template, text)
+
+    def _annotation(self, annotation: dict[str, Any]) -> None:
+        part = self._text_part
+        if part is None:
+            part = self._open_part("output_text")
+        message = self._message
+        assert message is not None
+        self._w.annotation_added(
+            message.id, message.index, part.index, len(part.annotations), annotation
+        )
+        part.annotations.append(annotation)
+
+    def _close_part(self, message: _Message, part: _Part) -> None:
+        text = part.text()
+        if part.kind == "output_text":
+            self._w.text_done(message.id, message.index, part.index, text, part.logprobs)
+            self._text_part = self.fast_part = None
+        else:
+            self._w.refusal_done(message.id, message.index, part.index, text)
+        self._w.part_done(message.id, message.index, part.index, part.as_dict())
+        message.part = None
+
+    def _close_message(self, status: str) -> None:
+        message = self._message
+        assert message is not None
+        if message.part is not None:
+            self._close_part(message, message.part)
+        message.status = status
+        self._w.item_done(message.index, message.as_dict())
+        self._message = None
+
+    # --- reasoning items --------------------------------------------------------------
+
+    def _reasoning_delta(self, text: str) -> None:
+        if not text:
+            return
+        reasoning = self.reasoning
+        if reasoning is None:
+            reasoning = self._open_reasoning()
+        reasoning.chunks.append(text)
+        self._w.delta(reasoning.template, text)
+
+    def _open_reasoning(self) -> _Reasoning:
+        if self.state is _MESSAGE:
+            self._close_message("completed")
+        self._move(_REASONING)
+        index = len(self._items)
+        reasoning = _Reasoning(item_id(self._id, "rs", index), index)
+        self._items.append(reasoning)
+        self.reasoning = reasoning
+        mode: Literal["text", "summary"] = "summary" if self._summary else "text"
+        self._w.item_added(index, reasoning_item(reasoning.id, "in_progress", None, mode))
+        if self._summary:
+            event, index_name = "response.reasoning_summary_text.delta", "summary_index"
+        else:
+            event, index_name = "response.reasoning_text.delta", "content_index"
+        reasoning.template = delta_template(event, reasoning.id, index, index_name, 0)
+        self._w.reasoning_part_added(self._summary, reasoning.id, index)
+        return reasoning
+
+    def _close_reasoning(self, status: str) -> None:
+        reasoning = self.reasoning
+        assert reasoning is not None
+        text = reasoning.text()
+        self._w.reasoning_done(self._summary, reasoning.id, reasoning.index, text)
+        reasoning.status = status
+        if self._seal is not None:
+            reasoning.sealed = self._seal(text)
+        self._w.item_done(reasoning.index, self._item_dict(reasoning))
+        self.reasoning = None
+
+    # --- tool calls -------------------------------------------------------------------
+
+    def _add_call(self, source: ChatCall) -> None:
+        if self.state is _MESSAGE:
+            self._close_message("completed")
+        elif self.state is _REASONING:
+            self._close_reasoning("completed")
+        if self.state is not _TOOL_CALLS:
+            self._move(_TOOL_CALLS)
+        index = len(self._items)
+        response_id = self._id
+        call_id = source.upstream_id or f"call_{self._stem}_{index}"
+        if source.custom:
+            call = _Call(source, item_id(response_id, "ctc", index), index, call_id)
+            item = custom_tool_call_item(call.id, "in_progress", call_id, source.tool_name, "")
+            call.template = delta_template("response.custom_tool_call_input.delta", call.id, index)
+        else:
+            call = _Call(source, item_id(response_id, "fc", index), index, call_id)
+            item = function_call_item(
+                call.id, "in_progress", call_id, source.tool_name, "", source.namespace
+            )
+            call.template = delta_template("response.function_call_arguments.delta", call.id, index)
+        source.item = call
+        self._items.append(call)
+        self._w.item_added(index, item)
+        if source.args:
+            self._argument_delta(call, _joined(source.args))
+
+    def _argument_delta(self, call: _Call, text: str) -> None:
+        decoder = call.decoder
+        if decoder is not None:
+            if not call.source.raw_input:
+                text = decoder.feed(text)
+            if not text:
+                return
+            call.streamed.append(text)
+        self._w.delta(call.template, text)
+
+    def _close_call(self, call: _Call, final: bool) -> None:
+        call.status = "completed" if final else "incomplete"
+        if not (final or self._close_partial):
+            # Both done events mean "final" (see the module docstring): a cut call gets
+            # neither and is listed as incomplete in the terminal output.
+            return
+        call.done = True
+        if call.source.custom:
+            text = call.final_input()
+            streamed = "".join(call.streamed)
+            if len(text) > len(streamed) and text.startswith(streamed):
+                rest = text[len(streamed) :]
+                call.streamed.append(rest)
+                self._w.custom_input_delta(call.id, call.index, rest)
+            elif text != streamed:
+                logger.debug("%s: custom tool input differs from what streamed", self._id)
+            self._w.custom_input_done(call.id, call.index, text)
+        else:
+            self._w.arguments_done(
+                call.id, call.index, call.source.tool_name, _joined(call.source.args)
+            )
+        self._w.item_done(call.index, call.as_dict())
+
+    # --- the end ----------------------------------------------------------------------
+
+    def finalize(self, error: UpstreamError | None) -> None:
+        """Close what is open, choose the outcome and write the terminal event."""
+        reason: str | None = None
+        outcome: Outcome
+        unnamed = [call for call in self._calls if call.item is None]
+        if unnamed and error is None:
+            # A call is announced once its name arrives; one that never got a name cannot be
+            # executed, and announcing it nameless would invite a client to try.
+            error = UpstreamProtocolError(
+                "upstream sent a tool call without a function name "
+                f"(call id {unnamed[0].upstream_id or 'none'}, arguments "
+                f"{preview(_joined(unnamed[0].args).encode(), 80)})"
+            )
+        if error is not None:
+            outcome = "failed"
+        else:
+            outcome, reason = finish_outcome(self._finish_reason)
+            if outcome == "failed":
+                if self._finish_reason is None:
+                    error = UpstreamProtocolError(
+                        "upstream stream ended before finish_reason (the reply may be truncated)"
+                    )
+                else:
+                    error = UpstreamReportedError(
+                        f"upstream finished with finish_reason {self._finish_reason!r}"
+                    )
+        cut = outcome != "completed"
+        status = "incomplete" if cut else "completed"
+        # Close what is still open, in output order.
+        for item in [item for item in self._items if item.status == "in_progress"]:
+            if isinstance(item, _Message):
+                self._close_message(status)
+            elif isinstance(item, _Reasoning):
+                self._close_reasoning(status)
+            else:
+                self._close_call(item, final=not cut)
+        self._move(_FINISHED)
+        response = dict(self._base)
+        if not isinstance(self._request.get("model"), str) and self._model:
+            response["model"] = self._model
+        response["status"] = outcome
+        response["output"] = [self._item_dict(item) for item in self._items]
+        response["usage"] = map_usage(self._usage)
+        if outcome == "completed":
+            response["completed_at"] = int(self._clock())
+            event_type = "response.completed"
+        elif outcome == "incomplete":
+            response["incomplete_details"] = {"reason": reason}
+            event_type = "response.incomplete"
+        else:
+            assert error is not None
+            response["error"] = error_object(error)
+            event_type = "response.failed"
+            if self._error_event:
+                self._w.error(error)
+        self.response = response
+        self._w.terminal(event_type, response)
+
+    def fail_plainly(self, error: UpstreamError) -> None:
+        """End with ``response.failed`` and nothing else, when finalising itself broke: the
+        stream still gets exactly one terminal event."""
+        self.state = _FINISHED
+        self.fast_part = self.reasoning = None
+        response = dict(self._base)
+        response["status"] = "failed"
+        response["error"] = error_object(error)
+        self.response = response
+        self._w.terminal("response.failed", response)
+
+    def _item_dict(self, item: _Message | _Reasoning | _Call) -> dict[str, Any]:
+        if isinstance(item, _Reasoning):
+            return reasoning_item(
+                item.id,
+                item.status,
+                item.text() if item.status != "in_progress" or item.chunks else None,
+                "summary" if self._summary else "text",
+                item.sealed,
+            )
+        return item.as_dict()
