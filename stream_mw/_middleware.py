@@ -60,7 +60,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
 from ._auth import CLIENT_SCOPE_KEY, ClientKeys, unauthorized_body
+from ._continuation import LocalHistory, check_tool_outputs
 from ._conversations import ConversationsAPI
+from ._deliver.websocket import WebSocketSession
 from ._errors import (
     MethodNotAllowedError,
     RequestError,
@@ -246,6 +248,7 @@ class SettingsOverrides(TypedDict, total=False):
     metrics: bool
     metrics_path: str
     traces: bool
+    websocket: bool
 
 
 class ResponsesMiddleware:
@@ -292,6 +295,7 @@ class ResponsesMiddleware:
         self._on_response = settings.on_response
         self._store_on = self.gateway.enabled
         self._client_keys = settings.client_keys
+        self._websocket = settings.websocket
         self.probes = Probes(settings, self.gateway, app)
         # Imported only when asked for: off, they cost one ``is None`` test per request.
         self.metrics: Metrics | None = None
@@ -379,16 +383,37 @@ class ResponsesMiddleware:
             if self._store_on and self.conversations.matches(scope):
                 await self.conversations.handle(scope, receive, send_with_request_id(send, rid))
                 return
-        elif kind == "websocket" and self._client_keys is not None:
-            authorized = self._authorize(scope)
-            if authorized is None:
-                await reject_unauthorized(scope, receive, send, None)
+        elif kind == "websocket":
+            if self._client_keys is not None:
+                authorized = self._authorize(scope)
+                if authorized is None:
+                    await reject_unauthorized(scope, receive, send, None)
+                    return
+                scope = authorized
+            if self._websocket and _route_path(scope) == self._responses_path:
+                session = WebSocketSession(
+                    self._run_for_socket, self.settings, store_on=self._store_on
+                )
+                await session(scope, receive, send)
                 return
-            scope = authorized
         elif kind == "lifespan":
             await self.app(scope, self._ending_requests(receive), self._closing_store(send))
             return
         await self.app(scope, receive, send)
+
+    async def _run_for_socket(
+        self, scope: Scope, receive: Receive, send: Send, history: LocalHistory
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+        """Run one WebSocket ``response.create`` as the HTTP request it stands for."""
+        responder = _Responder(self, request_id(scope), history)
+        await responder(scope, receive, send)
+        converter = responder.converter
+        if converter is None or not converter.finished:
+            return None, None
+        items = responder.input_items
+        if items is None:
+            items = normalize_input(responder.request.get("input"))
+        return converter.response, items
 
     async def _unauthorized(
         self, scope: Scope, receive: Receive, send: Send, rid: bytes, path: str
@@ -517,6 +542,7 @@ class _Responder:
         "disconnected",
         "first_output_at",
         "gateway",
+        "history",
         "http_status",
         "input_items",
         "keepalive",
@@ -558,8 +584,12 @@ class _Responder:
         "watcher",
     )
 
-    def __init__(self, mw: ResponsesMiddleware, rid: bytes) -> None:
+    def __init__(
+        self, mw: ResponsesMiddleware, rid: bytes, history: LocalHistory | None = None
+    ) -> None:
         self.mw = mw
+        #: A WebSocket connection's own responses, which ``previous_response_id`` may name.
+        self.history = history
         #: The ``x-request-id`` header every answer carries.
         self.request_id = (REQUEST_ID_HEADER, rid)
         self.app = mw.app
@@ -740,7 +770,19 @@ class _Responder:
         ):
             # parse_request_body validated exactly this body: do not validate it twice.
             return _translate(request, self.settings, validated=True, tenant=self.tenant)
-        expanded, self.input_items = await self.gateway.expand(self.scope, request)
+        previous = request.get("previous_response_id")
+        earlier = self.history.items(previous) if self.history is not None else None
+        if earlier is not None:
+            new_items = normalize_input(request.get("input"))
+            items = self.input_items = [*earlier, *new_items]
+            expanded = {k: v for k, v in request.items() if k != "previous_response_id"}
+            expanded["input"] = items
+            if has_item_references(request.get("input")):
+                expanded, self.input_items = await self.gateway.expand(self.scope, expanded)
+        else:
+            expanded, self.input_items = await self.gateway.expand(self.scope, request)
+        if previous is not None:
+            check_tool_outputs(self.input_items, request.get("input"))
         return _translate(expanded, self.settings, validated=False, tenant=self.tenant)
 
     def _inner_scope(self) -> Scope:

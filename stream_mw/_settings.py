@@ -162,6 +162,11 @@ class Settings:
     #: Record an OpenTelemetry span per response, with the GenAI semantic conventions'
     #: attributes (needs ``stream-mw[otel]``); off, ``opentelemetry`` is not imported.
     traces: bool = False
+    #: Serve the Responses WebSocket mode on ``ws://HOST{path_prefix}/responses``: each
+    #: ``response.create`` frame is answered with the stream's events as JSON text frames,
+    #: and ``previous_response_id`` may name the connection's own ``store: false``
+    #: responses. Off, WebSocket connections pass through to the wrapped app.
+    websocket: bool = True
 
     def __post_init__(self) -> None:
         _check_types(self)
