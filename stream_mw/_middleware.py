@@ -402,10 +402,12 @@ class ResponsesMiddleware:
         await self.app(scope, receive, send)
 
     async def _run_for_socket(
-        self, scope: Scope, receive: Receive, send: Send, history: LocalHistory
+        self, scope: Scope, receive: Receive, send: Send, history: LocalHistory, generate: bool
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
         """Run one WebSocket ``response.create`` as the HTTP request it stands for."""
         responder = _Responder(self, request_id(scope), history)
+        if not generate:
+            responder.app = _no_generation
         await responder(scope, receive, send)
         converter = responder.converter
         if converter is None or not converter.finished:
@@ -1472,6 +1474,18 @@ def _parse_error_body(raw: bytes, status: int) -> tuple[str, Any, Any, str | Non
     if len(message) > _MAX_ERROR_MESSAGE:
         message = message[:_MAX_ERROR_MESSAGE] + "..."
     return message, error_type, code, param if isinstance(param, str) else None
+
+
+async def _no_generation(scope: Scope, receive: Receive, send: Send) -> None:
+    """A Chat backend that answers every request with an empty, finished stream."""
+    chunk = {"object": "chat.completion.chunk", "choices": [_EMPTY_CHOICE]}
+    body = b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
+    headers = [(b"content-type", b"text/event-stream")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+_EMPTY_CHOICE: Final = {"index": 0, "delta": {"role": "assistant"}, "finish_reason": "stop"}
 
 
 def _completion_as_sse(completion: dict[str, Any]) -> bytes:

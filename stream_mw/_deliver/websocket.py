@@ -38,8 +38,10 @@ logger = logging.getLogger("stream_mw")
 
 #: Runs one response for an HTTP scope and returns ``(response, input_items)``: the terminal
 #: response and the full input it answered, or ``None``s when it ended with an HTTP error.
+#: ``generate=False`` asks for the response without calling the model (a warm-up: Codex
+#: sends its instructions and tools once, then continues from the empty response).
 RunResponse = Callable[
-    [Scope, Receive, Send, LocalHistory],
+    [Scope, Receive, Send, LocalHistory, bool],
     Awaitable[tuple[dict[str, Any] | None, list[dict[str, Any]] | None]],
 ]
 
@@ -183,10 +185,12 @@ class WebSocketSession:
         if previous is not None and previous not in self._history and not self._store_on:
             await _previous_not_found(send, previous)
             return
-        await self._respond(scope, send, body, previous)
+        await self._respond(
+            scope, send, body, previous, generate=event.get("generate") is not False
+        )
 
     async def _respond(
-        self, scope: Scope, send: Send, body: dict[str, Any], previous: object
+        self, scope: Scope, send: Send, body: dict[str, Any], previous: object, *, generate: bool
     ) -> None:
         data = orjson.dumps(body)
         delivery = _Frames(send)
@@ -202,7 +206,11 @@ class WebSocketSession:
 
         try:
             response, items = await self._run(
-                _http_scope(scope, len(data)), receive, delivery.send_message, self._history
+                _http_scope(scope, len(data)),
+                receive,
+                delivery.send_message,
+                self._history,
+                generate,
             )
         except OSError:
             raise

@@ -201,3 +201,18 @@ def test_a_stored_response_is_not_found_by_another_tenants_websocket(
         assert _create(ws, input="more", previous_response_id=kept)[-1]["type"] == (
             "response.completed"
         )
+
+
+def test_a_warm_up_with_generate_false_calls_no_model_and_can_be_continued(
+    gateway: Process,
+) -> None:
+    with connect(_ws_url(gateway)) as ws:
+        warm = _create(ws, input="hi", generate=False, store=False)
+        events = _create(
+            ws, input="more", previous_response_id=warm[-1]["response"]["id"], store=False
+        )
+    assert warm[-1]["type"] == "response.completed"
+    assert warm[-1]["response"]["output"] == []
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "first"
+    [request] = _recorded(gateway)
+    assert [m["content"] for m in request["messages"]] == ["hi", "more"]
