@@ -6,6 +6,7 @@ keys and tenants."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,39 @@ def test_a_warm_up_with_generate_false_calls_no_model_and_can_be_continued(
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "first"
     [request] = _recorded(gateway)
     assert [m["content"] for m in request["messages"]] == ["hi", "more"]
+
+
+def test_a_frame_over_max_request_bytes_gets_a_413_error_event(tmp_path: Path) -> None:
+    script = write_script(tmp_path / "script.json", [{"text": "first"}])
+    env = {"STREAM_MW_MAX_REQUEST_BYTES": "2000"}
+    with (
+        running("serve", "--script", str(script), tmp_path=tmp_path, env=env) as process,
+        connect(_ws_url(process)) as ws,
+    ):
+        [error] = _create(ws, input="x" * 3000)
+        events = _create(ws, input="hi")
+    assert error["status"] == 413
+    assert error["error"]["code"] == "request_too_large"
+    assert events[-1]["type"] == "response.completed"
+
+
+def test_a_response_still_running_at_shutdown_ends_with_its_terminal_event(
+    tmp_path: Path,
+) -> None:
+    words = " ".join(f"w{n}" for n in range(8))
+    script = write_script(tmp_path / "slow.json", [{"text": words, "chunk_delay": 2.0}])
+    events: list[dict[str, Any]] = []
+    with running(
+        "serve", "--script", str(script), "--graceful-timeout", "0.5", tmp_path=tmp_path
+    ) as process:
+        with connect(_ws_url(process)) as ws:
+            ws.send(json.dumps({"type": "response.create", "model": "m", "input": "hi"}))
+            for message in ws:
+                events.append(json.loads(message))
+                if events[-1]["type"] == "response.output_text.delta" and len(events) < 6:
+                    process.popen.send_signal(signal.SIGTERM)
+                if events[-1]["type"] == "response.failed":
+                    break
+        assert process.popen.wait(60) == 0
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == "server_shutting_down"
