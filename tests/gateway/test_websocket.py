@@ -16,6 +16,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from stream_mw._deliver.websocket import MAX_QUEUED_FRAMES
 from tests.gateway.helpers import Process, running, write_script
 
 CALL = {"name": "lookup", "arguments": {"q": "x"}, "call_id": "call_ws_1"}
@@ -253,3 +254,24 @@ def test_a_response_still_running_at_shutdown_ends_with_its_terminal_event(
         assert process.popen.wait(60) == 0
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["error"]["code"] == "server_shutting_down"
+
+
+def test_frames_past_the_bound_on_frames_waiting_get_an_error_each(tmp_path: Path) -> None:
+    script = write_script(tmp_path / "script.json", [{"text": "slow", "delay": 1.0}, {"text": "x"}])
+    sent = MAX_QUEUED_FRAMES + 4
+    with (
+        running("serve", "--script", str(script), tmp_path=tmp_path) as process,
+        connect(_ws_url(process)) as ws,
+    ):
+        for _ in range(sent):
+            ws.send(json.dumps({"type": "response.create", "model": "m", "input": "hi"}))
+        events = []
+        while sum(e["type"] in ("response.completed", "error") for e in events) < sent:
+            events.append(json.loads(ws.recv(timeout=30)))
+    refused = [e for e in events if e["type"] == "error"]
+    completed = [e for e in events if e["type"] == "response.completed"]
+    # One response runs while MAX_QUEUED_FRAMES wait; the rest are refused at once.
+    assert len(completed) >= MAX_QUEUED_FRAMES
+    assert len(refused) == sent - len(completed)
+    assert len(refused) >= 3
+    assert all(e["error"]["code"] == "too_many_frames" and e["status"] == 429 for e in refused)
