@@ -63,7 +63,9 @@ class LocalHistory:
     __slots__ = ("_entries", "_max_bytes", "_max_responses", "_size")
 
     def __init__(self, *, max_responses: int, max_bytes: int) -> None:
-        self._entries: OrderedDict[str, tuple[list[dict[str, Any]], int]] = OrderedDict()
+        # Kept encoded: the items a continuation gets are its own copies to translate, and
+        # the size bound is the size held.
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
         self._max_responses = max_responses
         self._max_bytes = max_bytes
         self._size = 0
@@ -82,27 +84,27 @@ class LocalHistory:
         if entry is None:
             return None
         self._entries.move_to_end(response_id)
-        return list(entry[0])
+        items: list[dict[str, Any]] = orjson.loads(entry)
+        return items
 
     def keep(
         self, response_id: str, input_items: list[dict[str, Any]], response: dict[str, Any]
     ) -> None:
         """Remember a finished response, dropping the oldest ones past the bounds."""
         output = response.get("output")
-        items = [*input_items, *(output if isinstance(output, list) else ())]
-        size = len(orjson.dumps(items))
+        encoded = orjson.dumps([*input_items, *(output if isinstance(output, list) else ())])
         self.evict(response_id)
-        if size > self._max_bytes:
+        if len(encoded) > self._max_bytes:
             return
-        self._entries[response_id] = (items, size)
-        self._size += size
+        self._entries[response_id] = encoded
+        self._size += len(encoded)
         while len(self._entries) > self._max_responses or self._size > self._max_bytes:
-            _, (_, dropped) = self._entries.popitem(last=False)
-            self._size -= dropped
+            _, dropped = self._entries.popitem(last=False)
+            self._size -= len(dropped)
 
     def evict(self, response_id: object) -> None:
         """Forget ``response_id`` (a continuation from it failed)."""
         if isinstance(response_id, str):
             entry = self._entries.pop(response_id, None)
             if entry is not None:
-                self._size -= entry[1]
+                self._size -= len(entry)

@@ -100,6 +100,16 @@ def install_drain(server: Any, middleware: ResponsesMiddleware, grace: float) ->
             max(in_flight - drained.ended, 0),
             drained.ended,
         )
+        for connection in list(server.server_state.connections):
+            if type(connection).__module__.startswith(_WEBSOCKET_PROTOCOLS):
+                # Closed here rather than by uvicorn: its shutdown of a WebSocket the client
+                # is already closing raises (websockets' InvalidState), which would abort the
+                # server's own shutdown. Such a connection is on its way out anyway.
+                try:
+                    connection.shutdown()
+                except Exception as exc:
+                    logger.debug("closing a WebSocket at shutdown: %r", exc)
+                server.server_state.connections.discard(connection)
         await uvicorn_shutdown(sockets=sockets)
 
     server.shutdown = shutdown
