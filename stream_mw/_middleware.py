@@ -32,6 +32,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._auth import CLIENT_SCOPE_KEY, ClientKeys, unauthorized_body
+from ._compact import compact
 from ._continuation import LocalHistory
 from ._conversations import ConversationsAPI
 from ._deliver.websocket import WebSocketSession
@@ -135,6 +136,7 @@ class SettingsOverrides(TypedDict, total=False):
     metrics_path: str
     traces: bool
     websocket: bool
+    compaction_prompt: str
 
 
 class ResponsesMiddleware:
@@ -171,6 +173,7 @@ class ResponsesMiddleware:
         self.gateway = StoreGateway(settings)
         self.conversations = ConversationsAPI(self.gateway)
         self._responses_path = settings.responses_path
+        self._compact_path = settings.responses_path + "/compact"
         self._chat_path = settings.chat_completions_path
         self._keepalive = settings.keepalive_interval
         self._max_request_bytes = settings.max_request_bytes
@@ -249,6 +252,9 @@ class ResponsesMiddleware:
                     await self._unauthorized(scope, receive, send, rid, path)
                     return
                 scope = authorized
+            if path == self._compact_path and scope["method"] == "POST":
+                await compact(self, scope, receive, send_with_request_id(send, rid))
+                return
             if path == self._responses_path:
                 method = scope["method"]
                 if method == "POST":
