@@ -277,3 +277,19 @@ def test_frames_past_the_bound_on_frames_waiting_get_an_error_each(tmp_path: Pat
     assert len(refused) == sent - len(completed)
     assert len(refused) >= 3
     assert all(e["error"]["code"] == "too_many_frames" and e["status"] == 429 for e in refused)
+
+
+def test_a_compaction_item_starts_a_new_chain_over_the_websocket(gateway: Process) -> None:
+    compacted = httpx.post(
+        gateway.url + "/v1/responses/compact",
+        json={"model": "scripted-model", "input": "hi"},
+        timeout=30,
+    ).json()
+    item = compacted["output"][-1]
+    with connect(_ws_url(gateway)) as ws:
+        events = _create(ws, input=[item, {"role": "user", "content": "go on"}], store=False)
+    assert events[-1]["type"] == "response.completed"
+    messages = _recorded(gateway)[1]["messages"]
+    assert [m["role"] for m in messages] == ["user", "user"]
+    assert messages[0]["content"].endswith("first")
+    assert messages[1]["content"] == "go on"
