@@ -29,7 +29,7 @@ from ._upstream_answer import too_large
 if TYPE_CHECKING:
     from ._middleware import ResponsesMiddleware
 
-__all__ = ["compact"]
+__all__ = ["Captured", "compact", "read_json_body", "send_json"]
 
 _JSON_TYPE: Final = (b"content-type", b"application/json")
 _ZERO_USAGE: Final = {
@@ -44,12 +44,12 @@ _ZERO_USAGE: Final = {
 async def compact(mw: ResponsesMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one ``POST {path_prefix}/responses/compact``."""
     try:
-        body = await _read_body(scope, receive, mw.settings.max_request_bytes)
+        body = await read_json_body(receive, mw.settings.max_request_bytes)
         if body is None:
             return  # the client left
         request = _summary_request(body, mw.settings.compaction_prompt)
     except RequestError as exc:
-        await _send_json(send, exc.status_code, exc.body())
+        await send_json(send, exc.status_code, exc.body())
         return
     data = orjson.dumps(request)
     inner = dict(scope)
@@ -59,7 +59,7 @@ async def compact(mw: ResponsesMiddleware, scope: Scope, receive: Receive, send:
         _JSON_TYPE,
         (b"content-length", str(len(data)).encode("ascii")),
     ]
-    answer = _Captured()
+    answer = Captured()
     delivered = False
 
     async def inner_receive() -> Message:
@@ -81,7 +81,7 @@ async def compact(mw: ResponsesMiddleware, scope: Scope, receive: Receive, send:
     summary = _output_text(response)
     if not summary:
         error = UpstreamError("The model answered the compaction request with no text.")
-        await _send_json(send, 502, _error(error))
+        await send_json(send, 502, _error(error))
         return
     items = responder.input_items or normalize_input(request.get("input"))
     tenant = tenant_key(scope, mw.settings)
@@ -103,10 +103,10 @@ async def compact(mw: ResponsesMiddleware, scope: Scope, receive: Receive, send:
         ],
         "usage": usage if isinstance(usage, dict) else dict(_ZERO_USAGE),
     }
-    await _send_json(send, 200, resource)
+    await send_json(send, 200, resource)
 
 
-class _Captured:
+class Captured:
     """An HTTP ``send`` that keeps what the responder answered."""
 
     __slots__ = ("headers", "parts", "status")
@@ -127,7 +127,7 @@ class _Captured:
         return b"".join(self.parts)
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> dict[str, Any] | None:
+async def read_json_body(receive: Receive, limit: int) -> dict[str, Any] | None:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -192,7 +192,7 @@ def _error(exc: UpstreamError) -> dict[str, Any]:
     }
 
 
-async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+async def send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
     body = orjson.dumps(payload)
     headers = [_JSON_TYPE, (b"content-length", str(len(body)).encode("ascii"))]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -41,6 +41,7 @@ from ._errors import (
     UpstreamError,
     clip,
 )
+from ._input_tokens import count_input_tokens
 from ._observe import (
     UNAUTHORIZED_LOG_MESSAGE,
     ResponseRecord,
@@ -174,6 +175,7 @@ class ResponsesMiddleware:
         self.conversations = ConversationsAPI(self.gateway)
         self._responses_path = settings.responses_path
         self._compact_path = settings.responses_path + "/compact"
+        self._input_tokens_path = settings.responses_path + "/input_tokens"
         self._chat_path = settings.chat_completions_path
         self._keepalive = settings.keepalive_interval
         self._max_request_bytes = settings.max_request_bytes
@@ -254,6 +256,9 @@ class ResponsesMiddleware:
                 scope = authorized
             if path == self._compact_path and scope["method"] == "POST":
                 await compact(self, scope, receive, send_with_request_id(send, rid))
+                return
+            if path == self._input_tokens_path and scope["method"] == "POST":
+                await count_input_tokens(self, scope, receive, send_with_request_id(send, rid))
                 return
             if path == self._responses_path:
                 method = scope["method"]
