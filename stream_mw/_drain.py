@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from typing import Any
+from typing import Any, Final
 
 from ._middleware import ResponsesMiddleware
 from ._observe import logger
@@ -45,6 +45,10 @@ def find_middleware(app: Any) -> ResponsesMiddleware | None:
     return None
 
 
+# Where uvicorn's WebSocket protocol classes live (websockets, wsproto, sans-I/O).
+_WEBSOCKET_PROTOCOLS: Final = "uvicorn.protocols.websockets."
+
+
 def find_server() -> Any:
     """The ``uvicorn.Server`` running in this process, found through the SIGTERM handler it
     installed (its bound ``handle_exit``), or ``None``: in a worker process nothing else
@@ -68,7 +72,11 @@ def install_drain(server: Any, middleware: ResponsesMiddleware, grace: float) ->
         for listener in server.servers:
             listener.close()
         for connection in list(server.server_state.connections):
-            connection.shutdown()
+            # uvicorn's shutdown of a WebSocket closes it at once (1012): a WebSocket-mode
+            # response in flight would lose its terminal event. Those close with uvicorn's
+            # own shutdown below, after the drain.
+            if not type(connection).__module__.startswith(_WEBSOCKET_PROTOCOLS):
+                connection.shutdown()
         if middleware._open:
             logger.info(
                 "shutting down: waiting up to %g s for %d responses in flight",
@@ -92,6 +100,16 @@ def install_drain(server: Any, middleware: ResponsesMiddleware, grace: float) ->
             max(in_flight - drained.ended, 0),
             drained.ended,
         )
+        for connection in list(server.server_state.connections):
+            if type(connection).__module__.startswith(_WEBSOCKET_PROTOCOLS):
+                # Closed here rather than by uvicorn: its shutdown of a WebSocket the client
+                # is already closing raises (websockets' InvalidState), which would abort the
+                # server's own shutdown. Such a connection is on its way out anyway.
+                try:
+                    connection.shutdown()
+                except Exception as exc:
+                    logger.debug("closing a WebSocket at shutdown: %r", exc)
+                server.server_state.connections.discard(connection)
         await uvicorn_shutdown(sockets=sockets)
 
     server.shutdown = shutdown

@@ -1,96 +1,62 @@
 """``ResponsesMiddleware``: the Responses API in front of any ASGI app that speaks Chat Completions.
 
-Strategy: ``POST {path_prefix}/responses`` is read (bounded), validated, expanded from the
-store and translated into a Chat Completions request that the wrapped app receives on
-``chat_completions_path``. Everything the app sends back is judged at
-``http.response.start``:
+Strategy: the middleware routes; each route's work lives in a module of its own. Every HTTP
+request gets its request id (``_service.request_id``); probes (``health_path``,
+``ready_path``) and metrics are answered, and with ``client_keys`` a request without a valid
+key is answered 401 (``_auth``). Then:
 
-- 2xx ``text/event-stream`` and a streaming request: our own start message and
-  ``response.created`` go out at once, then each upstream body message is fed to the
-  ``StreamConverter`` and whatever it returns is sent as one body message, before the app
-  can produce the next one. When the converter finishes, the client's body ends then and
-  there; the app's later sends are swallowed.
-- 2xx JSON: ``translate_completion``; for a streaming request the completion is replayed
-  through a converter as a one-chunk stream, so the client still gets a full event stream.
-- 2xx SSE for a non-streaming request: the converter runs silently and its terminal response
-  is returned as JSON.
-- anything else: the upstream status with an OpenAI-shaped error carrying its message.
+- ``POST {path_prefix}/responses``: one ``_Responder`` (``_responder``) reads, translates and
+  runs the request through the wrapped app and answers it as SSE or JSON.
+- a WebSocket on ``{path_prefix}/responses``: one ``WebSocketSession``
+  (``_deliver/websocket``) per connection, which runs each ``response.create`` frame as the
+  ``POST`` it stands for, through the same ``_Responder``, and delivers its events as frames.
+- the stored-response and conversation routes: ``StoreGateway`` and ``ConversationsAPI``.
+- everything else (and lifespan) passes through to the wrapped app.
 
-Before any of that, every HTTP request gets its request id (``_service.request_id``), probes
-(``health_path``, ``ready_path``) are answered, and with ``client_keys`` a request without a
-valid key is answered 401 (``_auth``); those live in their own modules.
-
-One ``_Responder`` per request holds all per-request state; the middleware itself is never
-modified after ``__init__`` (only the store inside ``StoreGateway`` opens lazily, the
-readiness probe caches its last result, and the set of requests in flight is kept for
-``shutdown()``, which ends them with ``server_shutting_down`` when the server stops).
-With ``Settings.metrics`` / ``Settings.traces`` each finished request is also counted
-(``_metrics``) and recorded as a span (``_traces``); off, neither module is imported.
-
-Deliberate behaviour, do not "fix":
-
-- An exception from the wrapped app is answered cleanly (a 500 error before anything was
-  sent, ``response.failed`` and the end of the body after) and then re-raised, as
-  Starlette's ``ServerErrorMiddleware`` does, so the server logs it. uvicorn logs it and
-  then closes the connection, so an error answered before any byte also says
-  ``Connection: close``; after a stream began, a client reusing that connection may see one
-  connection error (the SDKs retry). In-process test clients surface the exception unless
-  told not to (``raise_app_exceptions=False`` / ``raise_server_exceptions=False``).
-- A client that goes away (``http.disconnect`` from the server, or ``send`` raising
-  ``OSError``) cancels the wrapped app at once; it sees ``http.disconnect`` if it was
-  listening. Nothing is re-raised for that: the client leaving is not a server error.
-- A failed non-streaming response becomes an HTTP error (as OpenAI's API answers), not a
-  200 with ``status: "failed"``.
+The middleware itself is never modified after ``__init__`` (only the store inside
+``StoreGateway`` opens lazily, the readiness probe caches its last result, and the set of
+requests in flight is kept for ``shutdown()``, which ends them with ``server_shutting_down``
+when the server stops). With ``Settings.metrics`` / ``Settings.traces`` each finished
+request is also counted (``_metrics``) and recorded as a span (``_traces``); off, neither
+module is imported.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from time import monotonic as _monotonic
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, TypedDict
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 import anyio
 import orjson
-from anyio.abc import TaskGroup
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
 from ._auth import CLIENT_SCOPE_KEY, ClientKeys, unauthorized_body
+from ._compact import compact
+from ._continuation import LocalHistory
 from ._conversations import ConversationsAPI
+from ._deliver.websocket import WebSocketSession
 from ._errors import (
     MethodNotAllowedError,
-    RequestError,
-    RequestTooLargeError,
     UpstreamError,
-    UpstreamProtocolError,
-    classify_upstream_error,
     clip,
-    error_body,
 )
-from ._items import new_id, translate_completion
+from ._input_tokens import count_input_tokens
 from ._observe import (
-    REQUEST_LOG_MESSAGE,
     UNAUTHORIZED_LOG_MESSAGE,
     ResponseRecord,
     access_logger,
-    logger,
-    notify_observer,
 )
-from ._requests import _translate, parse_request_body
+from ._responder import _Responder
 from ._service import (
-    REQUEST_ID_HEADER,
     Probes,
     reject_unauthorized,
     request_id,
     send_with_request_id,
 )
 from ._settings import Settings
-from ._store_gateway import StoreGateway, has_item_references, normalize_input, tenant_key
-from ._stream import StreamConverter
+from ._store_gateway import StoreGateway, normalize_input
+from ._upstream_answer import no_generation
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -100,89 +66,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Drained", "ResponsesMiddleware", "SettingsOverrides", "shutdown_error"]
 
-# Request headers the wrapped app must not see: they describe the client's body, not ours.
-_DROP_REQUEST_HEADERS: Final = frozenset(
-    {
-        b"content-length",
-        b"content-type",
-        b"content-encoding",
-        b"transfer-encoding",
-        b"accept",
-        # Ask for an identity body: we must be able to read the upstream's JSON and SSE.
-        b"accept-encoding",
-        b"expect",
-    }
-)
-# Upstream response headers that describe the upstream body, which we replace.
-_DROP_RESPONSE_HEADERS: Final = frozenset(
-    {
-        b"content-length",
-        b"content-type",
-        b"content-encoding",
-        b"transfer-encoding",
-        b"content-md5",
-        b"content-range",
-        b"accept-ranges",
-        b"etag",
-        b"last-modified",
-        b"cache-control",
-        b"x-accel-buffering",
-        b"connection",
-        b"keep-alive",
-    }
-)
-# The wrapped app must answer with body messages we can read, never a file or trailers.
-_DROP_EXTENSIONS: Final = (
-    "http.response.pathsend",
-    "http.response.zerocopysend",
-    "http.response.trailers",
-)
-_SSE_HEADERS: Final = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-store"),
-    # nginx and friends buffer proxied bodies unless told not to (sse-starlette does the same).
-    (b"x-accel-buffering", b"no"),
-]
-_JSON_TYPE: Final = (b"content-type", b"application/json")
-_EVENT_STREAM: Final = b"text/event-stream"
-# Upstream error bodies are only read for their message; the rest is drained and dropped.
-_MAX_ERROR_BODY: Final = 64 * 1024
-_MAX_ERROR_MESSAGE: Final = 2000
-
-_CODE_STATUS: Final = {
-    "context_length_exceeded": 400,
-    "invalid_prompt": 400,
-    "invalid_api_key": 401,
-    "rate_limit_exceeded": 429,
-    "insufficient_quota": 429,
-    "server_shutting_down": 503,
-}
-_STATUS_TYPE: Final = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    429: "rate_limit_error",
-}
-
-# What the wrapped app answered, decided at its http.response.start.
-_WAITING: Final = "waiting"
-_STREAM: Final = "stream"
-_SSE_TO_JSON: Final = "sse-to-json"
-_JSON: Final = "json"
-_ERROR: Final = "error"
-
 #: Seconds ``shutdown`` waits, after ending the requests still open, for their last bytes
 #: to leave (a client too slow to take them is not waited for longer).
 _SHUTDOWN_SEND_SECONDS: Final = 5.0
 
 _METRICS_CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
 
-_CLIENT_GONE: Final = {
-    "code": "client_disconnected",
-    "message": "The client disconnected before the response finished.",
-}
+_JSON_TYPE: Final = (b"content-type", b"application/json")
 
 
 def shutdown_error() -> UpstreamError:
@@ -246,6 +136,8 @@ class SettingsOverrides(TypedDict, total=False):
     metrics: bool
     metrics_path: str
     traces: bool
+    websocket: bool
+    compaction_prompt: str
 
 
 class ResponsesMiddleware:
@@ -282,6 +174,8 @@ class ResponsesMiddleware:
         self.gateway = StoreGateway(settings)
         self.conversations = ConversationsAPI(self.gateway)
         self._responses_path = settings.responses_path
+        self._compact_path = settings.responses_path + "/compact"
+        self._input_tokens_path = settings.responses_path + "/input_tokens"
         self._chat_path = settings.chat_completions_path
         self._keepalive = settings.keepalive_interval
         self._max_request_bytes = settings.max_request_bytes
@@ -292,6 +186,7 @@ class ResponsesMiddleware:
         self._on_response = settings.on_response
         self._store_on = self.gateway.enabled
         self._client_keys = settings.client_keys
+        self._websocket = settings.websocket
         self.probes = Probes(settings, self.gateway, app)
         # Imported only when asked for: off, they cost one ``is None`` test per request.
         self.metrics: Metrics | None = None
@@ -359,6 +254,12 @@ class ResponsesMiddleware:
                     await self._unauthorized(scope, receive, send, rid, path)
                     return
                 scope = authorized
+            if path == self._compact_path and scope["method"] == "POST":
+                await compact(self, scope, receive, send_with_request_id(send, rid))
+                return
+            if path == self._input_tokens_path and scope["method"] == "POST":
+                await count_input_tokens(self, scope, receive, send_with_request_id(send, rid))
+                return
             if path == self._responses_path:
                 method = scope["method"]
                 if method == "POST":
@@ -379,16 +280,39 @@ class ResponsesMiddleware:
             if self._store_on and self.conversations.matches(scope):
                 await self.conversations.handle(scope, receive, send_with_request_id(send, rid))
                 return
-        elif kind == "websocket" and self._client_keys is not None:
-            authorized = self._authorize(scope)
-            if authorized is None:
-                await reject_unauthorized(scope, receive, send, None)
+        elif kind == "websocket":
+            if self._client_keys is not None:
+                authorized = self._authorize(scope)
+                if authorized is None:
+                    await reject_unauthorized(scope, receive, send, None)
+                    return
+                scope = authorized
+            if self._websocket and _route_path(scope) == self._responses_path:
+                session = WebSocketSession(
+                    self._run_for_socket, self.settings, store_on=self._store_on
+                )
+                await session(scope, receive, send)
                 return
-            scope = authorized
         elif kind == "lifespan":
             await self.app(scope, self._ending_requests(receive), self._closing_store(send))
             return
         await self.app(scope, receive, send)
+
+    async def _run_for_socket(
+        self, scope: Scope, receive: Receive, send: Send, history: LocalHistory, generate: bool
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+        """Run one WebSocket ``response.create`` as the HTTP request it stands for."""
+        responder = _Responder(self, request_id(scope), history)
+        if not generate:
+            responder.app = no_generation
+        await responder(scope, receive, send)
+        converter = responder.converter
+        if converter is None or not converter.finished:
+            return None, None
+        items = responder.input_items
+        if items is None:
+            items = normalize_input(responder.request.get("input"))
+        return converter.response, items
 
     async def _unauthorized(
         self, scope: Scope, receive: Receive, send: Send, rid: bytes, path: str
@@ -470,10 +394,6 @@ class ResponsesMiddleware:
         return lifespan_send
 
 
-async def unattached_send(message: Message) -> NoReturn:
-    raise RuntimeError("send awaitable not set")  # pragma: no cover
-
-
 async def _method_not_allowed(send: Send, method: str, path: str, allowed: str) -> None:
     body = orjson.dumps(MethodNotAllowedError(method, clip(path), allowed).body())
     await send(
@@ -500,958 +420,3 @@ def _route_path(scope: Scope) -> str:
     if root and path.startswith(root):
         return path[len(root) :] or "/"
     return path
-
-
-class _Responder:
-    """One Responses request: reads and translates it, runs the app, answers the client."""
-
-    __slots__ = (
-        "app",
-        "cancel_scope",
-        "chat_body",
-        "closing",
-        "complete",
-        "converter",
-        "created_at",
-        "disconnect_event",
-        "disconnected",
-        "first_output_at",
-        "gateway",
-        "http_status",
-        "input_items",
-        "keepalive",
-        "keepalive_sending",
-        "keepalive_task",
-        "keepalive_timer",
-        "last_send",
-        "loop",
-        "mode",
-        "mw",
-        "on_body",
-        "parts",
-        "parts_size",
-        "prepared",
-        "receive",
-        "receive_closed",
-        "replayed",
-        "reported",
-        "request",
-        "request_id",
-        "response_id",
-        "scope",
-        "send",
-        "sending",
-        "settings",
-        "started",
-        "started_at",
-        "stopping",
-        "storing",
-        "stream",
-        "stream_counted",
-        "streaming",
-        "task_group",
-        "tenant",
-        "upstream_bytes",
-        "upstream_headers",
-        "upstream_status",
-        "watch_error",
-        "watcher",
-    )
-
-    def __init__(self, mw: ResponsesMiddleware, rid: bytes) -> None:
-        self.mw = mw
-        #: The ``x-request-id`` header every answer carries.
-        self.request_id = (REQUEST_ID_HEADER, rid)
-        self.app = mw.app
-        self.settings = mw.settings
-        self.gateway = mw.gateway
-        self.keepalive = mw._keepalive
-        self.send: Send = unattached_send
-        self.receive: Receive = _unattached_receive
-        self.scope: Scope = {}
-        self.started_at = time.perf_counter()
-        self.response_id = new_id("resp")
-        self.created_at = int(time.time())
-        self.request: dict[str, Any] = {}
-        self.tenant = ""
-        self.stream = False
-        #: The request is to be stored (a store is configured and ``store`` is not false).
-        self.storing = False
-        #: The full input, when ``previous_response_id`` expanded it.
-        self.input_items: list[dict[str, Any]] | None = None
-        self.chat_body = b""
-        self.converter: StreamConverter | None = None
-        #: On asyncio: a converter built while the app waited for its upstream.
-        self.prepared: StreamConverter | None = None
-        #: What the app's answer turned out to be (``_WAITING`` until its start message).
-        self.mode = _WAITING
-        #: Handles the app's body messages (except on the streaming hot path).
-        self.on_body = self._body_before_start
-        #: Converting the app's stream to the client: bodies take the hot path.
-        self.streaming = False
-        self.parts: list[bytes] = []
-        self.parts_size = 0
-        #: Bytes of upstream event stream read so far (``max_response_bytes``).
-        self.upstream_bytes = 0
-        self.upstream_status = 0
-        self.upstream_headers: list[tuple[bytes, bytes]] = []
-        self.http_status = 0
-        #: Our ``http.response.start`` went to the client.
-        self.started = False
-        #: Our final body message went (or is going) to the client; nothing more is sent.
-        self.complete = False
-        self.disconnected = False
-        #: The app raised: the answer asks the client to close the connection.
-        self.closing = False
-        self.replayed = False
-        self.reported = False
-        #: The real receive has nothing more for the app: it may only report a disconnect.
-        self.receive_closed = False
-        #: Created when the app first waits for a disconnect (most apps never do).
-        self.disconnect_event: asyncio.Event | anyio.Event | None = None
-        #: Cancels the app when the client leaves; set while the app runs.
-        self.cancel_scope: anyio.CancelScope | None = None
-        #: The running asyncio loop (the fast path), else ``None`` (any other anyio backend).
-        self.loop: asyncio.AbstractEventLoop | None = None
-        #: Off asyncio only: the task group running the app and its helpers.
-        self.task_group: TaskGroup | None = None
-        #: On asyncio: the keep-alive check's pending loop callback, and its sending task.
-        self.keepalive_timer: asyncio.TimerHandle | None = None
-        self.keepalive_task: asyncio.Task[None] | None = None
-        #: Set while a keep-alive is being sent; ``_emit`` waits for it.
-        self.keepalive_sending: anyio.Event | None = None
-        #: True while ``_emit`` is sending; the keep-alive check skips its turn.
-        self.sending = False
-        self.last_send = 0.0
-        #: On asyncio: the task reading the real receive for a disconnect, once spawned.
-        self.watcher: asyncio.Task[None] | None = None
-        #: What the server's receive raised, re-raised once the app is cancelled.
-        self.watch_error: Exception | None = None
-        #: Set by ``stop()``: the server is stopping and this request is ended with it.
-        self.stopping: UpstreamError | None = None
-        #: ``perf_counter()`` when the first output event went out, for the metrics.
-        self.first_output_at = 0.0
-        #: The stream is counted in the streams-open gauge.
-        self.stream_counted = False
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        registry = self.mw._open
-        registry.add(self)
-        try:
-            await self._respond(scope, receive, send)
-        finally:
-            registry.discard(self)
-            if not registry and self.mw._all_closed is not None:
-                self.mw._all_closed.set()
-            if self.stream_counted:
-                assert self.mw.metrics is not None
-                self.mw.metrics.streams_open.dec()
-
-    def stop(self, error: UpstreamError) -> None:
-        """End this request for a server shutdown: the app is cancelled and ``error`` ends
-        the answer, unless its last bytes are already on their way."""
-        self.stopping = error
-        if not self.complete:
-            self._stop_keepalive()
-            self._cancel_app()
-
-    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.scope, self.receive, self.send = scope, receive, send
-        try:
-            chat = await self._prepare()
-        except RequestError as exc:
-            await self._send_json(exc.status_code, exc.body())
-            error = {"code": exc.code or exc.error_type, "message": exc.message}
-            await self._report("failed", error=error)
-            return
-        if chat is None:
-            self.http_status = 499
-            await self._report("failed", error=_CLIENT_GONE)
-            return
-        self.chat_body = orjson.dumps(chat)
-        stopping = self.stopping or self.mw._stopping
-        if stopping is not None:
-            # The server stopped while the request was read: the app is not started.
-            await self._send_upstream_error(stopping)
-            return
-
-        app_error = await self._run_app()
-        if self.watch_error is not None:
-            self.http_status = self.http_status or 500
-            message = f"The server's receive failed ({type(self.watch_error).__name__})."
-            await self._report("failed", error={"code": "server_error", "message": message})
-            raise self.watch_error
-        if self.disconnected:
-            logger.debug("%s: the client disconnected; the app was cancelled", self.response_id)
-            self.http_status = self.http_status or 499
-            await self._report("failed", error=_CLIENT_GONE)
-            return
-        if self.stopping is not None:
-            # The app was cancelled for the shutdown: whatever it raised on the way out is
-            # that cancellation, not a server error to log.
-            if not self.complete:
-                await self._finish_after_app(self.stopping)
-            return
-        if not self.complete:
-            self.closing = app_error is not None
-            await self._finish_after_app(app_error)
-        if app_error is not None:
-            raise app_error
-
-    # --- the request ----------------------------------------------------------------------
-
-    async def _prepare(self) -> dict[str, Any] | None:
-        limit = self.mw._max_request_bytes
-        for name, value in self.scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    break
-                if declared > limit:
-                    raise _too_large(limit)
-                break
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body: bytes = message.get("body", b"")
-            size += len(body)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        request = parse_request_body(b"".join(chunks), self.settings)
-        self.request = request
-        self.stream = request.get("stream") is True
-        # A conversation takes the turn even with store: false (see StoreGateway.save).
-        self.storing = self.mw._store_on and (
-            request.get("store") is not False or request.get("conversation") is not None
-        )
-        # Sealed reasoning is bound to the tenant both ways: issued for it, accepted from it.
-        self.tenant = tenant_key(self.scope, self.settings)
-        if (
-            request.get("previous_response_id") is None
-            and request.get("conversation") is None
-            and not has_item_references(request.get("input"))
-        ):
-            # parse_request_body validated exactly this body: do not validate it twice.
-            return _translate(request, self.settings, validated=True, tenant=self.tenant)
-        expanded, self.input_items = await self.gateway.expand(self.scope, request)
-        return _translate(expanded, self.settings, validated=False, tenant=self.tenant)
-
-    def _inner_scope(self) -> Scope:
-        scope = self.scope
-        headers = [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST_HEADERS]
-        headers.append(_JSON_TYPE)
-        headers.append((b"content-length", str(len(self.chat_body)).encode("ascii")))
-        headers.append((b"accept", _EVENT_STREAM if self.stream else b"application/json"))
-        path = scope.get("root_path", "") + self.mw._chat_path
-        inner = dict(scope)
-        inner["method"] = "POST"
-        inner["path"] = path
-        inner["raw_path"] = path.encode("utf-8")
-        inner["headers"] = headers
-        extensions = scope.get("extensions")
-        if extensions and any(name in extensions for name in _DROP_EXTENSIONS):
-            inner["extensions"] = {k: v for k, v in extensions.items() if k not in _DROP_EXTENSIONS}
-        return inner
-
-    # --- running the app --------------------------------------------------------------------
-
-    async def _run_app(self) -> Exception | None:
-        """Run the wrapped app, cancelled if the client leaves; returns what it raised."""
-        task = current_asyncio_task()
-        if task is None:
-            return await self._run_app_in_task_group()
-        # On asyncio, a plain task and a cancel scope do what a task group does here for a
-        # fraction of its cost: entering, spawning into and leaving an anyio task group costs
-        # more than everything else on the way to the first byte. The watcher cannot run
-        # before this task first yields, so it is spawned only then: usually while the app
-        # waits for its upstream, off the way to the first byte.
-        self.loop = task.get_loop()
-        spawn = self.loop.call_soon(self._spawn_watcher)
-        app_error: Exception | None = None
-        try:
-            with new_asyncio_cancel_scope() as scope:
-                self.cancel_scope = scope
-                try:
-                    await self.app(self._inner_scope(), self._receive_for_app, self._send_from_app)
-                except Exception as exc:
-                    app_error = exc
-        finally:
-            # The helpers end with the app, as a task group would end them.
-            self.cancel_scope = None
-            spawn.cancel()
-            if self.watcher is not None:
-                self.watcher.cancel()
-            self._stop_keepalive()
-        return app_error
-
-    def _spawn_watcher(self) -> None:
-        if self.cancel_scope is not None and self.loop is not None:
-            self.watcher = self.loop.create_task(self._watch_disconnect())
-            if self.stream and self.mode == _WAITING:
-                # The app is waiting for its upstream: build the converter now rather than
-                # on the way to the first byte once the upstream answers.
-                self.prepared = self._new_converter()
-
-    def _new_converter(self) -> StreamConverter:
-        return StreamConverter(
-            self.request,
-            self.settings,
-            response_id=self.response_id,
-            created_at=self.created_at,
-            tenant=self.tenant,
-        )
-
-    async def _run_app_in_task_group(self) -> Exception | None:
-        app_error: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            self.task_group = tg
-            self.cancel_scope = tg.cancel_scope
-            tg.start_soon(self._watch_disconnect)
-            try:
-                await self.app(self._inner_scope(), self._receive_for_app, self._send_from_app)
-            except Exception as exc:
-                app_error = exc
-            tg.cancel_scope.cancel()
-        self.task_group = self.cancel_scope = None
-        return app_error
-
-    async def _receive_for_app(self) -> Message:
-        if not self.replayed:
-            self.replayed = True
-            return {"type": "http.request", "body": self.chat_body, "more_body": False}
-        if not self.receive_closed:
-            event = self.disconnect_event
-            if event is None:
-                event = asyncio.Event() if self.loop is not None else anyio.Event()
-                self.disconnect_event = event
-            await event.wait()
-        return {"type": "http.disconnect"}
-
-    def _close_receive(self) -> None:
-        self.receive_closed = True
-        if self.disconnect_event is not None:
-            self.disconnect_event.set()
-
-    async def _watch_disconnect(self) -> None:
-        # The only reader of the real receive once the body is in: the app's own receive
-        # calls wait on disconnect_event instead, so two readers never race.
-        receive = self.receive
-        try:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-        except OSError:
-            pass
-        except Exception as exc:
-            # A broken receive cannot report the client leaving: stop the app rather than
-            # let it generate for nobody, and re-raise this once it stopped.
-            self.watch_error = exc
-            self._client_gone()
-            return
-        self._close_receive()
-        # Servers also report http.disconnect once the response is complete; only a
-        # disconnect before that means the client left.
-        if not self.complete:
-            self._client_gone()
-
-    def _client_gone(self) -> None:
-        self.disconnected = True
-        self.streaming = False
-        self.on_body = self._body_ignored
-        self._close_receive()
-        self._stop_keepalive()
-        self._cancel_app()
-
-    def _cancel_app(self) -> None:
-        if self.cancel_scope is not None:
-            self.cancel_scope.cancel()
-
-    # --- what the app sends -----------------------------------------------------------------
-
-    async def _send_from_app(self, message: Message) -> None:
-        if self.streaming and message["type"] == "http.response.body":
-            # The hot path, one call per upstream chunk, kept in one coroutine on purpose:
-            # each extra level of await costs a sixth of what the converter does per chunk.
-            converter = self.converter
-            assert converter is not None
-            body: bytes = message.get("body", b"")
-            if body:
-                self.upstream_bytes += len(body)
-                if self.upstream_bytes > self.mw._max_upstream_stream:
-                    await self._end_stream(b"", self._stream_too_long())
-                    self._cancel_app()
-                    return
-                out = converter.feed(body)
-            else:
-                out = b""
-            if converter.finished or not message.get("more_body", False):
-                await self._end_stream(out)
-                if message.get("more_body", False) and converter.response["status"] == "failed":
-                    # Failed mid-body (a limit, an in-band error): the rest of a body that
-                    # may never end would only keep the upstream generating for nobody.
-                    self._cancel_app()
-            elif out:
-                if not self.first_output_at:
-                    self.first_output_at = time.perf_counter()
-                # See _emit for why this is not a lock.
-                while self.keepalive_sending is not None:
-                    await self.keepalive_sending.wait()
-                self.sending = True
-                try:
-                    await self.send({"type": "http.response.body", "body": out, "more_body": True})
-                except OSError:
-                    self._client_gone()
-                self.sending = False
-                self.last_send = _monotonic()
-            return
-        kind = message["type"]
-        if kind == "http.response.body":
-            await self.on_body(message)
-        elif kind == "http.response.start":
-            if not self.disconnected:
-                await self._on_start(message)
-        else:
-            logger.debug("dropped %s from the wrapped app", kind)
-
-    async def _body_ignored(self, message: Message) -> None:
-        # The client left: cancellation reaches the app at its next suspension; until then
-        # its sends go nowhere.
-        pass
-
-    async def _body_before_start(self, message: Message) -> None:
-        raise RuntimeError("Expected ASGI message 'http.response.start', but got a body first.")
-
-    async def _on_start(self, message: Message) -> None:
-        if self.upstream_status:
-            raise RuntimeError("Unexpected ASGI message 'http.response.start' sent twice.")
-        status: int = message["status"]
-        content_type = b""
-        kept: list[tuple[bytes, bytes]] = []
-        for name, value in message.get("headers", ()):
-            lower = name.lower()
-            if lower == b"content-type":
-                content_type = value
-            elif lower == REQUEST_ID_HEADER:
-                # Ours is the request's id (the one in our log line); the upstream's is kept
-                # under another name for tracing a request into the upstream's logs.
-                kept.append((b"x-upstream-request-id", value))
-            elif lower not in _DROP_RESPONSE_HEADERS:
-                kept.append((name, value))
-        self.upstream_status = status
-        self.upstream_headers = kept
-        is_sse = content_type.partition(b";")[0].strip().lower() == _EVENT_STREAM
-        if not 200 <= status < 300:
-            self.mode, self.on_body = _ERROR, self._body_error
-        elif not is_sse:
-            self.mode, self.on_body = _JSON, self._body_json
-        else:
-            self.converter = self.prepared or self._new_converter()
-            self.prepared = None
-            if self.stream:
-                # Bodies take the hot path in _send_from_app while self.streaming.
-                self.mode, self.on_body = _STREAM, self._body_ignored
-                await self._start_stream()
-            else:
-                self.mode, self.on_body = _SSE_TO_JSON, self._body_sse_to_json
-        logger.debug(
-            "%s: upstream answered %d %s", self.response_id, status, content_type.decode("latin-1")
-        )
-
-    # --- streaming: upstream SSE to Responses SSE -------------------------------------------
-
-    async def _start_stream(self) -> None:
-        assert self.converter is not None
-        # Built before the head is sent, so that the head and the first events leave back to
-        # back: a client woken by the head alone would have to be woken again for them.
-        first = self.converter.start()
-        self.started = True
-        self.http_status = 200
-        try:
-            await self.send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [*self.upstream_headers, *_SSE_HEADERS, self.request_id],
-                }
-            )
-        except OSError:
-            self._client_gone()
-            return
-        await self._emit(first, more_body=True)
-        self.streaming = not self.disconnected
-        metrics = self.mw.metrics
-        if metrics is not None and self.streaming:
-            metrics.streams_open.inc()
-            self.stream_counted = True
-        # Armed after the first byte, which it must not delay.
-        if self.keepalive > 0 and not self.disconnected:
-            if self.loop is not None:
-                self.keepalive_timer = self.loop.call_later(self.keepalive, self._keepalive_due)
-            elif self.task_group is not None:
-                self.task_group.start_soon(self._keepalive_loop)
-
-    async def _end_stream(self, out: bytes, error: BaseException | None = None) -> None:
-        converter = self.converter
-        assert converter is not None
-        self.streaming = False
-        self.complete = True
-        final = out + converter.close(error)
-        await self._store(converter.response)
-        await self._emit(final, more_body=False)
-        await self._report_response(converter.response)
-
-    async def _emit(self, data: bytes, *, more_body: bool) -> None:
-        # Two tasks may send: this one (the app's) and the keep-alive loop. A lock would cost
-        # more than the rest of the chunk's path, so the rare keep-alive send is waited for
-        # here, and the keep-alive loop skips its turn while this one is sending. No await
-        # lies between the checks and the flags they guard, so they cannot interleave.
-        while self.keepalive_sending is not None:
-            await self.keepalive_sending.wait()
-        self.sending = True
-        try:
-            await self.send({"type": "http.response.body", "body": data, "more_body": more_body})
-        except OSError:
-            self._client_gone()
-        self.sending = False
-        self.last_send = _monotonic()
-
-    # Keep-alive: nothing in the path of a chunk but ``last_send``. Each check re-arms for the
-    # time of the last send, so a busy stream costs one check per interval. On asyncio the
-    # check is a loop callback and a task is spawned only to send; elsewhere it is a task
-    # sleeping in the task group.
-
-    def _keepalive_delay(self) -> float | None:
-        """Seconds until a keep-alive is due (``<= 0``: now), ``None`` when no more are."""
-        converter = self.converter
-        if self.complete or self.disconnected or converter is None or converter.finished:
-            return None
-        if self.sending:
-            # Blocked on a slow client: that is not upstream silence.
-            self.last_send = _monotonic()
-        return self.last_send + self.keepalive - _monotonic()
-
-    def _keepalive_due(self) -> None:
-        self.keepalive_timer = None
-        delay = self._keepalive_delay()
-        loop = self.loop
-        assert loop is not None
-        if delay is None:
-            return
-        if delay > 0:
-            self.keepalive_timer = loop.call_later(delay, self._keepalive_due)
-        else:
-            self.keepalive_task = loop.create_task(self._keepalive_now())
-
-    async def _keepalive_now(self) -> None:
-        # Checked again: the app may have sent (or ended the stream) since the callback ran.
-        delay = self._keepalive_delay()
-        if delay is not None and delay <= 0 and not await self._send_keepalive():
-            delay = None  # the client is gone
-        self.keepalive_task = None
-        if delay is not None:
-            self._keepalive_due()
-
-    def _stop_keepalive(self) -> None:
-        timer, task = self.keepalive_timer, self.keepalive_task
-        self.keepalive_timer = self.keepalive_task = None
-        if timer is not None:
-            timer.cancel()
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-
-    async def _keepalive_loop(self) -> None:
-        while (delay := self._keepalive_delay()) is not None:
-            if delay > 0:
-                await anyio.sleep(delay)
-            elif not await self._send_keepalive():
-                return
-
-    async def _send_keepalive(self) -> bool:
-        """Send one keep-alive event; ``False`` when the client is gone."""
-        converter = self.converter
-        assert converter is not None
-        done = anyio.Event()
-        self.keepalive_sending = done
-        try:
-            await self.send(
-                {"type": "http.response.body", "body": converter.keepalive(), "more_body": True}
-            )
-        except OSError:
-            self._client_gone()
-            return False
-        finally:
-            self.keepalive_sending = None
-            done.set()
-        self.last_send = _monotonic()
-        if self.mw.metrics is not None:
-            self.mw.metrics.keepalives.inc()
-        logger.debug("%s: keep-alive sent", self.response_id)
-        return True
-
-    # --- non-streaming request, streaming upstream ------------------------------------------
-
-    async def _body_sse_to_json(self, message: Message) -> None:
-        if self.complete:
-            return
-        converter = self.converter
-        assert converter is not None
-        body: bytes = message.get("body", b"")
-        if body:
-            self.upstream_bytes += len(body)
-            if self.upstream_bytes > self.mw._max_upstream_stream:
-                # Not through the converter: its done events would copy the output it holds
-                # several times over, only for the client to get an error.
-                self.converter = None
-                self.complete = True
-                await self._send_upstream_error(self._stream_too_long())
-                self._cancel_app()
-                return
-            converter.feed(body)
-        if not message.get("more_body", False) and not converter.finished:
-            converter.close()
-        if converter.finished:
-            await self._answer_json(converter.response)
-
-    def _stream_too_long(self) -> UpstreamProtocolError:
-        limit = self.mw._max_upstream_stream
-        logger.warning("%s: upstream stream over max_response_bytes, failed", self.response_id)
-        return UpstreamProtocolError(
-            f"The upstream's event stream is longer than max_response_bytes ({limit} bytes); "
-            "raise Settings.max_response_bytes to allow longer responses."
-        )
-
-    async def _answer_json(self, response: dict[str, Any]) -> None:
-        error = response.get("error")
-        if response.get("status") == "failed" and isinstance(error, dict):
-            code = str(error.get("code") or "server_error")
-            status = _CODE_STATUS.get(code, 502)
-            message = str(error.get("message") or "The upstream failed.")
-            body = error_body(message, _error_type(status), code=code)
-            await self._send_json(status, body, self.upstream_headers)
-            await self._report("failed", response=response)
-            return
-        await self._store(response)
-        await self._send_json(200, response, self.upstream_headers)
-        await self._report_response(response)
-
-    # --- upstream JSON ----------------------------------------------------------------------
-
-    async def _body_json(self, message: Message) -> None:
-        if self.complete:
-            return
-        limit = self.mw._max_upstream_json
-        self._collect(message.get("body", b""), limit)
-        if self.parts_size > limit:
-            # The answer is decided (an error): reading the rest of a body that may never end
-            # would only keep the upstream busy, so the app is stopped as if the client left.
-            await self._finish_json()
-            self._cancel_app()
-        elif not message.get("more_body", False):
-            await self._finish_json()
-
-    def _collect(self, body: bytes, limit: int) -> None:
-        if body and self.parts_size <= limit:
-            self.parts.append(body)
-            self.parts_size += len(body)
-
-    async def _finish_json(self) -> None:
-        limit = self.mw._max_upstream_json
-        try:
-            if self.parts_size > limit:
-                raise UpstreamProtocolError(
-                    f"The upstream's JSON body is larger than max_event_bytes ({limit} bytes)."
-                )
-            body = b"".join(self.parts)
-            try:
-                completion = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                if body.lstrip()[:1] in (b"{", b"[") and exc.pos >= len(body):
-                    # Valid up to its last byte: the body was cut off (a lost connection), not
-                    # something other than JSON.
-                    raise UpstreamProtocolError(
-                        f"The upstream answered HTTP {self.upstream_status} with a JSON body "
-                        f"that ended before it was complete (after {len(body)} bytes)."
-                    ) from None
-                raise UpstreamProtocolError(
-                    f"The upstream answered HTTP {self.upstream_status} with a body that is "
-                    "neither JSON nor an event stream."
-                ) from None
-            response = translate_completion(
-                completion,
-                self.request,
-                self.settings,
-                response_id=self.response_id,
-                created_at=self.created_at,
-                tenant=self.tenant,
-            )
-        except UpstreamError as exc:
-            await self._send_upstream_error(exc)
-            return
-        if not self.stream:
-            await self._answer_json(response)
-            return
-        # The client asked for a stream: replay the completion as a one-chunk stream through
-        # a converter, so ids, items and events follow exactly the streaming rules.
-        converter = self.converter = self._new_converter()
-        data = converter.start() + converter.feed(_completion_as_sse(completion))
-        data += converter.close()
-        self.started = True
-        self.complete = True
-        self.http_status = 200
-        await self._store(converter.response)
-        try:
-            await self.send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [*self.upstream_headers, *_SSE_HEADERS, self.request_id],
-                }
-            )
-            await self.send({"type": "http.response.body", "body": data, "more_body": False})
-        except OSError:
-            self._client_gone()
-            return
-        await self._report_response(converter.response)
-
-    # --- upstream HTTP error ----------------------------------------------------------------
-
-    async def _body_error(self, message: Message) -> None:
-        if self.complete:
-            return
-        self._collect(message.get("body", b""), _MAX_ERROR_BODY)
-        if not message.get("more_body", False):
-            await self._finish_error()
-
-    async def _finish_error(self) -> None:
-        status = self.upstream_status
-        raw = b"".join(self.parts)[:_MAX_ERROR_BODY]
-        message, error_type, code, param = _parse_error_body(raw, status)
-        classified = classify_upstream_error(
-            status_code=status, code=code, error_type=error_type, message=message
-        )
-        if classified == "context_length_exceeded" or not isinstance(code, str) or not code:
-            code = classified
-        out_status = status if status >= 400 else 502
-        if not isinstance(error_type, str) or not error_type:
-            error_type = _error_type(out_status)
-        body = error_body(message, error_type, param=param, code=code)
-        await self._send_json(out_status, body, self.upstream_headers)
-        await self._report("failed", error={"code": code, "message": message})
-
-    async def _send_upstream_error(self, exc: UpstreamError) -> None:
-        status = exc.status_code if exc.status_code and exc.status_code >= 400 else None
-        status = status or _CODE_STATUS.get(exc.code, 502)
-        body = error_body(exc.message, _error_type(status), code=exc.code)
-        await self._send_json(status, body, self.upstream_headers)
-        await self._report("failed", error={"code": exc.code, "message": exc.message})
-
-    # --- after the app returned or raised ----------------------------------------------------
-
-    async def _finish_after_app(self, app_error: Exception | None) -> None:
-        mode = self.mode
-        if mode == _WAITING:
-            if isinstance(app_error, UpstreamError):
-                await self._send_upstream_error(app_error)
-                return
-            if app_error is not None:
-                message = (
-                    "The server had an error while processing your request "
-                    f"({type(app_error).__name__} in the wrapped app)."
-                )
-            else:
-                message = "The wrapped app returned without sending a response."
-            await self._send_json(500, error_body(message, "server_error", code="server_error"))
-            await self._report("failed", error={"code": "server_error", "message": message})
-        elif mode == _STREAM:
-            await self._end_stream(b"", app_error)
-        elif mode == _SSE_TO_JSON:
-            assert self.converter is not None
-            self.converter.close(app_error)
-            await self._answer_json(self.converter.response)
-        elif isinstance(app_error, UpstreamError):
-            await self._send_upstream_error(app_error)
-        elif app_error is not None:
-            await self._send_upstream_error(
-                UpstreamError(
-                    f"The wrapped app failed mid-response ({type(app_error).__name__}).",
-                    status_code=500,
-                )
-            )
-        elif mode == _JSON:
-            await self._finish_json()
-        else:
-            await self._finish_error()
-
-    # --- output helpers ---------------------------------------------------------------------
-
-    async def _send_json(
-        self,
-        status: int,
-        payload: dict[str, Any],
-        headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        body = orjson.dumps(payload)
-        self.started = True
-        self.complete = True
-        self.http_status = status
-        extra = [_JSON_TYPE, (b"content-length", str(len(body)).encode("ascii")), self.request_id]
-        if self.closing:
-            # The exception is re-raised next, and servers drop the connection for that
-            # (uvicorn closes the transport): tell the client not to reuse it.
-            extra.append((b"connection", b"close"))
-        try:
-            await self.send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [*(headers or ()), *extra],
-                }
-            )
-            await self.send({"type": "http.response.body", "body": body, "more_body": False})
-        except OSError:
-            self._client_gone()
-
-    async def _store(self, response: dict[str, Any]) -> None:
-        # Runs just before the last byte: a client that sees the terminal event may continue
-        # with previous_response_id at once, through any gateway process sharing the store,
-        # so the response must be readable by then. save() is bounded by the store timeout
-        # and never raises, so a slow or broken store delays the end, never breaks it.
-        if self.disconnected or not self.storing:
-            return
-        items = self.input_items
-        if items is None:
-            # Without previous_response_id the input items are only needed here, at the end,
-            # so they are not built on the way to the first byte.
-            items = normalize_input(self.request.get("input"))
-        await self.gateway.save(self.scope, items, response, self.request)
-
-    async def _report_response(self, response: dict[str, Any]) -> None:
-        if not self.disconnected:
-            await self._report(str(response.get("status") or "completed"), response=response)
-
-    async def _report(
-        self,
-        status: str,
-        *,
-        response: dict[str, Any] | None = None,
-        error: dict[str, Any] | None = None,
-    ) -> None:
-        if self.reported:
-            return
-        self.reported = True
-        observer = self.mw._on_response
-        log = access_logger.isEnabledFor(logging.INFO)
-        metrics, tracer = self.mw.metrics, self.mw.tracer
-        if observer is None and not log and metrics is None and tracer is None:
-            return  # nobody would see the record
-        usage = None
-        model = self.request.get("model")
-        if response is not None:
-            usage = response.get("usage")
-            model = response.get("model") or model
-            error = error or response.get("error")
-        record = ResponseRecord(
-            response_id=self.response_id,
-            model=model if isinstance(model, str) else None,
-            status=status,
-            stream=self.stream,
-            usage=usage if isinstance(usage, dict) else None,
-            duration=time.perf_counter() - self.started_at,
-            http_status=self.http_status,
-            error=error,
-            request_id=self.request_id[1].decode("ascii"),
-        )
-        if log:
-            access_logger.info(REQUEST_LOG_MESSAGE, record.log_fields("POST", self.scope["path"]))
-        if metrics is not None:
-            first = self.first_output_at
-            metrics.observe(
-                record,
-                f"POST {self.mw._responses_path}",
-                first - self.started_at if first and self.stream else None,
-            )
-        if tracer is not None:
-            ended = time.time_ns()
-            tracer.record(record, self.request, ended - int(record.duration * 1e9), ended)
-        await notify_observer(observer, record)
-
-
-async def _unattached_receive() -> NoReturn:
-    raise RuntimeError("receive awaitable not set")  # pragma: no cover
-
-
-def _too_large(limit: int) -> RequestTooLargeError:
-    return RequestTooLargeError(
-        f"The request body is larger than the server's limit of {limit} bytes (max_request_bytes).",
-        code="request_too_large",
-    )
-
-
-def _error_type(status: int) -> str:
-    if status >= 500:
-        return "server_error"
-    return _STATUS_TYPE.get(status, "invalid_request_error")
-
-
-def _parse_error_body(raw: bytes, status: int) -> tuple[str, Any, Any, str | None]:
-    """``(message, type, code, param)`` from an upstream error body in any common shape:
-    OpenAI ``{"error": {...}}``, ``{"error": "..."}``, FastAPI ``{"detail": ...}``, vLLM's
-    flat ``{"message", "type", "code"}``, or plain text."""
-    text = raw.decode("utf-8", "replace").strip()
-    message: Any = None
-    error_type: Any = None
-    code: Any = None
-    param: Any = None
-    try:
-        data = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        data = None
-    if isinstance(data, dict):
-        error = data.get("error")
-        source = error if isinstance(error, dict) else data
-        message = source.get("message")
-        if message is None and isinstance(error, str):
-            message = error
-        if message is None and "detail" in data:
-            message = data["detail"]
-        error_type, code, param = source.get("type"), source.get("code"), source.get("param")
-    elif isinstance(data, str):
-        message = data
-    if message is not None and not isinstance(message, str):
-        message = orjson.dumps(message).decode()
-    if not message:
-        message = text or f"The upstream answered HTTP {status} with an empty body."
-    if len(message) > _MAX_ERROR_MESSAGE:
-        message = message[:_MAX_ERROR_MESSAGE] + "..."
-    return message, error_type, code, param if isinstance(param, str) else None
-
-
-def _completion_as_sse(completion: dict[str, Any]) -> bytes:
-    """A ``chat.completion`` as the equivalent one-chunk Chat Completions stream."""
-    choices = []
-    for position, choice in enumerate(completion.get("choices") or ()):
-        if not isinstance(choice, dict):
-            continue
-        delta = dict(choice.get("message") or {})
-        calls = delta.get("tool_calls")
-        if isinstance(calls, list):
-            delta["tool_calls"] = [
-                {**call, "index": index} if isinstance(call, dict) else call
-                for index, call in enumerate(calls)
-            ]
-        choices.append(
-            {
-                "index": choice.get("index", position),
-                "delta": delta,
-                "finish_reason": choice.get("finish_reason"),
-                "logprobs": choice.get("logprobs"),
-            }
-        )
-    chunk = {**completion, "object": "chat.completion.chunk", "choices": choices}
-    return b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"

@@ -44,7 +44,7 @@ import orjson
 
 from ._errors import InvalidRequestError, RequestTooLargeError
 from ._observe import logger
-from ._sealed import SealError, open_reasoning, reasoning_key
+from ._sealed import PREFIX, SealError, compaction_tenant, open_reasoning, reasoning_key
 from ._settings import Settings
 from ._tools import CUSTOM_TOOL_PARAMETERS, ToolMap
 
@@ -66,8 +66,13 @@ _CHAT_TOOL_TYPES: Final = frozenset({"function", "custom", "namespace"})
 _LOGPROBS_INCLUDE: Final = "message.output_text.logprobs"
 
 #: Items that exist only with server-side state or hosted tools; Chat has no way to replay them.
+#: What a ``compaction`` item made here becomes for the Chat backend: a user message with
+#: this, then the summary.
+COMPACTION_PREAMBLE: Final = "Summary of the conversation so far:\n\n"
+
 _DROPPED_ITEMS: Final = frozenset(
     {
+        # Only OpenAI's: ours are opened into their summary (see _add_compaction).
         "compaction",
         "compaction_trigger",
         "additional_tools",
@@ -410,6 +415,8 @@ def _check_item(item: Any, path: str) -> None:
         _optional(item, "encrypted_content", path, _STRING)
     elif kind == "item_reference":
         _require(item, "id", path, _STRING)
+    elif kind == "compaction":
+        _optional(item, "encrypted_content", path, _STRING)
     elif kind not in _DROPPED_ITEMS:
         raise _wrong_value(
             f"{path}.type",
@@ -765,6 +772,8 @@ class _History:
             self._add_output(item, _tool_output_text(item["output"]))
         elif kind == "reasoning":
             self._add_reasoning(item, path)
+        elif kind == "compaction":
+            self._add_compaction(item, path)
         elif kind == "item_reference":
             # The middleware's store resolves references before translation; one still here
             # names an item nobody looked up, and dropping it would cut the conversation.
@@ -870,20 +879,30 @@ class _History:
                 self._reasoning.append(_PART_SEPARATOR.join(parts))
                 return
 
-    def _unseal(self, token: str, path: str) -> str:
+    def _add_compaction(self, item: Mapping[str, Any], path: str) -> None:
+        sealed = item.get("encrypted_content")
+        if not isinstance(sealed, str) or not sealed.startswith(PREFIX):
+            # Another server's compaction (OpenAI's) holds nothing a Chat backend can read.
+            self._dropped["compaction"] += 1
+            return
+        summary = self._unseal(sealed, path, tenant=compaction_tenant(self._tenant))
+        self._close_batch()
+        self.messages.append({"role": "user", "content": COMPACTION_PREAMBLE + summary})
+
+    def _unseal(self, token: str, path: str, *, tenant: str | None = None) -> str:
         settings = self._settings
         try:
             return open_reasoning(
                 token,
                 key=reasoning_key(settings.reasoning_key),
-                tenant=self._tenant,
+                tenant=self._tenant if tenant is None else tenant,
                 max_bytes=settings.max_request_bytes,
             )
         except SealError as exc:
             raise InvalidRequestError(
-                f"The reasoning item's encrypted_content cannot be used: {exc}. Send back the "
-                "reasoning items of responses from this server and credential unchanged, or "
-                "leave encrypted_content out.",
+                f"The item's encrypted_content cannot be used: {exc}. Send back the reasoning "
+                "and compaction items of this server and credential unchanged, or leave "
+                "encrypted_content out.",
                 param=f"{path}.encrypted_content",
                 code="invalid_encrypted_content",
             ) from None

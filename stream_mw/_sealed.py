@@ -36,7 +36,14 @@ import zlib
 
 from ._observe import logger
 
-__all__ = ["PREFIX", "SealError", "open_reasoning", "reasoning_key", "seal_reasoning"]
+__all__ = [
+    "PREFIX",
+    "SealError",
+    "compaction_tenant",
+    "open_reasoning",
+    "reasoning_key",
+    "seal_reasoning",
+]
 
 #: Every token starts with this; the version lets a later format coexist.
 PREFIX = "smw1."
@@ -117,3 +124,9 @@ def open_reasoning(token: str, *, key: bytes, tenant: str, max_bytes: int) -> st
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SealError("its payload is not UTF-8") from None
+
+
+def compaction_tenant(tenant: str) -> str:
+    """The MAC tenant of a compaction summary's token: the tenant in another domain, so that a
+    reasoning token never opens as a compaction summary, nor the other way round."""
+    return "compaction\x00" + tenant

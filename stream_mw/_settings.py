@@ -162,6 +162,17 @@ class Settings:
     #: Record an OpenTelemetry span per response, with the GenAI semantic conventions'
     #: attributes (needs ``stream-mw[otel]``); off, ``opentelemetry`` is not imported.
     traces: bool = False
+    #: Serve the Responses WebSocket mode on ``ws://HOST{path_prefix}/responses``: each
+    #: ``response.create`` frame is answered with the stream's events as JSON text frames,
+    #: and ``previous_response_id`` may name the connection's own ``store: false``
+    #: responses. Off, WebSocket connections pass through to the wrapped app.
+    websocket: bool = True
+    #: What ``POST {path_prefix}/responses/compact`` asks the model, as the last user message
+    #: after the conversation; its answer is the summary a ``compaction`` item carries.
+    compaction_prompt: str = (
+        "Summarise the conversation so far for your own later use: the goals, facts and "
+        "decisions, what was done and what remains."
+    )
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -169,6 +180,8 @@ class Settings:
             path = getattr(self, name)
             if path is not None and not path.startswith("/"):
                 raise ConfigurationError(f"{name} must start with '/' or be None, got {path!r}")
+        if not self.compaction_prompt.strip():
+            raise ConfigurationError("compaction_prompt must not be empty")
         if not self.metrics_path.startswith("/"):
             raise ConfigurationError(f"metrics_path must start with '/', got {self.metrics_path!r}")
         if self.metrics and self.metrics_path in (self.health_path, self.ready_path):

@@ -135,7 +135,12 @@ def stack(mode: str, turns: Sequence[Mapping[str, Any]], tmp_path: Path) -> Iter
 
 
 def run_codex(
-    codex: Path, gateway_url: str, prompt: str, workdir: Path, home: Path
+    codex: Path,
+    gateway_url: str,
+    prompt: str,
+    workdir: Path,
+    home: Path,
+    options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     home.mkdir()
     env = {
@@ -165,6 +170,7 @@ def run_codex(
         f"{provider}.request_max_retries=0",
         "-c",
         "model=scripted-model",
+        *options,
         prompt,
     ]
     return subprocess.run(
@@ -357,3 +363,31 @@ def test_codex_replays_its_reasoning_statelessly_and_the_model_gets_it_back(
     second = [r["body"] for r in recorded if r["path"].endswith("/chat/completions")][1]
     [replayed] = [m for m in second["messages"] if m.get("tool_calls")]
     assert replayed["reasoning_content"] == REASONING
+
+
+# Codex uses the WebSocket mode when the provider says it supports it; the feature flags
+# turned it on in releases before it became the default (unknown ones are ignored).
+WEBSOCKET_OPTIONS = ["-c", "model_providers.mw.supports_websockets=true"]
+
+
+def test_codex_runs_the_tool_loop_over_the_websocket_mode(codex: Path, tmp_path: Path) -> None:
+    work = workdir(tmp_path)
+    with stack("in-gateway", TOOL_TURNS, tmp_path) as running_stack:
+        result = run_codex(
+            codex,
+            running_stack.gateway_url,
+            "Write the marker file.",
+            work,
+            tmp_path / "h",
+            WEBSOCKET_OPTIONS,
+        )
+        requests = running_stack.chat_requests()
+    assert result.returncode == 0, result.stderr
+    assert "Falling back from WebSockets" not in result.stderr
+    assert (work / "marker.txt").read_text().strip() == "ran"
+    assert FINAL in result.stdout
+    assert len(requests) == 2
+    replayed, output = requests[1]["messages"][-2:]
+    assert replayed["tool_calls"][0]["id"] == CALL_ID
+    assert output["role"] == "tool"
+    assert output["tool_call_id"] == CALL_ID

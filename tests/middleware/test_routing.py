@@ -258,7 +258,6 @@ class Recorder:
         ("POST", "/v1/chat/completions"),
         ("GET", "/v1/models"),
         ("OPTIONS", "/v1/responses"),
-        ("POST", "/v1/responses/input_tokens"),
         ("POST", "/v1/responses/resp_1/cancel"),
         ("OPTIONS", "/v1/responses/resp_1"),
         ("GET", "/v2/responses"),
@@ -318,10 +317,13 @@ async def test_a_405_quotes_a_long_path_clipped() -> None:
     assert len(exchange.body) < 500
 
 
-async def test_websockets_pass_through_with_the_servers_receive_and_send() -> None:
+@pytest.mark.parametrize(("path", "websocket"), [("/v1/realtime", True), ("/v1/responses", False)])
+async def test_websockets_pass_through_with_the_servers_receive_and_send(
+    path: str, websocket: bool
+) -> None:
+    """Other paths always; the Responses path too when the WebSocket mode is off."""
     app = Recorder([{"type": "websocket.accept"}, {"type": "websocket.close", "code": 1000}])
-    scope: Scope = {"type": "websocket", "path": "/v1/responses", "headers": [],
-                    "query_string": b""}  # fmt: skip
+    scope: Scope = {"type": "websocket", "path": path, "headers": [], "query_string": b""}
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -330,7 +332,7 @@ async def test_websockets_pass_through_with_the_servers_receive_and_send() -> No
     async def send(message: Message) -> None:
         sent.append(message)
 
-    await middleware(app)(scope, receive, send)
+    await middleware(app, websocket=websocket)(scope, receive, send)
 
     assert app.calls == [(scope, receive, send)]
     assert sent == [{"type": "websocket.accept"}, {"type": "websocket.close", "code": 1000}]

@@ -1,0 +1,199 @@
+"""``POST {path_prefix}/responses/compact``: a conversation summarised into one input item.
+
+Strategy: the conversation (``input``, or a ``previous_response_id`` chain and ``input``) is
+sent to the model once more, non-streamed and unstored, with ``Settings.compaction_prompt``
+as the last user message, through the same responder as ``POST /responses`` (so keys,
+tenants, limits and upstream errors are exactly those of that route). The answer is the
+compact resource OpenAI's SDKs parse: the conversation's user messages, then one
+``compaction`` item whose ``encrypted_content`` carries the summary, sealed for the tenant
+(``_sealed``, in a domain of its own). Passed back as input, that item becomes a user message
+holding the summary (``_requests``); another server's compaction items are dropped as before.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+
+from ._errors import InvalidRequestError, RequestError, UpstreamError
+from ._items import new_id
+from ._responder import _Responder
+from ._sealed import compaction_tenant, reasoning_key, seal_reasoning
+from ._service import request_id
+from ._store_gateway import normalize_input, tenant_key
+from ._upstream_answer import too_large
+
+if TYPE_CHECKING:
+    from ._middleware import ResponsesMiddleware
+
+__all__ = ["Captured", "compact", "read_json_body", "send_json"]
+
+_JSON_TYPE: Final = (b"content-type", b"application/json")
+_ZERO_USAGE: Final = {
+    "input_tokens": 0,
+    "input_tokens_details": {"cached_tokens": 0},
+    "output_tokens": 0,
+    "output_tokens_details": {"reasoning_tokens": 0},
+    "total_tokens": 0,
+}
+
+
+async def compact(mw: ResponsesMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer one ``POST {path_prefix}/responses/compact``."""
+    try:
+        body = await read_json_body(receive, mw.settings.max_request_bytes)
+        if body is None:
+            return  # the client left
+        request = _summary_request(body, mw.settings.compaction_prompt)
+    except RequestError as exc:
+        await send_json(send, exc.status_code, exc.body())
+        return
+    data = orjson.dumps(request)
+    inner = dict(scope)
+    inner["path"] = scope.get("root_path", "") + mw.settings.responses_path
+    inner["headers"] = [
+        *((k, v) for k, v in scope["headers"] if k not in (b"content-length", b"content-type")),
+        _JSON_TYPE,
+        (b"content-length", str(len(data)).encode("ascii")),
+    ]
+    answer = Captured()
+    delivered = False
+
+    async def inner_receive() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": data, "more_body": False}
+        return await receive()
+
+    responder = _Responder(mw, request_id(scope))
+    await responder(inner, inner_receive, answer.send)
+    if answer.status != 200:
+        await send(
+            {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
+        )
+        await send({"type": "http.response.body", "body": answer.body(), "more_body": False})
+        return
+    response = orjson.loads(answer.body())
+    summary = _output_text(response)
+    if not summary:
+        error = UpstreamError("The model answered the compaction request with no text.")
+        await send_json(send, 502, _error(error))
+        return
+    items = responder.input_items or normalize_input(request.get("input"))
+    tenant = tenant_key(scope, mw.settings)
+    sealed = seal_reasoning(
+        summary,
+        key=reasoning_key(mw.settings.reasoning_key),
+        tenant=compaction_tenant(tenant),
+    )
+    # The prompt was the last user message; it is not part of the conversation.
+    users = [item for item in items[:-1] if item.get("role") == "user"]
+    usage = response.get("usage")
+    resource = {
+        "id": new_id("resp"),
+        "object": "response.compaction",
+        "created_at": int(time.time()),
+        "output": [
+            *users,
+            {"id": new_id("cmp"), "type": "compaction", "encrypted_content": sealed},
+        ],
+        "usage": usage if isinstance(usage, dict) else dict(_ZERO_USAGE),
+    }
+    await send_json(send, 200, resource)
+
+
+class Captured:
+    """An HTTP ``send`` that keeps what the responder answered."""
+
+    __slots__ = ("headers", "parts", "status")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.parts: list[bytes] = []
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = list(message.get("headers", ()))
+        elif message["type"] == "http.response.body":
+            self.parts.append(message.get("body", b""))
+
+    def body(self) -> bytes:
+        return b"".join(self.parts)
+
+
+async def read_json_body(receive: Receive, limit: int) -> dict[str, Any] | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    try:
+        body = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    return body
+
+
+def _summary_request(body: dict[str, Any], prompt: str) -> dict[str, Any]:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestError("Missing required parameter: 'model'.", param="model")
+    given = body.get("input")
+    if given is None and body.get("previous_response_id") is None:
+        raise InvalidRequestError(
+            "Give the conversation to compact: 'input', 'previous_response_id' or both.",
+            param="input",
+        )
+    items = [] if given is None else [given] if isinstance(given, str) else list(given)
+    if items and isinstance(items[0], str):
+        items[0] = {"role": "user", "content": items[0]}
+    request: dict[str, Any] = {
+        "model": model,
+        "input": [*items, {"role": "user", "content": prompt}],
+        "stream": False,
+        "store": False,
+    }
+    previous = body.get("previous_response_id")
+    if previous is not None:
+        request["previous_response_id"] = previous
+    return request
+
+
+def _output_text(response: dict[str, Any]) -> str:
+    texts = [
+        part.get("text") or ""
+        for item in response.get("output") or ()
+        if isinstance(item, dict) and item.get("type") == "message"
+        for part in item.get("content") or ()
+        if isinstance(part, dict) and part.get("type") == "output_text"
+    ]
+    return "".join(texts).strip()
+
+
+def _error(exc: UpstreamError) -> dict[str, Any]:
+    return {
+        "error": {"message": exc.message, "type": "server_error", "param": None, "code": exc.code}
+    }
+
+
+async def send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = orjson.dumps(payload)
+    headers = [_JSON_TYPE, (b"content-length", str(len(body)).encode("ascii"))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

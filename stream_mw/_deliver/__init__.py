@@ -1,0 +1,1 @@
+"""Ways of delivering a response other than the HTTP request that asked for it."""
