@@ -34,6 +34,8 @@ _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 _JSON_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"')
 _IGNORED_KEY = b'"obfuscation":'
+# A JSON string, captured (its escapes are checked by parsing it).
+_DELTA = rb'("[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*")'
 # A JSON string of printable ASCII without escapes (as OpenAI's padding is), checked in
 # place; anything else is checked by parsing it.
 _ASCII_STRING = re.compile(rb'"[\x20\x21\x23-\x5b\x5d-\x7e]*"')
@@ -51,6 +53,7 @@ class Shortcut:
     __slots__ = (
         "aperiodic",
         "end",
+        "event",
         "gap",
         "hits",
         "min_len",
@@ -72,7 +75,41 @@ class Shortcut:
         self.aperiodic = not any(gap[k:] == gap[:-k] for k in range(1, len(gap)))
         # ``gap``, the ignored string when it is plain ASCII, and ``suffix``.
         self.tail = re.compile(re.escape(gap) + _ASCII_STRING.pattern + re.escape(suffix))
+        # The whole event, its delta string captured, for reading a run of events in a read
+        # (one regular-expression match per event, which also finds where the event ends).
+        self.event = re.compile(
+            re.escape(prefix)
+            + _DELTA
+            + (re.escape(gap) + _ASCII_STRING.pattern if gap else b"")
+            + re.escape(suffix)
+        ).match
         self.hits = 0
+
+    def run(self, data: bytes, pos: int, limit: int, texts: list[str]) -> int:
+        """Read the events with this layout that follow one another from ``pos`` (each at
+        most ``limit`` bytes), appending their non-empty deltas to ``texts``; return where
+        the first other event (or the end) starts.
+
+        The match takes an ignored string of plain ASCII only; an event with another kind
+        is left to ``delta_in``."""
+        match = self.event
+        read = 0
+        found = match(data, pos)
+        while found is not None:
+            stop = found.end()
+            if stop - pos > limit:
+                break
+            try:
+                text = _loads(found.group(1))
+            except _JSONDecodeError:
+                break
+            if text:
+                texts.append(text)
+            pos = stop
+            read += 1
+            found = match(data, pos)
+        self.hits += read
+        return pos
 
     def delta_in(self, data: bytes, pos: int, stop: int) -> str | None:
         """The delta string of the event ``data[pos:stop]`` when it has this layout, else
@@ -82,6 +119,16 @@ class Shortcut:
             return None
         gap = self.gap
         if gap:
+            # The usual case, one match (cheaper here than the checks below, which take
+            # any ignored string).
+            found = self.event(data, pos)
+            if found is not None and found.end() == stop:
+                try:
+                    value = _loads(found.group(1))
+                except _JSONDecodeError:
+                    return None
+                self.hits += 1
+                return value  # type: ignore[no-any-return]
             # The delta ends where ``gap`` starts, when what follows ``gap`` is one JSON
             # string (the ignored one) and then ``suffix``.
             quote = data.rfind(b'"', start, stop - self.end - 1)

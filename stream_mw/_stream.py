@@ -236,7 +236,21 @@ class StreamConverter:
             if self._tail:
                 data = self._tail + data
                 self._tail = b""
-            if len(data) <= self._max_read:
+            if len(data) > self._max_read:
+                pass  # several events, or a large one
+            elif not data.endswith(b"\n\n"):
+                if (
+                    len(data) <= self._tail_max
+                    and data.find(b"\n") < 0
+                    and data.find(b"\r") < 0
+                    and translator.state is not _FINISHED
+                    and translator.state is not _NEW
+                ):
+                    # The first part of an event (as when every event is split across
+                    # reads): it waits for the rest.
+                    self._tail = data
+                    return b""
+            else:
                 # The hot path, inlined: a read of exactly one event that a shortcut reads.
                 part = translator.fast_part
                 if part is not None:
@@ -390,6 +404,14 @@ class StreamConverter:
         texts: list[str] = []
         arguments: list[str] = []
         while True:
+            if shortcut is not None:
+                # A run of events the shortcut reads, found and read in one go.
+                after = shortcut.run(data, pos, limit, texts)
+                if after != pos:
+                    if arguments:
+                        self._more_arguments(call, arguments)  # type: ignore[arg-type]
+                        arguments = []
+                    pos = after
             # A plain event is one line: its first line feed is the first of its two (a
             # one-byte search is far cheaper than one for the blank line).
             end = find(b"\n", pos)
