@@ -9,15 +9,17 @@ direction:
     ``_events.EventWriter`` ─▶ bytes
 
 - ``_sse.SSEDecoder`` splits the body into events (bounded, CR/LF/CRLF, BOM, comments);
-- the **reader** (``_chat.py``) turns one ``chat.completion.chunk`` into plain facts (text,
-  reasoning, refusal, annotations, tool-call fragments, usage, finish reason, in-band error);
-  every provider quirk lives there;
-- the **state machine** (``_state.py``) decides which item is open and what finalisation
-  guarantees, and tells the writer which events to write; it handles no bytes;
+- the **reader** (``_chat.py``, with ``_calls.py`` for tool-call fragments) turns one
+  ``chat.completion.chunk`` into plain facts (``_facts.py``: text, reasoning, refusal,
+  annotations, tool-call fragments, usage, finish reason, in-band error); every provider
+  quirk lives there;
+- the **state machine** (``_state.py``, with the records of its items in ``_output.py``)
+  decides which item is open and what finalisation guarantees, and tells the writer which
+  events to write; it handles no bytes;
 - the **writer** (``_events.py``) numbers the events and frames them as SSE.
 
 The reader imports neither the state machine nor the writer; the state machine imports the
-reader's fact vocabulary and the writer; the writer imports neither
+reader's fact vocabulary (not the reader) and the writer; the writer imports neither
 (``tests/converter/test_layers.py`` checks this). Nothing here performs I/O, awaits or reads
 a clock except through the ``clock`` it was given. ``feed()``, ``keepalive()`` and ``close()``
 start the stream implicitly.
@@ -57,24 +59,24 @@ from ._chat import (
     TOOK_REASONING,
     TOOK_REASONING_CONTENT,
     TOOK_TEXT,
-    ChatCall,
     ChatReader,
     unexpected,
 )
 from ._errors import UpstreamError, UpstreamProtocolError
 from ._events import EventWriter
+from ._facts import ChatCall
 from ._items import base_response, new_id, preview, reasoning_sealer
 from ._observe import logger
 from ._settings import Settings
 from ._shortcut import PROVEN, TRIES, Shortcut, learn
 from ._sse import SSEDecoder
-from ._state import _FINISHED, _NEW, State, Translator, _InputDecoder
+from ._state import _FINISHED, _NEW, InputDecoder, State, Translator
 from ._tools import ToolMap
 
 __all__ = ["State", "StreamConverter"]
 
 # Re-exported for the unit tests of the custom-tool input decoder.
-_InputDecoder = _InputDecoder
+_InputDecoder = InputDecoder
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
@@ -145,6 +147,7 @@ class StreamConverter:
 
     __slots__ = (
         "_arguments",
+        "_calls",
         "_decoder",
         "_id",
         "_max_read",
@@ -183,6 +186,7 @@ class StreamConverter:
             think_tags=settings.think_tags,
             max_argument_bytes=settings.max_argument_bytes,
         )
+        self._calls = self._reader.calls
         self._writer = EventWriter(done_marker=settings.done_marker)
         created = created_at if created_at is not None else int(clock())
         self._translator = Translator(
@@ -263,7 +267,7 @@ class StreamConverter:
                                 return b""
                             part.chunks.append(text)
                             return self._writer.delta_now(part.template, text)
-                call = self._reader.fast_call
+                call = self._calls.fast_call
                 if call is not None and translator.state is not _FINISHED:
                     learned = self._arguments
                     shortcut = learned.shortcut
@@ -273,7 +277,7 @@ class StreamConverter:
                             if not text:
                                 return b""
                             try:
-                                self._reader.more_arguments(call, text)
+                                self._calls.more(call, text)
                             except UpstreamError as error:
                                 self._fail(error)
                                 return self._writer.take()
@@ -486,7 +490,7 @@ class StreamConverter:
         if target is None:
             target, learned = translator.reasoning, self._reasoning
         shortcut = learned.shortcut if target is not None and learned.holder is target else None
-        call = self._reader.fast_call
+        call = self._calls.fast_call
         learned = self._arguments
         if call is None or learned.holder is not call or translator.state is _FINISHED:
             return target, shortcut, None, None
@@ -495,10 +499,10 @@ class StreamConverter:
     def _more_arguments(self, call: ChatCall, texts: list[str]) -> None:
         """Arguments deltas a shortcut read for ``call``, up to the one that breaks the
         bound (which raises)."""
-        reader = self._reader
+        more = self._calls.more
         for n, text in enumerate(texts):
             try:
-                reader.more_arguments(call, text)
+                more(call, text)
             except UpstreamError:
                 self._translator.more_arguments(call, texts[:n])
                 raise
@@ -529,7 +533,7 @@ class StreamConverter:
             if took == TOOK_TEXT:
                 holder, learned = translator.fast_part, self._text
             elif took == TOOK_ARGUMENTS:
-                holder, learned = reader.fast_call, self._arguments
+                holder, learned = self._calls.fast_call, self._arguments
             else:
                 holder, learned = translator.reasoning, self._reasoning
             # (Skipped once this holder's layout has been given up: it would change nothing.)

@@ -1334,7 +1334,7 @@ def test_arguments_differing_only_in_obfuscation_take_the_shortcut() -> None:
     converter = make()
     for read in reads[:8]:
         converter.feed(read)
-    assert converter._arguments.holder is converter._reader.fast_call is not None
+    assert converter._arguments.holder is converter._reader.calls.fast_call is not None
     assert converter._arguments.shortcut is not None
     assert converter._arguments.shortcut.gap
     assert converter._arguments.shortcut.hits > 0
