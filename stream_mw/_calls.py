@@ -151,6 +151,21 @@ class Calls:
             "bytes); raise Settings.max_argument_bytes to allow larger calls"
         )
 
+    def extend(self, call: ChatCall, texts: list[str]) -> int:
+        """More arguments for the announced ``call``, in order, up to the one that breaks the
+        bound; how many were added (fewer than ``len(texts)`` when one broke it)."""
+        size = call.arg_bytes
+        limit = self._max_arguments
+        for n, text in enumerate(texts):
+            size += len(text) if text.isascii() else len(text.encode())
+            if size > limit:
+                call.arg_bytes = size
+                call.args += texts[:n]
+                return n
+        call.arg_bytes = size
+        call.args += texts
+        return len(texts)
+
     def more(self, call: ChatCall, text: str) -> None:
         """More arguments for the announced ``call`` (its next fragment, read by a shortcut,
         which stands for ``(ARGUMENTS, call, text)``). Raises when they break the bound."""

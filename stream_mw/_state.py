@@ -285,6 +285,9 @@ class Translator:
     def more_arguments(self, source: ChatCall, texts: list[str]) -> None:
         """Arguments deltas for an announced call, as ``(ARGUMENTS, source, text)`` each."""
         call = source.item
+        if call.decoder is None:
+            self._w.deltas(call.template, texts)
+            return
         for text in texts:
             self._argument_delta(call, text)
 

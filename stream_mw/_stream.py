@@ -408,13 +408,21 @@ class StreamConverter:
         texts: list[str] = []
         arguments: list[str] = []
         while True:
+            # A run of events a shortcut reads, found and read in one go (the deltas are
+            # written when the run ends, in order: only one of the two lists is ever filled).
             if shortcut is not None:
-                # A run of events the shortcut reads, found and read in one go.
                 after = shortcut.run(data, pos, limit, texts)
                 if after != pos:
                     if arguments:
                         self._more_arguments(call, arguments)  # type: ignore[arg-type]
                         arguments = []
+                    pos = after
+            if call_shortcut is not None:
+                after = call_shortcut.run(data, pos, limit, arguments)
+                if after != pos:
+                    if texts:
+                        translator.more_deltas(target, texts)  # type: ignore[arg-type]
+                        texts = []
                     pos = after
             # A plain event is one line: its first line feed is the first of its two (a
             # one-byte search is far cheaper than one for the blank line).
@@ -499,13 +507,11 @@ class StreamConverter:
     def _more_arguments(self, call: ChatCall, texts: list[str]) -> None:
         """Arguments deltas a shortcut read for ``call``, up to the one that breaks the
         bound (which raises)."""
-        more = self._calls.more
-        for n, text in enumerate(texts):
-            try:
-                more(call, text)
-            except UpstreamError:
-                self._translator.more_arguments(call, texts[:n])
-                raise
+        calls = self._calls
+        taken = calls.extend(call, texts)
+        if taken < len(texts):
+            self._translator.more_arguments(call, texts[:taken])
+            raise calls.too_long()
         self._translator.more_arguments(call, texts)
 
     def _parsed_event(self, data: bytes, pos: int, stop: int) -> None:

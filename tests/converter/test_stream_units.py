@@ -806,6 +806,25 @@ def test_arguments_over_the_limit_fail_the_response_naming_the_setting() -> None
     assert not checked.items[0].done
 
 
+def test_arguments_crossing_the_limit_inside_a_run_of_fragments_keep_those_before_it() -> None:
+    first = {"index": 0, "id": "c", "function": {"name": "f", "arguments": ""}}
+    more = [{"index": 0, "function": {"arguments": f"a{i:02}"}} for i in range(40)]
+    reads = body_of(call_chunk(first), *[call_chunk(m) for m in more], chunk({}, "tool_calls"))
+    settings = Settings(max_argument_bytes=100)
+    checked = run(reads, settings=settings)
+    # The rest of the body in one read after the first: the fragments are read as one run.
+    converter = make(settings=settings)
+    together = converter.start() + converter.feed(reads[0])
+    together += converter.feed(b"".join(reads[1:])) + converter.close()
+    converter = make(settings=settings)
+    one_by_one = converter.start() + b"".join(map(converter.feed, reads)) + converter.close()
+    assert together == one_by_one
+    assert checked.status == "failed"
+    # Every fragment within the bound was streamed, none after it.
+    deltas = events_of(checked, "response.function_call_arguments.delta")
+    assert "".join(d["delta"] for d in deltas) == "".join(f"a{i:02}" for i in range(33))
+
+
 def test_namespaced_function_gets_its_original_name_and_namespace() -> None:
     request = {
         "model": "m",
