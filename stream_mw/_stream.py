@@ -240,21 +240,7 @@ class StreamConverter:
             if self._tail:
                 data = self._tail + data
                 self._tail = b""
-            if len(data) > self._max_read:
-                pass  # several events, or a large one
-            elif not data.endswith(b"\n\n"):
-                if (
-                    len(data) <= self._tail_max
-                    and data.find(b"\n") < 0
-                    and data.find(b"\r") < 0
-                    and translator.state is not _FINISHED
-                    and translator.state is not _NEW
-                ):
-                    # The first part of an event (as when every event is split across
-                    # reads): it waits for the rest.
-                    self._tail = data
-                    return b""
-            else:
+            if len(data) <= self._max_read:
                 # The hot path, inlined: a read of exactly one event that a shortcut reads.
                 part = translator.fast_part
                 if part is not None:
@@ -294,6 +280,18 @@ class StreamConverter:
                                 return b""
                             reasoning.chunks.append(text)
                             return self._writer.delta_now(reasoning.template, text)
+            if (
+                data[-1:] != b"\n"
+                and len(data) <= self._tail_max
+                and data.find(b"\n") < 0
+                and data.find(b"\r") < 0
+                and translator.state is not _FINISHED
+                and translator.state is not _NEW
+            ):
+                # The first part of an event (as when every event is split across reads): it
+                # waits for the rest without the general path.
+                self._tail = data
+                return b""
         state = translator.state
         if state is _FINISHED:
             return b""
