@@ -246,8 +246,11 @@ class StreamConverter:
                 if part is not None:
                     learned = self._text
                     shortcut = learned.shortcut
-                    if shortcut is not None and learned.holder is part:
-                        text = shortcut.delta_in(data, 0, len(data))
+                    # (A read too short for the layout, such as the first part of an event
+                    # split across reads, is not even tried.)
+                    size = len(data)
+                    if shortcut is not None and learned.holder is part and size >= shortcut.min_len:
+                        text = shortcut.delta_in(data, 0, size)
                         if text is not None:
                             if not text:
                                 return b""
