@@ -92,9 +92,9 @@ from ._items import (
     refusal_part,
 )
 from ._observe import logger
-from ._output import Call, InputDecoder, Message, Part, Reasoning, joined
+from ._output import Call, Message, Part, Reasoning, joined
 
-__all__ = ["TRANSITIONS", "InputDecoder", "State", "Translator"]
+__all__ = ["TRANSITIONS", "State", "Translator"]
 
 
 class State(enum.Enum):

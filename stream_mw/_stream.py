@@ -39,8 +39,11 @@ lines, CRs, a larger event) and hands an unfinished event back once that is all 
 Each plain event first meets the byte-level shortcuts (``_shortcut.py``): an event laid out
 byte for byte like the previous chunk of the open text part or reasoning item, or of the last
 call's arguments, but for its delta string (and OpenAI's random ``obfuscation``), is read
-without parsing the chunk; a run of such deltas is written in one go. This works per event,
-so it applies whether a read holds one event, several, or part of one. Every shortcut gives
+without parsing the chunk; in a read of several events, a run of them is found and read with
+one compiled match per event (which finds the event's end and its delta at once), and the
+run's deltas are written in one go. This works per event, so it applies whether a read holds
+one event, several, or part of one; a read holding only the first part of an event is set
+aside at once. Every shortcut gives
 exactly the output of the full path, so the output does not depend on how the body was split
 into reads. For the commonest read of all, one event that a shortcut reads, ``feed()`` itself
 adds the delta to the open item and has the writer frame it, as the state machine would.
@@ -70,13 +73,11 @@ from ._observe import logger
 from ._settings import Settings
 from ._shortcut import PROVEN, TRIES, Shortcut, learn
 from ._sse import SSEDecoder
-from ._state import _FINISHED, _NEW, InputDecoder, State, Translator
+from ._state import _FINISHED, _NEW, State, Translator
 from ._tools import ToolMap
 
 __all__ = ["State", "StreamConverter"]
 
-# Re-exported for the unit tests of the custom-tool input decoder.
-_InputDecoder = InputDecoder
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError

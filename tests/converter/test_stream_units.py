@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from stream_mw import Settings, StreamConverter, UpstreamReportedError
-from stream_mw._stream import State, _InputDecoder
+from stream_mw._output import InputDecoder
+from stream_mw._stream import State
 from tests.checker import CheckedStream, check_stream
 
 RESPONSE_ID = "resp_00112233445566778899aabbccddeeff"
@@ -945,7 +946,7 @@ def test_custom_tool_call_input_written_bare_is_kept() -> None:
 def test_input_decoder_deltas_concatenate_to_the_input_at_any_split(arguments: str) -> None:
     expected = orjson.loads(arguments)["input"]
     for size in (1, 2, 5, len(arguments)):
-        decoder = _InputDecoder()
+        decoder = InputDecoder()
         streamed = "".join(
             decoder.feed(arguments[i : i + size]) for i in range(0, len(arguments), size)
         )
