@@ -17,6 +17,10 @@ after the delta are ``gap``, that string, then ``suffix``; both strings may vary
 checked to be exactly one JSON string. Nothing reads ``obfuscation``, so its value cannot
 change the translation.
 
+``Learned`` keeps the shortcut of one holder (an open item of the caller's): a layout that
+served ``PROVEN`` events is re-learned when it drifts, one that did not is given up after
+``TRIES`` tries.
+
 A shortcut works on one whole plain event (``data: …\\n\\n``), wherever it sits in a read, so
 it applies as well when a read holds many events as when it holds one. It knows nothing of
 items or events: the caller decides which open item a learned layout belongs to.
@@ -28,7 +32,7 @@ import re
 
 import orjson
 
-__all__ = ["PROVEN", "TRIES", "Shortcut", "learn"]
+__all__ = ["PROVEN", "TRIES", "Learned", "Shortcut", "learn"]
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
@@ -193,3 +197,30 @@ def learn(data: bytes, key: bytes) -> Shortcut | None:
         if value is not None:
             return Shortcut(data[:start], data[value.end() :], data[match.end() : value_at])
     return Shortcut(data[:start], data[match.end() :])
+
+
+class Learned:
+    """The shortcut learned for one holder (the caller's open text part, call or reasoning
+    item, which this module sees only as an object to compare by identity)."""
+
+    __slots__ = ("holder", "shortcut", "tries")
+
+    def __init__(self) -> None:
+        self.holder: object = None
+        self.shortcut: Shortcut | None = None
+        self.tries = TRIES
+
+    def update(self, holder: object, data: bytes, key: bytes) -> None:
+        """Learn the layout of ``data``, an event of ``holder`` that was read in full, around
+        the string value of ``key`` (unless this holder's layout has been given up)."""
+        if holder is not self.holder:
+            self.holder = holder
+            self.shortcut = None
+            self.tries = TRIES
+        shortcut = self.shortcut
+        if shortcut is None or shortcut.hits < PROVEN:
+            if self.tries <= 0:
+                self.shortcut = None  # this upstream's layout varies: stop trying
+                return
+            self.tries -= 1
+        self.shortcut = learn(data, key)

@@ -71,7 +71,7 @@ from ._facts import ChatCall
 from ._items import base_response, new_id, preview, reasoning_sealer
 from ._observe import logger
 from ._settings import Settings
-from ._shortcut import PROVEN, TRIES, Shortcut, learn
+from ._shortcut import Learned, Shortcut
 from ._sse import SSEDecoder
 from ._state import _FINISHED, _NEW, State, Translator
 from ._tools import ToolMap
@@ -93,30 +93,6 @@ _SHORTCUT_KEYS = {
     TOOK_REASONING_CONTENT: b'"reasoning_content":',
     TOOK_REASONING: b'"reasoning":',
 }
-
-
-class _Learned:
-    """The shortcut learned for one open holder (a text part, a call, a reasoning item)."""
-
-    __slots__ = ("holder", "shortcut", "tries")
-
-    def __init__(self) -> None:
-        self.holder: object = None
-        self.shortcut: Shortcut | None = None
-        self.tries = TRIES
-
-    def update(self, holder: object, data: bytes, key: bytes) -> None:
-        if holder is not self.holder:
-            self.holder = holder
-            self.shortcut = None
-            self.tries = TRIES
-        shortcut = self.shortcut
-        if shortcut is None or shortcut.hits < PROVEN:
-            if self.tries <= 0:
-                self.shortcut = None  # this upstream's layout varies: stop trying
-                return
-            self.tries -= 1
-        self.shortcut = learn(data, key)
 
 
 class StreamConverter:
@@ -202,9 +178,9 @@ class StreamConverter:
             clock=clock,
             think_tags=settings.think_tags,
         )
-        self._text = _Learned()
-        self._arguments = _Learned()
-        self._reasoning = _Learned()
+        self._text = Learned()
+        self._arguments = Learned()
+        self._reasoning = Learned()
 
     # --- public API ---------------------------------------------------------------------
 
