@@ -6,7 +6,7 @@ Theory of operation
 in the order the chunk carries them; ``read_payload`` does the same for an event's raw data
 (``[DONE]``, blank data) and raises ``UpstreamProtocolError`` for data that is not a JSON
 object, as ``read_message`` does for an error event. A fact is a tuple whose first element is
-its kind:
+its kind (``_facts.py``, shared with the state machine):
 
 =====================  =======================================================
 ``(MODEL, name)``      the upstream's model name (the first one seen)
@@ -34,14 +34,9 @@ Every provider quirk lives here, so the state machine sees one vocabulary:
   vLLM), ``reasoning_details``/``thinking_blocks`` (``reasoning_of``), a Magistral
   ``thinking`` content part (``content_pieces``), or opt-in ``<think>`` tags in the text
   (``ThinkSplitter``, flushed by ``end()``);
-- tool calls: a fragment belongs to the call with its upstream ``id``, else to the call at
-  its ``index`` (a new ``id`` at a used index is a new call: Ollama puts every call at 0),
-  else to the call at its position in the delta; a name repeated on every fragment (Gemini)
-  does not start a new call unless the previous call's arguments are whole; arguments sent as
-  an object rather than a JSON string are encoded; native custom-tool calls (``custom`` with
-  ``input``) and the pre-tools ``function_call`` are read as calls too; once named, a call's
-  Chat name is mapped back to the tool the request declared (its namespace, or a custom
-  tool, whose one-string arguments the state machine decodes as they stream);
+- tool calls: which call a fragment belongs to (by upstream ``id``, ``index`` or position,
+  as Ollama, Gemini and vLLM differ), arguments sent as objects, native custom-tool calls,
+  the pre-tools ``function_call`` and the bound on arguments are kept by ``_calls.Calls``;
 - errors inside a 2xx body (``{"error": …}``, vLLM's ``{"object": "error"}``, ``event:
   error``, llama.cpp's ``error:`` field); ``ProxyApp``'s report that its read failed
   (``upstream_broke_off``) after ``finish_reason`` ends the stream normally, as the reply
@@ -60,7 +55,24 @@ from typing import Any
 
 import orjson
 
+from ._calls import Calls
 from ._errors import UpstreamError, UpstreamProtocolError
+from ._facts import (
+    ANNOTATION,
+    ARGUMENTS,
+    END,
+    FAIL,
+    FINISH,
+    MODEL,
+    NAMED,
+    NEW_CALL,
+    REASONING,
+    REFUSAL,
+    TEXT,
+    USAGE,
+    ChatCall,
+    Fact,
+)
 from ._items import (
     ThinkSplitter,
     content_pieces,
@@ -97,13 +109,9 @@ __all__ = [
     "unexpected",
 ]
 
-_dumps = orjson.dumps
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 
-TEXT, ARGUMENTS, REASONING, REFUSAL, ANNOTATION = range(5)
-NEW_CALL, NAMED, MODEL, FINISH, USAGE, FAIL, END = range(5, 12)
-Fact = tuple[Any, ...]
 _END: Fact = (END,)
 
 # Which common chunk ``read`` saw (for the caller's shortcut).
@@ -122,47 +130,6 @@ _REASONING_KEYS = frozenset({"reasoning", "content", "role"})
 _UPSTREAM_BROKE_OFF = "upstream_broke_off"
 
 
-class ChatCall:
-    """One upstream tool call as the reader knows it: identity, name and raw arguments."""
-
-    __slots__ = (
-        "announced",
-        "arg_bytes",
-        "args",
-        "custom",
-        "item",
-        "name",
-        "namespace",
-        "raw_input",
-        "tool_name",
-        "upstream_id",
-    )
-
-    def __init__(self, upstream_id: str | None) -> None:
-        self.upstream_id = upstream_id
-        #: The Chat function name, once a fragment carried one.
-        self.name: str | None = None
-        #: A native Chat custom-tool call (OpenAI): ``input`` arrives as is, not as JSON.
-        self.raw_input = False
-        self.args: list[str] = []
-        self.arg_bytes = 0
-        #: Whether ``NAMED`` was reported (later arguments are reported as they come).
-        self.announced = False
-        #: Set with ``NAMED``: the Responses name (as declared, without its namespace), the
-        #: namespace it was declared in, and whether it is a custom (freeform) tool.
-        self.tool_name = ""
-        self.namespace: str | None = None
-        self.custom = False
-        #: The state machine's item for this call; the reader never reads it.
-        self.item: Any = None
-
-    def arguments(self) -> str:
-        args = self.args
-        if len(args) > 1:
-            args[:] = ["".join(args)]
-        return args[0] if args else ""
-
-
 class ChatReader:
     """Reads one Chat Completions stream's chunks into facts (see the module docstring).
 
@@ -173,36 +140,20 @@ class ChatReader:
         max_argument_bytes: The bound on one call's arguments; more fails the stream.
     """
 
-    __slots__ = (
-        "_by_id",
-        "_by_key",
-        "_label",
-        "_max_arguments",
-        "_model",
-        "_think",
-        "_tools",
-        "fast_call",
-        "finish_reason",
-        "took",
-    )
+    __slots__ = ("_label", "_model", "_think", "calls", "finish_reason", "took")
 
     def __init__(
         self, label: str, tools: ToolMap, *, think_tags: bool, max_argument_bytes: int
     ) -> None:
         self._label = label
-        self._tools = tools
         self._think = ThinkSplitter() if think_tags else None
-        self._max_arguments = max_argument_bytes
-        self._by_key: dict[int, ChatCall] = {}
-        self._by_id: dict[str, ChatCall] = {}
+        #: The stream's tool calls (``calls.fast_call``: where arguments-only chunks go).
+        self.calls = Calls(tools, max_argument_bytes)
         self._model: str | None = None
         #: The finish reason, once a chunk carried one.
         self.finish_reason: str | None = None
         #: Which common chunk the last ``read`` saw (``TOOK_*``).
         self.took = TOOK_NONE
-        #: The call the last arguments-only chunk went to; ``None`` once a new call may have
-        #: taken over its index.
-        self.fast_call: ChatCall | None = None
 
     # --- whole events -----------------------------------------------------------------
 
@@ -291,14 +242,6 @@ class ChatReader:
             facts.append((FAIL, unexpected(error)))
         return facts
 
-    def more_arguments(self, call: ChatCall, text: str) -> None:
-        """More arguments for the announced ``call`` (its next fragment, read by a shortcut,
-        which stands for ``(ARGUMENTS, call, text)``). Raises when they break the bound."""
-        call.arg_bytes += len(text) if text.isascii() else len(text.encode())
-        if call.arg_bytes > self._max_arguments:
-            raise self._too_long()
-        call.args.append(text)
-
     def _read_common(self, choice: dict[str, Any]) -> list[Fact] | None:
         """The facts of a chunk that is only one more text, arguments or reasoning string
         (exactly what the general walk gives for it); ``None`` for any other chunk."""
@@ -325,7 +268,8 @@ class ChatReader:
             if type(function) is dict and not fragment.get("id") and not function.get("name"):
                 arguments = function.get("arguments")
                 index = fragment.get("index")
-                call = self._by_key.get(0 if index is None else index)
+                calls = self.calls
+                call = calls.by_key.get(0 if index is None else index)
                 if (
                     call is not None
                     and call.announced
@@ -334,8 +278,8 @@ class ChatReader:
                 ):
                     facts: list[Fact] = []
                     if arguments:
-                        self._arguments(call, arguments, facts)
-                    self.fast_call = call
+                        calls.add(call, arguments, facts)
+                    calls.fast_call = call
                     self.took = TOOK_ARGUMENTS
                     return facts
             return None
@@ -410,12 +354,12 @@ class ChatReader:
         tool_calls = delta.get("tool_calls")
         if tool_calls and isinstance(tool_calls, list):
             for position, fragment in enumerate(tool_calls):
-                if isinstance(fragment, dict) and self._tool_fragment(fragment, position, facts):
+                if isinstance(fragment, dict) and self.calls.fragment(fragment, position, facts):
                     return True
         function_call = delta.get("function_call")
         if function_call and isinstance(function_call, dict):
             # The pre-tools API: one call per response, no id, no index.
-            return self._tool_fragment({"index": -1, "function": function_call}, 0, facts)
+            return self.calls.fragment({"index": -1, "function": function_call}, 0, facts)
         return False
 
     def _content(self, content: str, choice: dict[str, Any], facts: list[Fact]) -> None:
@@ -431,113 +375,11 @@ class ChatReader:
                 facts.append((TEXT, piece, mapped))
                 mapped = None
 
-    # --- tool calls -------------------------------------------------------------------
-
-    def _tool_fragment(self, fragment: dict[str, Any], position: int, facts: list[Fact]) -> bool:
-        """Read one tool-call fragment into ``facts``; whether it ended with ``FAIL``."""
-        function = fragment.get("function")
-        custom = fragment.get("custom")
-        raw_input = False
-        if not isinstance(function, dict) and isinstance(custom, dict):
-            function = {"name": custom.get("name"), "arguments": custom.get("input")}
-            raw_input = True
-        elif not isinstance(function, dict):
-            function = {}
-        name = function.get("name")
-        arguments = function.get("arguments")
-        call = self._find_call(fragment, position, name, facts)
-        if raw_input:
-            call.raw_input = True
-        if call.name is None and isinstance(name, str) and name:
-            call.name = name
-        if arguments is not None and not isinstance(arguments, str):
-            # Some backends send the arguments as an object rather than a JSON string.
-            arguments = _dumps(arguments).decode()
-        if arguments and self._arguments(call, arguments, facts):
-            return True
-        if not call.announced and call.name is not None:
-            target = self._tools.resolve(call.name)
-            call.tool_name = target.name
-            call.namespace = target.namespace
-            call.custom = target.kind == "custom" or call.raw_input
-            call.announced = True
-            facts.append((NAMED, call))
-        return False
-
-    def _find_call(
-        self, fragment: dict[str, Any], position: int, name: object, facts: list[Fact]
-    ) -> ChatCall:
-        """The call a fragment belongs to: by upstream id, else by index (else position)."""
-        upstream_id = fragment.get("id")
-        if not (isinstance(upstream_id, str) and upstream_id):
-            upstream_id = None
-        else:
-            known = self._by_id.get(upstream_id)
-            if known is not None:
-                return known
-        index = fragment.get("index")
-        indexed = isinstance(index, int) and not isinstance(index, bool)
-        key: int = index if isinstance(index, int) and indexed else position
-        existing = self._by_key.get(key)
-        if existing is not None:
-            if upstream_id is None:
-                # Without an id, an explicit index is the call's identity (a name may be
-                # repeated on every fragment). Without either, a name starts a new call when
-                # the previous one has another name or its arguments are already whole.
-                if (
-                    indexed
-                    or not (isinstance(name, str) and name and existing.name)
-                    or (name == existing.name and not _complete_json(existing.arguments()))
-                ):
-                    return existing
-            elif existing.upstream_id is None and not existing.announced:
-                existing.upstream_id = upstream_id
-                self._by_id[upstream_id] = existing
-                return existing
-            # Otherwise a different id at a known index (Ollama puts every call at index 0):
-            # a new call.
-        call = ChatCall(upstream_id)
-        # The new call may take over an index the common-chunk path routes by.
-        self.fast_call = None
-        self._by_key[key] = call
-        if upstream_id is not None:
-            self._by_id[upstream_id] = call
-        facts.append((NEW_CALL, call))
-        return call
-
-    def _arguments(self, call: ChatCall, text: str, facts: list[Fact]) -> bool:
-        """Add ``text`` to ``call``'s arguments; whether that broke the bound (``FAIL``)."""
-        call.arg_bytes += len(text) if text.isascii() else len(text.encode())
-        if call.arg_bytes > self._max_arguments:
-            facts.append((FAIL, self._too_long()))
-            return True
-        call.args.append(text)
-        if call.announced:
-            facts.append((ARGUMENTS, call, text))
-        # Otherwise the call is announced, with everything so far, once its name arrives.
-        return False
-
-    def _too_long(self) -> UpstreamProtocolError:
-        return UpstreamProtocolError(
-            f"upstream tool call arguments exceed max_argument_bytes ({self._max_arguments} "
-            "bytes); raise Settings.max_argument_bytes to allow larger calls"
-        )
-
 
 def _lost_upstream(error: object) -> bool:
     """Whether an in-band error is a proxy's report of a failed read (a transport failure
     that only ends the body early), rather than the upstream's own error."""
     return isinstance(error, dict) and error.get("code") == _UPSTREAM_BROKE_OFF
-
-
-def _complete_json(text: str) -> bool:
-    if not text:
-        return False
-    try:
-        _loads(text)
-    except _JSONDecodeError:
-        return False
-    return True
 
 
 def _json_or_text(data: bytes) -> object:

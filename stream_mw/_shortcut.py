@@ -17,6 +17,10 @@ after the delta are ``gap``, that string, then ``suffix``; both strings may vary
 checked to be exactly one JSON string. Nothing reads ``obfuscation``, so its value cannot
 change the translation.
 
+``Learned`` keeps the shortcut of one holder (an open item of the caller's): a layout that
+served ``PROVEN`` events is re-learned when it drifts, one that did not is given up after
+``TRIES`` tries.
+
 A shortcut works on one whole plain event (``data: …\\n\\n``), wherever it sits in a read, so
 it applies as well when a read holds many events as when it holds one. It knows nothing of
 items or events: the caller decides which open item a learned layout belongs to.
@@ -28,12 +32,14 @@ import re
 
 import orjson
 
-__all__ = ["PROVEN", "TRIES", "Shortcut", "learn"]
+__all__ = ["PROVEN", "TRIES", "Learned", "Shortcut", "learn"]
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 _JSON_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"')
 _IGNORED_KEY = b'"obfuscation":'
+# A JSON string, captured (its escapes are checked by parsing it).
+_DELTA = rb'("[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*")'
 # A JSON string of printable ASCII without escapes (as OpenAI's padding is), checked in
 # place; anything else is checked by parsing it.
 _ASCII_STRING = re.compile(rb'"[\x20\x21\x23-\x5b\x5d-\x7e]*"')
@@ -51,6 +57,7 @@ class Shortcut:
     __slots__ = (
         "aperiodic",
         "end",
+        "event",
         "gap",
         "hits",
         "min_len",
@@ -72,7 +79,42 @@ class Shortcut:
         self.aperiodic = not any(gap[k:] == gap[:-k] for k in range(1, len(gap)))
         # ``gap``, the ignored string when it is plain ASCII, and ``suffix``.
         self.tail = re.compile(re.escape(gap) + _ASCII_STRING.pattern + re.escape(suffix))
+        # The whole event, its delta string captured, for reading a run of events in a read
+        # (one regular-expression match per event, which also finds where the event ends).
+        self.event = re.compile(
+            re.escape(prefix)
+            + _DELTA
+            + (re.escape(gap) + _ASCII_STRING.pattern if gap else b"")
+            + re.escape(suffix)
+        ).match
         self.hits = 0
+
+    def run(self, data: bytes, pos: int, limit: int, texts: list[str]) -> int:
+        """Read the events with this layout that follow one another from ``pos`` (each at
+        most ``limit`` bytes), appending their non-empty deltas to ``texts``; return where
+        the first other event (or the end) starts.
+
+        The match takes an ignored string of plain ASCII only; an event with another kind
+        is left to ``delta_in``. (For one event on its own, ``delta_in`` is the cheaper of
+        the two.)"""
+        match = self.event
+        read = 0
+        found = match(data, pos)
+        while found is not None:
+            stop = found.end()
+            if stop - pos > limit:
+                break
+            try:
+                text = _loads(found.group(1))
+            except _JSONDecodeError:
+                break
+            if text:
+                texts.append(text)
+            pos = stop
+            read += 1
+            found = match(data, pos)
+        self.hits += read
+        return pos
 
     def delta_in(self, data: bytes, pos: int, stop: int) -> str | None:
         """The delta string of the event ``data[pos:stop]`` when it has this layout, else
@@ -155,3 +197,30 @@ def learn(data: bytes, key: bytes) -> Shortcut | None:
         if value is not None:
             return Shortcut(data[:start], data[value.end() :], data[match.end() : value_at])
     return Shortcut(data[:start], data[match.end() :])
+
+
+class Learned:
+    """The shortcut learned for one holder (the caller's open text part, call or reasoning
+    item, which this module sees only as an object to compare by identity)."""
+
+    __slots__ = ("holder", "shortcut", "tries")
+
+    def __init__(self) -> None:
+        self.holder: object = None
+        self.shortcut: Shortcut | None = None
+        self.tries = TRIES
+
+    def update(self, holder: object, data: bytes, key: bytes) -> None:
+        """Learn the layout of ``data``, an event of ``holder`` that was read in full, around
+        the string value of ``key`` (unless this holder's layout has been given up)."""
+        if holder is not self.holder:
+            self.holder = holder
+            self.shortcut = None
+            self.tries = TRIES
+        shortcut = self.shortcut
+        if shortcut is None or shortcut.hits < PROVEN:
+            if self.tries <= 0:
+                self.shortcut = None  # this upstream's layout varies: stop trying
+                return
+            self.tries -= 1
+        self.shortcut = learn(data, key)

@@ -47,20 +47,20 @@ What finalisation guarantees (``docs/design.md``, Guarantees):
   announced item with the streamed ids and final content; a call that never got its done
   events is listed with status ``incomplete`` and the arguments (input) its deltas carried.
 
-Text is kept as a list of fragments joined once at the end, so a delta costs an append.
+What each item has received so far (its text fragments, parts, a custom call's decoded
+input) is kept in the records of ``_output.py``, so that this module holds the moves alone.
 """
 
 from __future__ import annotations
 
 import enum
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-import orjson
-
-from ._chat import (
+from ._errors import UpstreamError, UpstreamProtocolError, UpstreamReportedError
+from ._events import EventWriter, delta_template
+from ._facts import (
     ANNOTATION,
     ARGUMENTS,
     END,
@@ -76,11 +76,8 @@ from ._chat import (
     ChatCall,
     Fact,
 )
-from ._errors import UpstreamError, UpstreamProtocolError, UpstreamReportedError
-from ._events import EventWriter, Template, delta_template
 from ._items import (
     Outcome,
-    custom_input_of,
     custom_tool_call_item,
     error_object,
     finish_outcome,
@@ -95,11 +92,9 @@ from ._items import (
     refusal_part,
 )
 from ._observe import logger
+from ._output import Call, Message, Part, Reasoning, joined
 
 __all__ = ["TRANSITIONS", "State", "Translator"]
-
-_loads = orjson.loads
-_JSONDecodeError = orjson.JSONDecodeError
 
 
 class State(enum.Enum):
@@ -135,197 +130,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 class _IllegalTransition(UpstreamProtocolError):
     """The translator was asked for a move its table does not allow (a bug, reported as a
     failed response rather than a half-finished stream)."""
-
-
-def _joined(chunks: list[str]) -> str:
-    """The fragments as one string, joined once and kept joined (later reads are free)."""
-    if len(chunks) > 1:
-        chunks[:] = ["".join(chunks)]
-    return chunks[0] if chunks else ""
-
-
-class _Part:
-    """One content part of a message: ``output_text`` or ``refusal``."""
-
-    __slots__ = ("annotations", "chunks", "index", "kind", "logprobs", "template", "template_lp")
-
-    def __init__(self, kind: Literal["output_text", "refusal"], index: int) -> None:
-        self.kind = kind
-        self.index = index
-        self.chunks: list[str] = []
-        self.logprobs: list[dict[str, Any]] = []
-        self.annotations: list[dict[str, Any]] = []
-        self.template: Template = b""
-        # The delta template with the delta's logprobs (a third ``%s``).
-        self.template_lp: Template = b""
-
-    def text(self) -> str:
-        return _joined(self.chunks)
-
-    def as_dict(self) -> dict[str, Any]:
-        if self.kind == "refusal":
-            return refusal_part(self.text())
-        return output_text_part(self.text(), self.annotations, self.logprobs)
-
-
-class _Message:
-    __slots__ = ("id", "index", "part", "parts", "status")
-
-    def __init__(self, item_id: str, index: int) -> None:
-        self.id = item_id
-        self.index = index
-        self.parts: list[_Part] = []
-        self.part: _Part | None = None
-        self.status = "in_progress"
-
-    def as_dict(self) -> dict[str, Any]:
-        return message_item(self.id, self.status, [p.as_dict() for p in self.parts])
-
-
-class _Reasoning:
-    __slots__ = ("chunks", "id", "index", "sealed", "status", "template")
-
-    def __init__(self, item_id: str, index: int) -> None:
-        self.id = item_id
-        self.index = index
-        self.chunks: list[str] = []
-        self.template: Template = b""
-        self.status = "in_progress"
-        #: The ``encrypted_content`` token, made once when the item is done (if asked for).
-        self.sealed: str | None = None
-
-    def text(self) -> str:
-        return _joined(self.chunks)
-
-
-class _Call:
-    """A function or custom tool call item, added once the upstream named the call."""
-
-    __slots__ = (
-        "call_id",
-        "decoder",
-        "done",
-        "id",
-        "index",
-        "source",
-        "status",
-        "streamed",
-        "template",
-    )
-
-    def __init__(self, source: ChatCall, item_id: str, index: int, call_id: str) -> None:
-        self.source = source
-        self.id = item_id
-        self.index = index
-        self.call_id = call_id
-        self.status = "in_progress"
-        #: Whether its done events were sent (its arguments are final, or closed by setting).
-        self.done = False
-        self.decoder = _InputDecoder() if source.custom else None
-        # The custom-tool input sent so far as deltas.
-        self.streamed: list[str] = []
-        self.template: Template = b""
-
-    def final_input(self) -> str:
-        arguments = _joined(self.source.args)
-        if self.source.raw_input:
-            return arguments
-        decoder = self.decoder
-        if decoder is not None and decoder.state in (_InputDecoder.INSIDE, _InputDecoder.CLOSED):
-            try:
-                _loads(arguments)
-            except _JSONDecodeError:
-                # Cut short: the input is what could be decoded.
-                return "".join(self.streamed)
-        return custom_input_of(arguments)
-
-    def as_dict(self) -> dict[str, Any]:
-        source = self.source
-        if source.custom:
-            # Until its done events, a call shows only the input its deltas carried.
-            text = self.final_input() if self.done else "".join(self.streamed)
-            return custom_tool_call_item(self.id, self.status, self.call_id, source.tool_name, text)
-        return function_call_item(
-            self.id,
-            self.status,
-            self.call_id,
-            source.tool_name,
-            _joined(source.args),
-            source.namespace,
-        )
-
-
-_INPUT_START = re.compile(r'\s*\{\s*"input"\s*:\s*"')
-_INPUT_PREFIX = '{"input":"'
-_STRING_BODY = re.compile(r'(?:[^"\\\x00-\x1f]+|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*')
-_ESCAPE_PREFIX = re.compile(r"\\(u[0-9a-fA-F]{0,3})?\Z")
-_HIGH_SURROGATE_TAIL = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}\Z")
-
-
-class _InputDecoder:
-    """Streams the ``input`` string of a custom tool's ``{"input": "..."}`` arguments as its
-    JSON arrives, so ``custom_tool_call_input.delta`` events carry decoded text.
-
-    Only the canonical layout (``input`` as the first key) is decoded on the fly; anything
-    else gives up, and the whole input is sent as one delta when the call ends. An escape or
-    a surrogate pair split across fragments is held back until complete.
-    """
-
-    SEEKING, INSIDE, CLOSED, GAVE_UP = range(4)
-
-    __slots__ = ("_pending", "state")
-
-    def __init__(self) -> None:
-        self.state = self.SEEKING
-        self._pending = ""
-
-    def feed(self, fragment: str) -> str:
-        if self.state >= self.CLOSED:
-            return ""
-        text = self._pending + fragment
-        self._pending = ""
-        if self.state == self.SEEKING:
-            match = _INPUT_START.match(text)
-            if match is None:
-                squeezed = "".join(text.split())
-                if len(squeezed) < len(_INPUT_PREFIX) and _INPUT_PREFIX.startswith(squeezed):
-                    self._pending = text
-                else:
-                    self.state = self.GAVE_UP
-                return ""
-            self.state = self.INSIDE
-            text = text[match.end() :]
-        body = _STRING_BODY.match(text)
-        end = body.end() if body is not None else 0
-        rest = text[end:]
-        if rest.startswith('"'):
-            self.state = self.CLOSED
-        elif rest and _ESCAPE_PREFIX.match(rest):
-            self._pending = rest
-        elif rest:
-            self.state = self.GAVE_UP
-        piece = text[:end]
-        tail = _HIGH_SURROGATE_TAIL.search(piece)
-        if tail is not None and self.state == self.INSIDE and _escapes(piece, tail.start()):
-            # Half of a surrogate pair: wait for the other half.
-            self._pending = piece[tail.start() :] + self._pending
-            piece = piece[: tail.start()]
-        if not piece:
-            return ""
-        try:
-            decoded: str = _loads(b'"' + piece.encode() + b'"')
-        except _JSONDecodeError:
-            self.state = self.GAVE_UP
-            return ""
-        return decoded
-
-
-def _escapes(text: str, backslash: int) -> bool:
-    """Whether the backslash at ``backslash`` starts an escape (is not itself escaped)."""
-    count = 0
-    while backslash - count - 1 >= 0 and text[backslash - count - 1] == "\\":
-        count += 1
-    return count % 2 == 0
 
 
 class Translator:
@@ -394,15 +198,15 @@ class Translator:
         self._seal = seal
         self._clock = clock
         self.state = _NEW
-        self._items: list[_Message | _Reasoning | _Call] = []
-        self._message: _Message | None = None
-        self._text_part: _Part | None = None
+        self._items: list[Message | Reasoning | Call] = []
+        self._message: Message | None = None
+        self._text_part: Part | None = None
         #: The open output_text part, when its deltas are never split by a ``<think>`` reader
         #: (a byte-level shortcut may then add text to it directly).
-        self.fast_part: _Part | None = None
+        self.fast_part: Part | None = None
         self._fast_parts = not think_tags
         #: The open reasoning item.
-        self.reasoning: _Reasoning | None = None
+        self.reasoning: Reasoning | None = None
         # Every call the reader saw, named or not (an unnamed one fails the response).
         self._calls: list[ChatCall] = []
         self._finish_reason: str | None = None
@@ -468,7 +272,7 @@ class Translator:
             elif kind == END:
                 self.finalize(None)
 
-    def more_deltas(self, target: _Part | _Reasoning, texts: list[str]) -> None:
+    def more_deltas(self, target: Part | Reasoning, texts: list[str]) -> None:
         """Deltas for the open ``fast_part`` or ``reasoning`` item, one event each."""
         target.chunks.extend(texts)
         self._w.deltas(target.template, texts)
@@ -481,10 +285,13 @@ class Translator:
     def more_arguments(self, source: ChatCall, texts: list[str]) -> None:
         """Arguments deltas for an announced call, as ``(ARGUMENTS, source, text)`` each."""
         call = source.item
+        if call.decoder is None:
+            self._w.deltas(call.template, texts)
+            return
         for text in texts:
             self._argument_delta(call, text)
 
-    def _open_message(self) -> _Message:
+    def _open_message(self) -> Message:
         message = self._message
         if message is not None:
             return message
@@ -492,17 +299,17 @@ class Translator:
             self._close_reasoning("completed")
         self._move(_MESSAGE)
         index = len(self._items)
-        message = _Message(item_id(self._id, "msg", index), index)
+        message = Message(item_id(self._id, "msg", index), index)
         self._items.append(message)
         self._message = message
         self._w.item_added(index, message_item(message.id, "in_progress", []))
         return message
 
-    def _open_part(self, kind: Literal["output_text", "refusal"]) -> _Part:
+    def _open_part(self, kind: Literal["output_text", "refusal"]) -> Part:
         message = self._open_message()
         if message.part is not None:
             self._close_part(message, message.part)
-        part = _Part(kind, len(message.parts))
+        part = Part(kind, len(message.parts))
         message.parts.append(part)
         message.part = part
         where = (message.id, message.index, "content_index", part.index)
@@ -558,7 +365,7 @@ class Translator:
         )
         part.annotations.append(annotation)
 
-    def _close_part(self, message: _Message, part: _Part) -> None:
+    def _close_part(self, message: Message, part: Part) -> None:
         text = part.text()
         if part.kind == "output_text":
             self._w.text_done(message.id, message.index, part.index, text, part.logprobs)
@@ -588,12 +395,12 @@ class Translator:
         reasoning.chunks.append(text)
         self._w.delta(reasoning.template, text)
 
-    def _open_reasoning(self) -> _Reasoning:
+    def _open_reasoning(self) -> Reasoning:
         if self.state is _MESSAGE:
             self._close_message("completed")
         self._move(_REASONING)
         index = len(self._items)
-        reasoning = _Reasoning(item_id(self._id, "rs", index), index)
+        reasoning = Reasoning(item_id(self._id, "rs", index), index)
         self._items.append(reasoning)
         self.reasoning = reasoning
         mode: Literal["text", "summary"] = "summary" if self._summary else "text"
@@ -630,11 +437,11 @@ class Translator:
         response_id = self._id
         call_id = source.upstream_id or f"call_{self._stem}_{index}"
         if source.custom:
-            call = _Call(source, item_id(response_id, "ctc", index), index, call_id)
+            call = Call(source, item_id(response_id, "ctc", index), index, call_id)
             item = custom_tool_call_item(call.id, "in_progress", call_id, source.tool_name, "")
             call.template = delta_template("response.custom_tool_call_input.delta", call.id, index)
         else:
-            call = _Call(source, item_id(response_id, "fc", index), index, call_id)
+            call = Call(source, item_id(response_id, "fc", index), index, call_id)
             item = function_call_item(
                 call.id, "in_progress", call_id, source.tool_name, "", source.namespace
             )
@@ -643,9 +450,9 @@ class Translator:
         self._items.append(call)
         self._w.item_added(index, item)
         if source.args:
-            self._argument_delta(call, _joined(source.args))
+            self._argument_delta(call, joined(source.args))
 
-    def _argument_delta(self, call: _Call, text: str) -> None:
+    def _argument_delta(self, call: Call, text: str) -> None:
         decoder = call.decoder
         if decoder is not None:
             if not call.source.raw_input:
@@ -655,7 +462,7 @@ class Translator:
             call.streamed.append(text)
         self._w.delta(call.template, text)
 
-    def _close_call(self, call: _Call, final: bool) -> None:
+    def _close_call(self, call: Call, final: bool) -> None:
         call.status = "completed" if final else "incomplete"
         if not (final or self._close_partial):
             # Both done events mean "final" (see the module docstring): a cut call gets
@@ -674,7 +481,7 @@ class Translator:
             self._w.custom_input_done(call.id, call.index, text)
         else:
             self._w.arguments_done(
-                call.id, call.index, call.source.tool_name, _joined(call.source.args)
+                call.id, call.index, call.source.tool_name, joined(call.source.args)
             )
         self._w.item_done(call.index, call.as_dict())
 
@@ -691,7 +498,7 @@ class Translator:
             error = UpstreamProtocolError(
                 "upstream sent a tool call without a function name "
                 f"(call id {unnamed[0].upstream_id or 'none'}, arguments "
-                f"{preview(_joined(unnamed[0].args).encode(), 80)})"
+                f"{preview(joined(unnamed[0].args).encode(), 80)})"
             )
         if error is not None:
             outcome = "failed"
@@ -710,9 +517,9 @@ class Translator:
         status = "incomplete" if cut else "completed"
         # Close what is still open, in output order.
         for item in [item for item in self._items if item.status == "in_progress"]:
-            if isinstance(item, _Message):
+            if isinstance(item, Message):
                 self._close_message(status)
-            elif isinstance(item, _Reasoning):
+            elif isinstance(item, Reasoning):
                 self._close_reasoning(status)
             else:
                 self._close_call(item, final=not cut)
@@ -749,8 +556,8 @@ class Translator:
         self.response = response
         self._w.terminal("response.failed", response)
 
-    def _item_dict(self, item: _Message | _Reasoning | _Call) -> dict[str, Any]:
-        if isinstance(item, _Reasoning):
+    def _item_dict(self, item: Message | Reasoning | Call) -> dict[str, Any]:
+        if isinstance(item, Reasoning):
             return reasoning_item(
                 item.id,
                 item.status,

@@ -9,15 +9,17 @@ direction:
     ``_events.EventWriter`` ─▶ bytes
 
 - ``_sse.SSEDecoder`` splits the body into events (bounded, CR/LF/CRLF, BOM, comments);
-- the **reader** (``_chat.py``) turns one ``chat.completion.chunk`` into plain facts (text,
-  reasoning, refusal, annotations, tool-call fragments, usage, finish reason, in-band error);
-  every provider quirk lives there;
-- the **state machine** (``_state.py``) decides which item is open and what finalisation
-  guarantees, and tells the writer which events to write; it handles no bytes;
+- the **reader** (``_chat.py``, with ``_calls.py`` for tool-call fragments) turns one
+  ``chat.completion.chunk`` into plain facts (``_facts.py``: text, reasoning, refusal,
+  annotations, tool-call fragments, usage, finish reason, in-band error); every provider
+  quirk lives there;
+- the **state machine** (``_state.py``, with the records of its items in ``_output.py``)
+  decides which item is open and what finalisation guarantees, and tells the writer which
+  events to write; it handles no bytes;
 - the **writer** (``_events.py``) numbers the events and frames them as SSE.
 
 The reader imports neither the state machine nor the writer; the state machine imports the
-reader's fact vocabulary and the writer; the writer imports neither
+reader's fact vocabulary (not the reader) and the writer; the writer imports neither
 (``tests/converter/test_layers.py`` checks this). Nothing here performs I/O, awaits or reads
 a clock except through the ``clock`` it was given. ``feed()``, ``keepalive()`` and ``close()``
 start the stream implicitly.
@@ -37,8 +39,11 @@ lines, CRs, a larger event) and hands an unfinished event back once that is all 
 Each plain event first meets the byte-level shortcuts (``_shortcut.py``): an event laid out
 byte for byte like the previous chunk of the open text part or reasoning item, or of the last
 call's arguments, but for its delta string (and OpenAI's random ``obfuscation``), is read
-without parsing the chunk; a run of such deltas is written in one go. This works per event,
-so it applies whether a read holds one event, several, or part of one. Every shortcut gives
+without parsing the chunk; in a read of several events, a run of them is found and read with
+one compiled match per event (which finds the event's end and its delta at once), and the
+run's deltas are written in one go. This works per event, so it applies whether a read holds
+one event, several, or part of one; a read holding only the first part of an event is set
+aside at once. Every shortcut gives
 exactly the output of the full path, so the output does not depend on how the body was split
 into reads. For the commonest read of all, one event that a shortcut reads, ``feed()`` itself
 adds the delta to the open item and has the writer frame it, as the state machine would.
@@ -57,24 +62,22 @@ from ._chat import (
     TOOK_REASONING,
     TOOK_REASONING_CONTENT,
     TOOK_TEXT,
-    ChatCall,
     ChatReader,
     unexpected,
 )
 from ._errors import UpstreamError, UpstreamProtocolError
 from ._events import EventWriter
+from ._facts import ChatCall
 from ._items import base_response, new_id, preview, reasoning_sealer
 from ._observe import logger
 from ._settings import Settings
-from ._shortcut import PROVEN, TRIES, Shortcut, learn
+from ._shortcut import Learned, Shortcut
 from ._sse import SSEDecoder
-from ._state import _FINISHED, _NEW, State, Translator, _InputDecoder
+from ._state import _FINISHED, _NEW, State, Translator
 from ._tools import ToolMap
 
 __all__ = ["State", "StreamConverter"]
 
-# Re-exported for the unit tests of the custom-tool input decoder.
-_InputDecoder = _InputDecoder
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
@@ -90,30 +93,6 @@ _SHORTCUT_KEYS = {
     TOOK_REASONING_CONTENT: b'"reasoning_content":',
     TOOK_REASONING: b'"reasoning":',
 }
-
-
-class _Learned:
-    """The shortcut learned for one open holder (a text part, a call, a reasoning item)."""
-
-    __slots__ = ("holder", "shortcut", "tries")
-
-    def __init__(self) -> None:
-        self.holder: object = None
-        self.shortcut: Shortcut | None = None
-        self.tries = TRIES
-
-    def update(self, holder: object, data: bytes, key: bytes) -> None:
-        if holder is not self.holder:
-            self.holder = holder
-            self.shortcut = None
-            self.tries = TRIES
-        shortcut = self.shortcut
-        if shortcut is None or shortcut.hits < PROVEN:
-            if self.tries <= 0:
-                self.shortcut = None  # this upstream's layout varies: stop trying
-                return
-            self.tries -= 1
-        self.shortcut = learn(data, key)
 
 
 class StreamConverter:
@@ -145,6 +124,7 @@ class StreamConverter:
 
     __slots__ = (
         "_arguments",
+        "_calls",
         "_decoder",
         "_id",
         "_max_read",
@@ -183,6 +163,7 @@ class StreamConverter:
             think_tags=settings.think_tags,
             max_argument_bytes=settings.max_argument_bytes,
         )
+        self._calls = self._reader.calls
         self._writer = EventWriter(done_marker=settings.done_marker)
         created = created_at if created_at is not None else int(clock())
         self._translator = Translator(
@@ -197,9 +178,9 @@ class StreamConverter:
             clock=clock,
             think_tags=settings.think_tags,
         )
-        self._text = _Learned()
-        self._arguments = _Learned()
-        self._reasoning = _Learned()
+        self._text = Learned()
+        self._arguments = Learned()
+        self._reasoning = Learned()
 
     # --- public API ---------------------------------------------------------------------
 
@@ -242,14 +223,17 @@ class StreamConverter:
                 if part is not None:
                     learned = self._text
                     shortcut = learned.shortcut
-                    if shortcut is not None and learned.holder is part:
-                        text = shortcut.delta_in(data, 0, len(data))
+                    # (A read too short for the layout, such as the first part of an event
+                    # split across reads, is not even tried.)
+                    size = len(data)
+                    if shortcut is not None and learned.holder is part and size >= shortcut.min_len:
+                        text = shortcut.delta_in(data, 0, size)
                         if text is not None:
                             if not text:
                                 return b""
                             part.chunks.append(text)
                             return self._writer.delta_now(part.template, text)
-                call = self._reader.fast_call
+                call = self._calls.fast_call
                 if call is not None and translator.state is not _FINISHED:
                     learned = self._arguments
                     shortcut = learned.shortcut
@@ -259,7 +243,7 @@ class StreamConverter:
                             if not text:
                                 return b""
                             try:
-                                self._reader.more_arguments(call, text)
+                                self._calls.more(call, text)
                             except UpstreamError as error:
                                 self._fail(error)
                                 return self._writer.take()
@@ -276,6 +260,18 @@ class StreamConverter:
                                 return b""
                             reasoning.chunks.append(text)
                             return self._writer.delta_now(reasoning.template, text)
+            if (
+                data[-1:] != b"\n"
+                and len(data) <= self._tail_max
+                and data.find(b"\n") < 0
+                and data.find(b"\r") < 0
+                and translator.state is not _FINISHED
+                and translator.state is not _NEW
+            ):
+                # The first part of an event (as when every event is split across reads): it
+                # waits for the rest without the general path.
+                self._tail = data
+                return b""
         state = translator.state
         if state is _FINISHED:
             return b""
@@ -390,6 +386,22 @@ class StreamConverter:
         texts: list[str] = []
         arguments: list[str] = []
         while True:
+            # A run of events a shortcut reads, found and read in one go (the deltas are
+            # written when the run ends, in order: only one of the two lists is ever filled).
+            if shortcut is not None:
+                after = shortcut.run(data, pos, limit, texts)
+                if after != pos:
+                    if arguments:
+                        self._more_arguments(call, arguments)  # type: ignore[arg-type]
+                        arguments = []
+                    pos = after
+            if call_shortcut is not None:
+                after = call_shortcut.run(data, pos, limit, arguments)
+                if after != pos:
+                    if texts:
+                        translator.more_deltas(target, texts)  # type: ignore[arg-type]
+                        texts = []
+                    pos = after
             # A plain event is one line: its first line feed is the first of its two (a
             # one-byte search is far cheaper than one for the blank line).
             end = find(b"\n", pos)
@@ -464,7 +476,7 @@ class StreamConverter:
         if target is None:
             target, learned = translator.reasoning, self._reasoning
         shortcut = learned.shortcut if target is not None and learned.holder is target else None
-        call = self._reader.fast_call
+        call = self._calls.fast_call
         learned = self._arguments
         if call is None or learned.holder is not call or translator.state is _FINISHED:
             return target, shortcut, None, None
@@ -473,13 +485,11 @@ class StreamConverter:
     def _more_arguments(self, call: ChatCall, texts: list[str]) -> None:
         """Arguments deltas a shortcut read for ``call``, up to the one that breaks the
         bound (which raises)."""
-        reader = self._reader
-        for n, text in enumerate(texts):
-            try:
-                reader.more_arguments(call, text)
-            except UpstreamError:
-                self._translator.more_arguments(call, texts[:n])
-                raise
+        calls = self._calls
+        taken = calls.extend(call, texts)
+        if taken < len(texts):
+            self._translator.more_arguments(call, texts[:taken])
+            raise calls.too_long()
         self._translator.more_arguments(call, texts)
 
     def _parsed_event(self, data: bytes, pos: int, stop: int) -> None:
@@ -507,7 +517,7 @@ class StreamConverter:
             if took == TOOK_TEXT:
                 holder, learned = translator.fast_part, self._text
             elif took == TOOK_ARGUMENTS:
-                holder, learned = reader.fast_call, self._arguments
+                holder, learned = self._calls.fast_call, self._arguments
             else:
                 holder, learned = translator.reasoning, self._reasoning
             # (Skipped once this holder's layout has been given up: it would change nothing.)

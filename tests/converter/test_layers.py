@@ -1,10 +1,12 @@
 """The converter's parts and the one direction a chunk takes through them.
 
-``_stream.py`` joins a reader of the Chat Completions vocabulary (``_chat.py``), the state
-machine (``_state.py``) and the writer of Responses events (``_events.py``); the byte-level
-shortcut (``_shortcut.py``) stands beside the reader. A chunk must visit reader, state
-machine and writer in that order, so that each can be read alone: the reader knows nothing of
-items or events, the writer nothing of chunks or items.
+``_stream.py`` joins a reader of the Chat Completions vocabulary (``_chat.py``, with the
+bookkeeping of tool-call fragments in ``_calls.py`` and the facts it reports in
+``_facts.py``), the state machine (``_state.py``, with
+the records of its output items in ``_output.py``) and the writer of Responses events
+(``_events.py``); the byte-level shortcut (``_shortcut.py``) stands beside the reader. A
+chunk must visit reader, state machine and writer in that order, so that each can be read
+alone: the reader knows nothing of items or events, the writer nothing of chunks or items.
 """
 
 from __future__ import annotations
@@ -23,6 +25,16 @@ from stream_mw import StreamConverter
 
 PACKAGE = Path(stream_mw.__file__).parent
 PARTS = ("_chat", "_state", "_events", "_shortcut", "_stream")
+# The modules each part is made of besides its own.
+PART_OF = {"_calls": "_chat", "_facts": "_chat", "_output": "_state"}
+MODULES = (*PARTS, *PART_OF)
+
+
+def part_imports(module: str) -> set[str]:
+    """The other parts that ``module`` (or a module of the same part) imports."""
+    part = PART_OF.get(module, module)
+    found = {PART_OF.get(name, name) for name in imported_modules(module) if name in MODULES}
+    return found - {part}
 
 
 def imported_modules(module: str) -> set[str]:
@@ -42,19 +54,25 @@ def imported_modules(module: str) -> set[str]:
 
 
 def test_the_reader_imports_neither_the_state_machine_nor_the_writer() -> None:
-    assert not imported_modules("_chat") & {"_state", "_events", "_shortcut", "_stream"}
+    assert part_imports("_chat") == part_imports("_calls") == set()
 
 
 def test_the_writer_imports_neither_the_reader_nor_the_state_machine() -> None:
-    assert not imported_modules("_events") & {"_chat", "_state", "_shortcut", "_stream"}
+    assert part_imports("_events") == set()
 
 
 def test_the_state_machine_imports_only_the_readers_facts_and_the_writer() -> None:
-    assert imported_modules("_state") & set(PARTS) == {"_chat", "_events"}
+    # Of the reader, only its vocabulary: the state machine never calls into it.
+    assert imported_modules("_state") & set(MODULES) == {"_facts", "_events", "_output"}
+    assert imported_modules("_output") & set(MODULES) <= {"_facts", "_events"}
+
+
+def test_the_vocabulary_imports_no_part() -> None:
+    assert imported_modules("_facts") & set(MODULES) == set()
 
 
 def test_the_shortcut_imports_no_other_part() -> None:
-    assert not imported_modules("_shortcut") & set(PARTS)
+    assert part_imports("_shortcut") == set()
 
 
 def test_the_converter_modules_import_no_cycle() -> None:
@@ -97,6 +115,7 @@ def calls_between_parts(converter: StreamConverter, data: bytes) -> list[tuple[s
             return
         callee = frame.f_globals.get("__name__", "").removeprefix("stream_mw.")
         caller = frame.f_back.f_globals.get("__name__", "").removeprefix("stream_mw.")
+        callee, caller = PART_OF.get(callee, callee), PART_OF.get(caller, caller)
         if callee != caller and callee in PARTS and caller in PARTS:
             calls.append((caller, callee))
 

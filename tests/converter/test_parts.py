@@ -154,3 +154,36 @@ def test_a_shortcut_reads_an_event_at_its_place_inside_a_larger_read() -> None:
     assert shortcut.delta_in(read, start, start + len(event('b"\\'))) == 'b"\\'
     # The same bytes but one event longer than the range: not this layout.
     assert shortcut.delta_in(read, start, len(read)) is None
+
+
+def _obfuscated(text: str, padding: str) -> bytes:
+    return b"data: " + orjson.dumps({**chunk({"content": text}), "obfuscation": padding}) + b"\n\n"
+
+
+def test_a_shortcut_reads_a_run_of_events_up_to_the_first_other_one() -> None:
+    shortcut = learn(_obfuscated("a", "x1"), b'"content":')
+    assert shortcut is not None
+    run = _obfuscated("b", "Zz9") + _obfuscated("", "") + _obfuscated('c"\\é', "q")
+    other = b"data: " + orjson.dumps(chunk({}, "stop")) + b"\n\n"
+    texts: list[str] = []
+    assert shortcut.run(run + other + _obfuscated("d", "y"), 0, 1 << 10, texts) == len(run)
+    # The empty delta is read (and counted) but carries nothing.
+    assert texts == ["b", 'c"\\é']
+    assert shortcut.hits == 3
+
+
+def test_a_run_stops_before_an_event_it_cannot_vouch_for() -> None:
+    shortcut = learn(_obfuscated("a", "x1"), b'"content":')
+    assert shortcut is not None
+    first = _obfuscated("b", "x2")
+    bad_escape = first.replace(b'"b"', b'"\\q"')
+    wide_padding = _obfuscated("c", "ü")
+    cut = _obfuscated("d", "x3")[:-1]
+    for follower in (bad_escape, wide_padding, cut):
+        texts: list[str] = []
+        assert shortcut.run(first + follower, 0, 1 << 10, texts) == len(first)
+        assert texts == ["b"]
+    # An event over the bound is left to the decoder, which reports it.
+    assert shortcut.run(first, 0, len(first) - 1, []) == 0
+    # The per-event check still takes the padding that is not plain ASCII.
+    assert shortcut.delta_in(wide_padding, 0, len(wide_padding)) == "c"

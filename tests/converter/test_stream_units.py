@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from stream_mw import Settings, StreamConverter, UpstreamReportedError
-from stream_mw._stream import State, _InputDecoder
+from stream_mw._output import InputDecoder
+from stream_mw._stream import State
 from tests.checker import CheckedStream, check_stream
 
 RESPONSE_ID = "resp_00112233445566778899aabbccddeeff"
@@ -806,6 +807,25 @@ def test_arguments_over_the_limit_fail_the_response_naming_the_setting() -> None
     assert not checked.items[0].done
 
 
+def test_arguments_crossing_the_limit_inside_a_run_of_fragments_keep_those_before_it() -> None:
+    first = {"index": 0, "id": "c", "function": {"name": "f", "arguments": ""}}
+    more = [{"index": 0, "function": {"arguments": f"a{i:02}"}} for i in range(40)]
+    reads = body_of(call_chunk(first), *[call_chunk(m) for m in more], chunk({}, "tool_calls"))
+    settings = Settings(max_argument_bytes=100)
+    checked = run(reads, settings=settings)
+    # The rest of the body in one read after the first: the fragments are read as one run.
+    converter = make(settings=settings)
+    together = converter.start() + converter.feed(reads[0])
+    together += converter.feed(b"".join(reads[1:])) + converter.close()
+    converter = make(settings=settings)
+    one_by_one = converter.start() + b"".join(map(converter.feed, reads)) + converter.close()
+    assert together == one_by_one
+    assert checked.status == "failed"
+    # Every fragment within the bound was streamed, none after it.
+    deltas = events_of(checked, "response.function_call_arguments.delta")
+    assert "".join(d["delta"] for d in deltas) == "".join(f"a{i:02}" for i in range(33))
+
+
 def test_namespaced_function_gets_its_original_name_and_namespace() -> None:
     request = {
         "model": "m",
@@ -926,7 +946,7 @@ def test_custom_tool_call_input_written_bare_is_kept() -> None:
 def test_input_decoder_deltas_concatenate_to_the_input_at_any_split(arguments: str) -> None:
     expected = orjson.loads(arguments)["input"]
     for size in (1, 2, 5, len(arguments)):
-        decoder = _InputDecoder()
+        decoder = InputDecoder()
         streamed = "".join(
             decoder.feed(arguments[i : i + size]) for i in range(0, len(arguments), size)
         )
@@ -1334,7 +1354,7 @@ def test_arguments_differing_only_in_obfuscation_take_the_shortcut() -> None:
     converter = make()
     for read in reads[:8]:
         converter.feed(read)
-    assert converter._arguments.holder is converter._reader.fast_call is not None
+    assert converter._arguments.holder is converter._reader.calls.fast_call is not None
     assert converter._arguments.shortcut is not None
     assert converter._arguments.shortcut.gap
     assert converter._arguments.shortcut.hits > 0
