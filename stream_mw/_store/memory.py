@@ -286,9 +286,13 @@ class MemoryStore:
         self, tenant: str, response_id: str, after: int, wait: float
     ) -> list[tuple[int, bytes]]:
         key = (tenant, response_id)
+        now = self._clock()
         log = self._logs.get(key)
-        if log is None or log.expires_at <= self._clock():
-            return []
+        if log is None or log.expires_at <= now:
+            if wait <= 0:
+                return []
+            # A reader may come before the first event: it waits on an empty log.
+            log = self._logs[key] = _Log(expires_at=now + self._ttl)
         found = [e for e in log.events if e[0] > after]
         if found or wait <= 0:
             return found
