@@ -393,8 +393,9 @@ class _LogSink:
             await self._runs._mw.gateway.guard(lambda store: store.put(run.tenant, stored))
         elif kind in _TERMINAL_EVENTS:
             if run.cancelled:
-                # No event type says "cancelled"; the failed event carries the status.
-                event["response"] = {**event["response"], "status": "cancelled"}
+                # No event type says "cancelled"; the failed event carries the status, and
+                # no error (as OpenAI's cancelled responses: nothing went wrong).
+                event["response"] = {**event["response"], "status": "cancelled", "error": None}
             run.final = event["response"]
         data = orjson.dumps(event)
         run.log_bytes += len(data)
