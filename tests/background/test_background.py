@@ -168,3 +168,20 @@ def test_a_background_response_past_the_cap_is_a_429(upstream: SlowChat) -> None
         with pytest.raises(openai.RateLimitError):
             sdk.responses.create(model="slow", input="Count.", background=True)
         sdk.responses.cancel(first.id)
+
+
+def test_a_background_run_still_going_at_shutdown_ends_failed_in_the_store(
+    upstream: SlowChat,
+) -> None:
+    app = ResponsesMiddleware(upstream, store_url="memory://", keepalive_interval=0)
+    with serve(app) as running, client(running) as sdk:
+        created = sdk.responses.create(model="slow", input="Count.", background=True)
+        drained = running.call(lambda: app.shutdown(0.2))
+        assert drained.ended == 1
+        ended = sdk.responses.retrieve(created.id)
+        assert ended.status == "failed"
+        assert ended.error is not None
+        assert ended.error.code == "server_shutting_down"
+        events = list(sdk.responses.retrieve(created.id, stream=True, starting_after=-1))
+    assert events[-1].type == "response.failed"
+    assert [e.type for e in events].count("response.failed") == 1

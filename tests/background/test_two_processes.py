@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -54,13 +55,11 @@ def two_gateways(
         first.stop()
 
 
-def frames(
-    port: int, method: str, path: str, limit: int | None = None, **kw: object
-) -> list[bytes]:
+def frames(port: int, method: str, path: str, limit: int | None = None, **kw: Any) -> list[bytes]:
     out: list[bytes] = []
     with (
         httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=HEADERS, timeout=30) as http,
-        http.stream(method, path, **kw) as answer,  # type: ignore[arg-type]
+        http.stream(method, path, **kw) as answer,
     ):
         assert answer.status_code == 200
         buffer = b""
