@@ -122,7 +122,7 @@ class BackgroundRuns:
                 "are delivered from the store.",
                 param="background",
             )
-            await _answer_error(send, error.status_code, error.body())
+            await _answer_json(send, error.status_code, error.body(), responder.request_id)
             return
         if sniffio.current_async_library() != "asyncio":
             # The run must outlive the request, and only asyncio lets a task do that
@@ -130,7 +130,7 @@ class BackgroundRuns:
             error = InvalidRequestError(
                 "'background' needs the server to run on asyncio.", param="background"
             )
-            await _answer_error(send, error.status_code, error.body())
+            await _answer_json(send, error.status_code, error.body(), responder.request_id)
             return
         if len(self._runs) >= self._max:
             body = error_body(
@@ -139,7 +139,7 @@ class BackgroundRuns:
                 "rate_limit_error",
                 code="too_many_background_responses",
             )
-            await _answer_error(send, 429, body)
+            await _answer_json(send, 429, body, responder.request_id)
             return
         run = _Run(responder.tenant, responder.response_id)
         self._runs[(run.tenant, run.response_id)] = run
@@ -439,7 +439,3 @@ async def _answer_json(
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _answer_error(send: Send, status: int, body: dict[str, Any]) -> None:
-    await send_json(send, status, body)

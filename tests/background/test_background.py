@@ -159,6 +159,8 @@ def test_background_with_store_false_is_a_400_naming_the_parameter(
     with client(server) as sdk, pytest.raises(openai.BadRequestError) as raised:
         sdk.responses.create(model="fast", input="Hi", background=True, store=False)
     assert raised.value.param == "background"
+    # Like every answer, it names the request for the logs.
+    assert raised.value.response.headers["x-request-id"]
 
 
 def test_a_background_response_past_the_cap_is_a_429(upstream: SlowChat) -> None:
