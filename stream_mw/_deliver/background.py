@@ -197,14 +197,6 @@ class BackgroundRuns:
                     await responder(_run_scope(scope, len(body)), receive, sink.send)
                 finally:
                     tg.cancel_scope.cancel()
-            if run.cancelled and run.final is not None:
-                # The responder stored the response as failed; it was cancelled.
-                items = responder.input_items
-                if items is None:
-                    items = normalize_input(responder.request.get("input"))
-                await self._mw.gateway.guard(
-                    lambda store: store.put(run.tenant, StoredResponse(run.final or {}, items))
-                )
         except Exception:
             logger.exception("background response %s failed", run.response_id)
         finally:
@@ -325,13 +317,28 @@ class BackgroundRuns:
                 if run is not None:
                     run.cancel.set()
                 with anyio.move_on_after(CANCEL_WAIT_SECONDS):
-                    while stored.response.get("status") not in _TERMINAL_STATUSES:
-                        await anyio.sleep(0.05)
-                        stored = await self._load(tenant, response_id)
+                    await self._until_terminal(tenant, response_id)
+                stored = await self._load(tenant, response_id)
         except RequestError as exc:
             await send_json(send, exc.status_code, exc.body())
             return
         await send_json(send, 200, stored.response)
+
+    async def _until_terminal(self, tenant: str, response_id: str) -> None:
+        # The log, not the record: the record changes twice at the end (the responder
+        # stores the run as failed, then it is stored as cancelled before the terminal event
+        # is logged), so only the terminal event says the record is final.
+        after = -1
+        while True:
+            events = await self._mw.gateway.guard(
+                functools.partial(_events_after, tenant, response_id, after)
+            )
+            for seq, data in events:
+                after = seq
+                if orjson.loads(data).get("type") in _TERMINAL_EVENTS:
+                    return
+            if not events and await self._ended_unlogged(tenant, response_id):
+                return
 
     async def _load(self, tenant: str, response_id: str) -> StoredResponse:
         stored = await self._mw.gateway.guard(lambda store: store.get(tenant, response_id))
@@ -392,10 +399,18 @@ class _LogSink:
             stored = StoredResponse(run.first or {}, [])
             await self._runs._mw.gateway.guard(lambda store: store.put(run.tenant, stored))
         elif kind in _TERMINAL_EVENTS:
-            if run.cancelled:
+            if run.cancelled and kind == "response.failed":
                 # No event type says "cancelled"; the failed event carries the status, and
                 # no error (as OpenAI's cancelled responses: nothing went wrong).
                 event["response"] = {**event["response"], "status": "cancelled", "error": None}
+                # The responder stored it as failed just now; stored again before the
+                # terminal event is logged, so whoever sees that event reads "cancelled".
+                responder = self._responder
+                items = responder.input_items
+                if items is None:
+                    items = normalize_input(responder.request.get("input"))
+                final = StoredResponse(event["response"], items)
+                await self._runs._mw.gateway.guard(lambda store: store.put(run.tenant, final))
             run.final = event["response"]
         data = orjson.dumps(event)
         run.log_bytes += len(data)
