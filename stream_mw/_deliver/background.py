@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import orjson
-import sniffio
 from starlette.types import Message, Receive, Scope, Send
 
+from .._asyncio_path import running_asyncio_loop
 from .._errors import (
     InvalidRequestError,
     NotFoundError,
@@ -124,7 +124,7 @@ class BackgroundRuns:
             )
             await _answer_json(send, error.status_code, error.body(), responder.request_id)
             return
-        if sniffio.current_async_library() != "asyncio":
+        if running_asyncio_loop() is None:
             # The run must outlive the request, and only asyncio lets a task do that
             # without a task group the server hands us.
             error = InvalidRequestError(
