@@ -165,10 +165,19 @@ class BackgroundRuns:
             )
             await send({"type": "http.response.body", "body": raw, "more_body": False})
             return
-        if responder.stream:
+        if responder.stream and run.first is not None:
             await self._follow(run.tenant, run.response_id, -1, responder.receive, send)
             return
-        assert run.first is not None
+        if run.first is None:
+            # The run ended before its first event was logged: the store failed.
+            unavailable = StoreUnavailableError(
+                "The background response could not start: the response store is "
+                "unavailable; try again later."
+            )
+            await _answer_json(
+                send, unavailable.status_code, unavailable.body(), responder.request_id
+            )
+            return
         await _answer_json(send, 200, run.first, responder.request_id)
 
     async def _run(
@@ -359,6 +368,8 @@ class _LogSink:
         self._status = 0
         self._buffer = b""
         self._parts: list[bytes] = []
+        #: The store failed: the run is being stopped and nothing more is logged.
+        self._broken = False
 
     async def send(self, message: Message) -> None:
         run = self._run
@@ -374,30 +385,45 @@ class _LogSink:
                 run.error = (self._status, b"".join(self._parts))
                 run.started.set()
             return
-        *blocks, self._buffer = (self._buffer + body).split(b"\n\n")
-        events: list[tuple[int, bytes]] = []
-        for block in blocks:
-            for line in block.split(b"\n"):
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].lstrip(b" ")
-                if payload == b"[DONE]":
-                    continue
-                events.append(await self._one(orjson.loads(payload)))
-        if not events:
+        if self._broken:
             return
-        gateway = self._runs._mw.gateway
-        await gateway.guard(lambda store: store.append_events(run.tenant, run.response_id, events))
+        *blocks, self._buffer = (self._buffer + body).split(b"\n\n")
+        try:
+            events: list[tuple[int, bytes]] = []
+            for block in blocks:
+                for line in block.split(b"\n"):
+                    if not line.startswith(b"data:"):
+                        continue
+                    payload = line[5:].lstrip(b" ")
+                    if payload == b"[DONE]":
+                        continue
+                    events.append(await self._one(orjson.loads(payload)))
+            if not events:
+                return
+            gateway = self._runs._mw.gateway
+            await gateway.guard(
+                lambda store: store.append_events(run.tenant, run.response_id, events)
+            )
+        except StoreUnavailableError:
+            # Nobody could ever see this run's events: it is stopped, not run for nobody.
+            self._broken = True
+            self._responder.stop(
+                UpstreamError(
+                    "The response store is unavailable; the background response was stopped.",
+                    code="store_unavailable",
+                    status_code=503,
+                )
+            )
         run.started.set()
 
     async def _one(self, event: dict[str, Any]) -> tuple[int, bytes]:
         run = self._run
         kind = event.get("type")
         if kind == "response.created":
-            run.first = event["response"]
             # Readable at once from any process: GET shows it running, cancel finds it.
-            stored = StoredResponse(run.first or {}, [])
+            stored = StoredResponse(event["response"], [])
             await self._runs._mw.gateway.guard(lambda store: store.put(run.tenant, stored))
+            run.first = event["response"]
         elif kind in _TERMINAL_EVENTS:
             if run.cancelled and kind == "response.failed":
                 # No event type says "cancelled"; the failed event carries the status, and

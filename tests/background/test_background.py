@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -187,3 +188,17 @@ def test_a_background_run_still_going_at_shutdown_ends_failed_in_the_store(
         events = list(sdk.responses.retrieve(created.id, stream=True, starting_after=-1))
     assert events[-1].type == "response.failed"
     assert [e.type for e in events].count("response.failed") == 1
+
+
+def test_a_background_response_whose_store_is_down_is_a_503_not_a_crash(
+    upstream: SlowChat,
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    app = ResponsesMiddleware(upstream, store_url=f"redis://127.0.0.1:{port}/0")
+    with serve(app) as running, client(running) as sdk:
+        for stream in (False, True):
+            with pytest.raises(openai.InternalServerError) as raised:
+                sdk.responses.create(model="fast", input="Hi", background=True, stream=stream)
+            assert raised.value.status_code == 503
