@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -273,6 +274,11 @@ class BackgroundRuns:
 
     async def _deliver(self, tenant: str, response_id: str, after: int, send: Send) -> None:
         gateway = self._mw.gateway
+        # A live run logs at least one event per keep-alive interval (the keep-alive itself
+        # when the upstream is silent); a log silent for several is a run whose process died.
+        keepalive = self._mw.settings.keepalive_interval
+        lost_after = 4 * keepalive + FOLLOW_WAIT_SECONDS if keepalive > 0 else None
+        last_event = time.monotonic()
         while True:
             events = await gateway.guard(
                 functools.partial(_events_after, tenant, response_id, after)
@@ -280,8 +286,15 @@ class BackgroundRuns:
             if not events:
                 if await self._ended_unlogged(tenant, response_id):
                     return
-                await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
-                continue
+                if lost_after is not None and time.monotonic() - last_event > lost_after:
+                    events = await self._declare_lost(tenant, response_id, after)
+                    if not events:
+                        return
+                else:
+                    ping = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
+                    await send(ping)
+                    continue
+            last_event = time.monotonic()
             for seq, data in events:
                 kind = orjson.loads(data).get("type", "")
                 await send(
@@ -296,6 +309,31 @@ class BackgroundRuns:
                     if self._mw.settings.done_marker:
                         await send({"type": "http.response.body", "body": _DONE, "more_body": True})
                     return
+
+    async def _declare_lost(
+        self, tenant: str, response_id: str, after: int
+    ) -> list[tuple[int, bytes]]:
+        """End a run whose process died: its record and its log say ``failed`` from now on
+        (the event is returned for the caller to deliver), so it is never lost silently."""
+        stored = await self._load(tenant, response_id)
+        if stored.response.get("status") in _TERMINAL_STATUSES:
+            return []
+        # server_error: the code clients' schemas know (openai's is a closed list).
+        error = {
+            "code": "server_error",
+            "message": "The process running this background response stopped before it "
+            "ended; create the response again.",
+        }
+        logger.warning("background response %s lost: its log went silent", response_id)
+        response = {**stored.response, "status": "failed", "error": error}
+        failed = {"type": "response.failed", "sequence_number": after + 1, "response": response}
+        event = (after + 1, orjson.dumps(failed))
+        final = StoredResponse(response, stored.input_items)
+        await self._mw.gateway.guard(lambda store: store.put(tenant, final))
+        await self._mw.gateway.guard(
+            lambda store: store.append_events(tenant, response_id, [event])
+        )
+        return [event]
 
     async def _ended_unlogged(self, tenant: str, response_id: str) -> bool:
         # A log that stopped growing: the run ended without logging its end (its process

@@ -106,3 +106,32 @@ def test_a_cancel_through_another_process_stops_the_upstream_within_a_second(
         assert on_a.responses.retrieve(created.id).status == "cancelled"
         with pytest.raises(openai.NotFoundError):
             on_b.with_options(api_key="key-bob").responses.cancel(created.id)
+
+
+def test_a_run_whose_process_dies_ends_failed_for_its_followers_never_silently(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ,
+        "STREAM_MW_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "STREAM_MW_KEEPALIVE_INTERVAL": "0.3",
+        "PYTHONPATH": str(ROOT),
+    }
+    factory = "tests.background.upstream:create_gateway"
+    a, b = Gateway(env, factory=factory), Gateway(env, factory=factory)
+    try:
+        with a.client("key-alice") as on_a, b.client("key-alice") as on_b:
+            created = on_a.responses.create(model="slow", input="Count.", background=True)
+            time.sleep(0.5)
+            a.proc.kill()
+            events = list(on_b.responses.retrieve(created.id, stream=True, starting_after=-1))
+            assert events[-1].type == "response.failed"
+            assert [e.type for e in events].count("response.failed") == 1
+            ended = on_b.responses.retrieve(created.id)
+            assert ended.status == "failed"
+            assert ended.error is not None
+            assert ended.error.code == "server_error"
+            assert "stopped before it ended" in ended.error.message
+    finally:
+        a.stop()
+        b.stop()
