@@ -40,6 +40,7 @@ from .._errors import (
     clip,
     error_body,
 )
+from .._service import send_with_request_id
 from .._sse import encode_event
 from .._store import NotStored, Store, StoredResponse
 from .._store_gateway import normalize_input, send_json, tenant_key
@@ -167,6 +168,7 @@ class BackgroundRuns:
             await send({"type": "http.response.body", "body": raw, "more_body": False})
             return
         if responder.stream and run.first is not None:
+            send = send_with_request_id(send, responder.request_id[1])
             await self._follow(run.tenant, run.response_id, -1, responder.receive, send)
             return
         if run.first is None:

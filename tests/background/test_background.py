@@ -76,7 +76,10 @@ def test_a_streamed_background_create_delivers_a_valid_stream(server: RunningSer
         events = list(sdk.responses.create(model="fast", input="Hi", background=True, stream=True))
     assert events[-1].type == "response.completed"
     body = {"model": "fast", "input": "Hi", "background": True, "stream": True}
-    checked = check_stream(b"".join(raw_events(server, "POST", "/v1/responses", json=body)))
+    with httpx.Client(base_url=server.url, headers=HEADERS) as http:
+        answer = http.post("/v1/responses", json=body)
+    assert answer.headers["x-request-id"]
+    checked = check_stream(answer.content)
     assert checked.status == "completed"
     assert checked.response["background"] is True
 
