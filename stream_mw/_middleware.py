@@ -29,12 +29,14 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 import anyio
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._auth import CLIENT_SCOPE_KEY, ClientKeys, unauthorized_body
 from ._compact import compact
 from ._continuation import LocalHistory
 from ._conversations import ConversationsAPI
+from ._deliver.background import BackgroundRuns
 from ._deliver.websocket import WebSocketSession
 from ._errors import (
     MethodNotAllowedError,
@@ -127,6 +129,7 @@ class SettingsOverrides(TypedDict, total=False):
     store_max_bytes: int
     store_max_response_bytes: int
     store_max_conversation_items: int
+    max_background_responses: int
     tenant: Callable[[Scope], str] | None
     on_response: Callable[[ResponseRecord], Awaitable[None] | None] | None
     health_path: str | None
@@ -174,6 +177,7 @@ class ResponsesMiddleware:
         self.gateway = StoreGateway(settings)
         self.conversations = ConversationsAPI(self.gateway)
         self._responses_path = settings.responses_path
+        self._response_base = settings.responses_path + "/"
         self._compact_path = settings.responses_path + "/compact"
         self._input_tokens_path = settings.responses_path + "/input_tokens"
         self._chat_path = settings.chat_completions_path
@@ -204,6 +208,8 @@ class ResponsesMiddleware:
         # The Responses requests in flight, for shutdown(); and, once it ended them, why
         # (requests that arrive later are refused with the same error).
         self._open: set[_Responder] = set()
+        #: The background responses this process runs, and their delivery routes.
+        self.background = BackgroundRuns(self)
         self._stopping: UpstreamError | None = None
         self._all_closed: anyio.Event | None = None
 
@@ -271,6 +277,14 @@ class ResponsesMiddleware:
                         send_with_request_id(send, rid), method, scope["path"], "POST"
                     )
                     return
+            if (
+                self._store_on
+                and path.startswith(self._response_base)
+                and await self._background_route(
+                    scope, receive, send_with_request_id(send, rid), path
+                )
+            ):
+                return
             if self._store_on and self.gateway.matches(scope):
                 send = send_with_request_id(send, rid)
                 if self.metrics is not None:
@@ -297,6 +311,28 @@ class ResponsesMiddleware:
             await self.app(scope, self._ending_requests(receive), self._closing_store(send))
             return
         await self.app(scope, receive, send)
+
+    async def _background_route(
+        self, scope: Scope, receive: Receive, send: Send, path: str
+    ) -> bool:
+        """Serve ``POST .../{id}/cancel`` and ``GET .../{id}?stream=true``; ``False`` for
+        any other request under ``{path_prefix}/responses/``."""
+        response_id, _, tail = path[len(self._response_base) :].partition("/")
+        method = scope["method"]
+        if tail == "cancel" and method == "POST":
+            await self.background.cancel(scope, send, response_id)
+            return True
+        if tail or method != "GET":
+            return False
+        params = QueryParams(scope.get("query_string", b""))
+        if params.get("stream", "false").lower() in ("false", "0", ""):
+            return False
+        try:
+            after = int(params.get("starting_after", "-1"))
+        except ValueError:
+            after = -1
+        await self.background.stream(scope, receive, send, response_id, after)
+        return True
 
     async def _run_for_socket(
         self, scope: Scope, receive: Receive, send: Send, history: LocalHistory, generate: bool

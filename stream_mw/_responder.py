@@ -47,6 +47,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
 from ._continuation import LocalHistory, check_tool_outputs
+from ._deliver.background import BACKGROUND_SCOPE_KEY
 from ._errors import (
     RequestError,
     UpstreamError,
@@ -321,6 +322,9 @@ class _Responder:
         if chat is None:
             self.http_status = 499
             await self._report("failed", error=_CLIENT_GONE)
+            return
+        if self.request.get("background") is True and BACKGROUND_SCOPE_KEY not in scope:
+            await self.mw.background.start(self)
             return
         self.chat_body = orjson.dumps(chat)
         stopping = self.stopping or self.mw._stopping

@@ -130,6 +130,9 @@ class Settings:
     #: Most items one conversation (the Conversations API) holds; adding more is a 400.
     #: Conversations expire ``store_ttl`` seconds after their last change.
     store_max_conversation_items: int = 1000
+    #: Most ``background: true`` responses one process runs at a time; past it, a new one
+    #: is a 429. Each holds an upstream request open and writes its event log to the store.
+    max_background_responses: int = 64
     #: Maps a request's ASGI scope to a tenant key; stored responses are visible only to the
     #: tenant that created them. Default: a hash of the ``Authorization`` header.
     tenant: Callable[[Scope], str] | None = field(default=None, compare=False)
@@ -214,6 +217,7 @@ class Settings:
             "store_max_bytes",
             "store_max_response_bytes",
             "store_max_conversation_items",
+            "max_background_responses",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(

@@ -238,6 +238,30 @@ class Store(Protocol):
         no such live conversation."""
         ...
 
+    # --- background responses: the event log and cancellation ---------------------------
+
+    async def append_events(
+        self, tenant: str, response_id: str, events: Sequence[tuple[int, bytes]]
+    ) -> None:
+        """Append ``(sequence_number, event JSON)`` pairs to the response's event log, in
+        order. The log expires ``store_ttl`` seconds after its last append."""
+        ...
+
+    async def events_after(
+        self, tenant: str, response_id: str, after: int, wait: float
+    ) -> list[tuple[int, bytes]]:
+        """The logged events whose sequence number is above ``after``, oldest first; when
+        there are none yet, waits up to ``wait`` seconds for some (``[]`` if none came)."""
+        ...
+
+    async def request_cancel(self, tenant: str, response_id: str) -> None:
+        """Ask the process running the background response to cancel it."""
+        ...
+
+    async def cancel_requested(self, tenant: str, response_id: str) -> bool:
+        """Whether ``request_cancel`` was called for the response (from any process)."""
+        ...
+
     async def ping(self) -> None:
         """Return when the backend answers (cheaply); raise ``StoreUnavailableError`` when
         it does not. Readiness probes call it."""

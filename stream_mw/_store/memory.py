@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import orjson
 
 from ._protocol import (
@@ -35,6 +36,13 @@ class _Conversation:
             data = orjson.dumps(item)
             self.items[item["id"]] = data
             self.size += len(data)
+
+
+@dataclass
+class _Log:
+    events: list[tuple[int, bytes]] = field(default_factory=list)
+    expires_at: float = 0.0
+    grown: anyio.Event | None = None
 
 
 class MemoryStore:
@@ -81,6 +89,10 @@ class MemoryStore:
         self._conversations: OrderedDict[tuple[str, str], _Conversation] = OrderedDict()
         self._conversation_expiry: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._conversation_bytes = 0
+        # Background responses' event logs, each with its expiry and the event its readers
+        # wait on (replaced by a fresh one at every append); and the cancellations asked for.
+        self._logs: dict[tuple[str, str], _Log] = {}
+        self._cancelled: set[tuple[str, str]] = set()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -257,6 +269,49 @@ class MemoryStore:
         self._items.clear()
         self._entry_items.clear()
         self._bytes = 0
+
+    async def append_events(
+        self, tenant: str, response_id: str, events: Sequence[tuple[int, bytes]]
+    ) -> None:
+        now = self._clock()
+        self._sweep_logs(now)
+        log = self._logs.setdefault((tenant, response_id), _Log())
+        log.events.extend(events)
+        log.expires_at = now + self._ttl
+        if log.grown is not None:
+            log.grown.set()
+            log.grown = None
+
+    async def events_after(
+        self, tenant: str, response_id: str, after: int, wait: float
+    ) -> list[tuple[int, bytes]]:
+        key = (tenant, response_id)
+        now = self._clock()
+        log = self._logs.get(key)
+        if log is None or log.expires_at <= now:
+            if wait <= 0:
+                return []
+            # A reader may come before the first event: it waits on an empty log.
+            log = self._logs[key] = _Log(expires_at=now + self._ttl)
+        found = [e for e in log.events if e[0] > after]
+        if found or wait <= 0:
+            return found
+        if log.grown is None:
+            log.grown = anyio.Event()
+        with anyio.move_on_after(wait):
+            await log.grown.wait()
+        return [e for e in log.events if e[0] > after]
+
+    async def request_cancel(self, tenant: str, response_id: str) -> None:
+        self._cancelled.add((tenant, response_id))
+
+    async def cancel_requested(self, tenant: str, response_id: str) -> bool:
+        return (tenant, response_id) in self._cancelled
+
+    def _sweep_logs(self, now: float) -> None:
+        for key in [k for k, log in self._logs.items() if log.expires_at <= now]:
+            del self._logs[key]
+            self._cancelled.discard(key)
 
     def _remove(self, key: tuple[str, str]) -> None:
         self._bytes -= len(self._entries.pop(key))

@@ -284,6 +284,55 @@ class RedisStore:
         pipe.pexpire(f"{key}:ids", self._ttl_ms)
         pipe.pexpire(f"{key}:items", self._ttl_ms)
 
+    def events_key(self, tenant: str, response_id: str) -> str:
+        """The Stream holding a background response's events (``:cancel`` flags a cancel)."""
+        return f"{self._prefix}events:{_digest(tenant)}:{response_id}"
+
+    async def append_events(
+        self, tenant: str, response_id: str, events: Sequence[tuple[int, bytes]]
+    ) -> None:
+        key = self.events_key(tenant, response_id)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for seq, body in events:
+                    # The entry id carries the sequence number, so XREAD resumes after one.
+                    pipe.xadd(key, {"e": body}, id=f"1-{seq}", maxlen=_LOG_MAXLEN, approximate=True)
+                pipe.pexpire(key, self._ttl_ms)
+                await pipe.execute()
+        except self._errors as exc:
+            raise _unavailable(exc) from exc
+
+    async def events_after(
+        self, tenant: str, response_id: str, after: int, wait: float
+    ) -> list[tuple[int, bytes]]:
+        key = self.events_key(tenant, response_id)
+        start = "0-0" if after < 0 else f"1-{after}"
+        # Below the client's socket timeout, so that a long block is not taken for a dead
+        # connection.
+        block = max(0, min(round(wait * 1000), 1000))
+        try:
+            answer = await self._client.xread({key: start}, block=block or None)
+        except self._errors as exc:
+            raise _unavailable(exc) from exc
+        if not answer:
+            return []
+        return [(_entry_seq(i), fields[b"e"]) for i, fields in answer[0][1]]
+
+    async def request_cancel(self, tenant: str, response_id: str) -> None:
+        try:
+            await self._client.set(
+                self.events_key(tenant, response_id) + ":cancel", b"1", px=self._ttl_ms
+            )
+        except self._errors as exc:
+            raise _unavailable(exc) from exc
+
+    async def cancel_requested(self, tenant: str, response_id: str) -> bool:
+        try:
+            found = await self._client.exists(self.events_key(tenant, response_id) + ":cancel")
+        except self._errors as exc:
+            raise _unavailable(exc) from exc
+        return bool(found)
+
     async def ping(self) -> None:
         # PING goes through the same client, so it has the store's short socket timeouts.
         try:
@@ -293,6 +342,16 @@ class RedisStore:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+#: Entries a response's Stream keeps (trimmed approximately); the runner bounds a log
+#: well below this, so trimming only ever guards against a runaway writer.
+_LOG_MAXLEN = 100_000
+
+
+def _entry_seq(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.partition("-")[2])
 
 
 def _digest(tenant: str) -> str:

@@ -68,7 +68,26 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS stream_mw_conversation_items_seq "
     "ON stream_mw_conversation_items (tenant, conversation_id, seq)",
+    # Background responses: each one's events by sequence number, and the cancellations
+    # asked for (the process running the response polls its row).
+    """CREATE TABLE IF NOT EXISTS stream_mw_events (
+        tenant TEXT NOT NULL,
+        response_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        expires_at REAL NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (tenant, response_id, seq)
+    )""",
+    "CREATE INDEX IF NOT EXISTS stream_mw_events_expires_at ON stream_mw_events (expires_at)",
+    """CREATE TABLE IF NOT EXISTS stream_mw_cancels (
+        tenant TEXT NOT NULL,
+        response_id TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (tenant, response_id)
+    )""",
 )
+#: Seconds between a waiting reader's looks at the event log (other processes append to it).
+_EVENT_POLL_SECONDS = 0.1
 # SQLite's oldest limit on bound parameters is 999; lookups go in batches below it.
 _LOOKUP_BATCH = 500
 # Purging deletes at most this many rows per write, so no write holds the lock for long.
@@ -165,6 +184,27 @@ class SQLiteStore:
         self, tenant: str, conversation_id: str, item_id: str
     ) -> bool | None:
         return await self._call(self._delete_item_sync, tenant, conversation_id, item_id)
+
+    async def append_events(
+        self, tenant: str, response_id: str, events: Sequence[tuple[int, bytes]]
+    ) -> None:
+        await self._call(self._append_events_sync, tenant, response_id, list(events))
+
+    async def events_after(
+        self, tenant: str, response_id: str, after: int, wait: float
+    ) -> list[tuple[int, bytes]]:
+        deadline = time.monotonic() + wait
+        while True:
+            found = await self._call(self._events_after_sync, tenant, response_id, after)
+            if found or time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(min(_EVENT_POLL_SECONDS, max(deadline - time.monotonic(), 0)))
+
+    async def request_cancel(self, tenant: str, response_id: str) -> None:
+        await self._call(self._request_cancel_sync, tenant, response_id)
+
+    async def cancel_requested(self, tenant: str, response_id: str) -> bool:
+        return await self._call(self._cancel_requested_sync, tenant, response_id)
 
     async def purge_expired(self) -> int:
         """Delete every expired row now; returns how many. Writes also do this, in batches."""
@@ -418,6 +458,50 @@ class SQLiteStore:
         )
         return cursor.rowcount > 0
 
+    def _append_events_sync(
+        self, tenant: str, response_id: str, events: list[tuple[int, bytes]]
+    ) -> None:
+        expires_at = self._clock() + self._ttl
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO stream_mw_events "
+                "(tenant, response_id, seq, expires_at, body) VALUES (?, ?, ?, ?, ?)",
+                [(tenant, response_id, seq, expires_at, body) for seq, body in events],
+            )
+
+    def _events_after_sync(
+        self, tenant: str, response_id: str, after: int
+    ) -> list[tuple[int, bytes]]:
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT seq, body FROM stream_mw_events WHERE tenant = ? AND response_id = ? "
+                "AND seq > ? AND expires_at > ? ORDER BY seq",
+                (tenant, response_id, after, self._clock()),
+            )
+            .fetchall()
+        )
+        return [(int(seq), bytes(body)) for seq, body in rows]
+
+    def _request_cancel_sync(self, tenant: str, response_id: str) -> None:
+        self._connection().execute(
+            "INSERT OR REPLACE INTO stream_mw_cancels (tenant, response_id, expires_at) "
+            "VALUES (?, ?, ?)",
+            (tenant, response_id, self._clock() + self._ttl),
+        )
+
+    def _cancel_requested_sync(self, tenant: str, response_id: str) -> bool:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT 1 FROM stream_mw_cancels WHERE tenant = ? AND response_id = ? "
+                "AND expires_at > ?",
+                (tenant, response_id, self._clock()),
+            )
+            .fetchone()
+        )
+        return row is not None
+
     def _purge_sync(self, limit: int | None) -> int:
         conn = self._connection()
         now = self._clock()
@@ -436,6 +520,8 @@ class SQLiteStore:
                 (now, limit),
             )
         self._purge_conversations_sync(now, limit)
+        conn.execute("DELETE FROM stream_mw_events WHERE expires_at <= ?", (now,))
+        conn.execute("DELETE FROM stream_mw_cancels WHERE expires_at <= ?", (now,))
         return cursor.rowcount
 
     def _purge_conversations_sync(self, now: float, limit: int | None) -> None:

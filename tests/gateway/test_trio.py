@@ -105,3 +105,17 @@ async def test_an_upstream_that_breaks_off_mid_stream_fails_the_response_under_t
     terminal = [e for e in events if e["type"].startswith("response.") and "response" in e]
     assert terminal[-1]["type"] == "response.failed"
     assert "broke off" in terminal[-1]["response"]["error"]["message"]
+
+
+@pytest.mark.anyio
+async def test_a_background_response_under_trio_is_a_400_naming_background() -> None:
+    # A run must outlive its request; without asyncio there is no task to hand it to.
+    backend = ScriptedBackend([Turn.text("never run")])
+    transport = httpx.ASGITransport(app=ResponsesMiddleware(backend))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        answer = await client.post(
+            "/v1/responses", json={"model": "m", "input": "hi", "background": True}
+        )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == "background"
+    assert backend.requests == []

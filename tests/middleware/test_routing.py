@@ -258,7 +258,7 @@ class Recorder:
         ("POST", "/v1/chat/completions"),
         ("GET", "/v1/models"),
         ("OPTIONS", "/v1/responses"),
-        ("POST", "/v1/responses/resp_1/cancel"),
+        ("POST", "/v1/responses/resp_1/archive"),
         ("OPTIONS", "/v1/responses/resp_1"),
         ("GET", "/v2/responses"),
     ],

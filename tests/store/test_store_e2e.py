@@ -228,11 +228,14 @@ _RUNNING = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 
 class Gateway:
-    """``uvicorn --factory tests.store.upstream:create_gateway`` on a free loopback port."""
+    """``uvicorn --factory tests.store.upstream:create_gateway`` (or ``factory``) on a free
+    loopback port."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(
+        self, env: dict[str, str], factory: str = "tests.store.upstream:create_gateway"
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "tests.store.upstream:create_gateway",
+            [sys.executable, "-m", "uvicorn", "--factory", factory,
              "--host", "127.0.0.1", "--port", "0", "--log-level", "info"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
