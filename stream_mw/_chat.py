@@ -59,18 +59,14 @@ from ._calls import Calls
 from ._errors import UpstreamError, UpstreamProtocolError
 from ._facts import (
     ANNOTATION,
-    ARGUMENTS,
     END,
     FAIL,
     FINISH,
     MODEL,
-    NAMED,
-    NEW_CALL,
     REASONING,
     REFUSAL,
     TEXT,
     USAGE,
-    ChatCall,
     Fact,
 )
 from ._items import (
@@ -87,25 +83,12 @@ from ._sse import SSEMessage
 from ._tools import ToolMap
 
 __all__ = [
-    "ANNOTATION",
-    "ARGUMENTS",
-    "END",
-    "FAIL",
-    "FINISH",
-    "MODEL",
-    "NAMED",
-    "NEW_CALL",
-    "REASONING",
-    "REFUSAL",
-    "TEXT",
     "TOOK_ARGUMENTS",
     "TOOK_NONE",
     "TOOK_REASONING",
     "TOOK_REASONING_CONTENT",
     "TOOK_TEXT",
-    "ChatCall",
     "ChatReader",
-    "Fact",
     "unexpected",
 ]
 

@@ -11,7 +11,9 @@ from typing import Any
 
 import orjson
 
-from stream_mw._chat import (
+from stream_mw._chat import TOOK_TEXT, ChatReader
+from stream_mw._events import EventWriter, delta_template
+from stream_mw._facts import (
     ANNOTATION,
     ARGUMENTS,
     END,
@@ -23,12 +25,9 @@ from stream_mw._chat import (
     REASONING,
     REFUSAL,
     TEXT,
-    TOOK_TEXT,
     USAGE,
-    ChatReader,
     Fact,
 )
-from stream_mw._events import EventWriter, delta_template
 from stream_mw._shortcut import learn
 from stream_mw._tools import ToolMap
 
