@@ -241,16 +241,30 @@ class SQLiteStore:
                 check_same_thread=False,
             )
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                # Safe with WAL: a power cut may lose the last writes, never corrupt the file.
-                conn.execute("PRAGMA synchronous=NORMAL")
-                for statement in _SCHEMA:
-                    conn.execute(statement)
+                self._set_up(conn)
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
         return self._conn
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        # Two processes (or workers) opening one new file at once: switching it to WAL needs a
+        # lock that SQLite does not wait for with busy_timeout, so one of them is told
+        # "database is locked" at once. Retried within busy_timeout, it finds WAL already set.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+        # Safe with WAL: a power cut may lose the last writes, never corrupt the file.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        for statement in _SCHEMA:
+            conn.execute(statement)
 
     def _get_sync(self, tenant: str, response_id: str) -> StoredResponse | NotStored | None:
         row = (

@@ -202,3 +202,21 @@ def test_two_processes_write_the_same_file_at_once_and_read_each_others_response
     assert rows(Path(path)) == 300
     foreign = _worker("read", path, "other-tenant", "a_0")
     assert _finish(foreign).strip() == "-"
+
+
+async def test_two_stores_opening_one_new_file_at_once_both_set_it_up(tmp_path: Path) -> None:
+    # Two workers starting on a fresh file: one of them used to fail its first request with
+    # "database is locked" (about one start in twenty), since the switch to WAL does not
+    # wait for busy_timeout. A hundred fresh files make a miss of that race unlikely.
+    for round_ in range(100):
+        path = str(tmp_path / f"fresh-{round_}.db")
+        first = SQLiteStore(path, ttl=60, max_response_bytes=100_000)
+        second = SQLiteStore(path, ttl=60, max_response_bytes=100_000)
+        try:
+            async with anyio.create_task_group() as both:
+                both.start_soon(first.put, "t", stored(f"resp_a{round_}"))
+                both.start_soon(second.put, "t", stored(f"resp_b{round_}"))
+            assert await first.get("t", f"resp_b{round_}") is not None
+        finally:
+            await first.aclose()
+            await second.aclose()
