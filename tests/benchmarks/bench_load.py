@@ -17,9 +17,9 @@ Three kinds of process, so none steals the others' event loop:
 
 For each N the same load runs three times, side by side: **direct** against the upstream's
 ``/v1/chat/completions``; **relay** against a minimal relay's ``/v1/chat/completions``
-(``tests/benchmarks/relay.py``: uvicorn + the gateway's own upstream transport, ``ProxyApp``,
-bytes passed through without conversion; proxy shape only); then **gateway** against
-``/v1/responses``. Per chunk, delivery
+(``python -m tests.faults.serve relay``: uvicorn + the gateway's own upstream transport,
+``ProxyApp``, bytes passed through without conversion; proxy shape only); then **gateway**
+against ``/v1/responses``. Per chunk, delivery
 latency = client receive time - upstream send time; *added* latency is gateway minus direct
 at the same percentile. Inter-event gap = time between consecutive content events of one
 stream (the upstream paces them 50 ms apart); *added* gap is again gateway minus direct.
@@ -279,7 +279,7 @@ def servers(
 
 
 class RelayProcess(ServerProcess):
-    """``tests/benchmarks/relay.py`` (uvicorn + ``ProxyApp``, no middleware) in front of
+    """``tests.faults.serve relay`` (uvicorn + ``ProxyApp``, no middleware) in front of
     ``upstream``."""
 
     def __init__(self, upstream: str, max_connections: int, http: str) -> None:
@@ -287,7 +287,8 @@ class RelayProcess(ServerProcess):
         self._cmd = [
             sys.executable,
             "-m",
-            "tests.benchmarks.relay",
+            "tests.faults.serve",
+            "relay",
             "--upstream",
             upstream,
             "--max-connections",

@@ -1,4 +1,5 @@
-"""Run the faulty upstream or a gateway (middleware + ProxyApp) under uvicorn on 127.0.0.1.
+"""Run the faulty upstream, a gateway (middleware + ProxyApp) or a bare relay (ProxyApp
+alone) under uvicorn on 127.0.0.1.
 
 Used as a subprocess by the fault matrix and the benchmarks, so each server has its own
 process (its own RSS, file descriptors and event loop)::
@@ -7,6 +8,11 @@ process (its own RSS, file descriptors and event loop)::
     python -m tests.faults.serve middleware    # ResponsesMiddleware(FaultyUpstream()), no proxy
     FAULTS_UPSTREAM_API_KEY=sk-... python -m tests.faults.serve gateway \
         --upstream http://127.0.0.1:PORT/v1
+    FAULTS_UPSTREAM_API_KEY=sk-... python -m tests.faults.serve relay \
+        --upstream http://127.0.0.1:PORT/v1
+
+The relay passes the upstream's bytes through unchanged, over the gateway's own transport and
+under the same uvicorn options: the load benchmark's baseline for what translation adds.
 
 The server binds port 0 itself and prints ``PORT <n>`` on stdout once it listens. Gateway
 settings come from ``STREAM_MW_*`` environment variables (``Settings.from_env``). The gateway
@@ -85,11 +91,10 @@ class DebugStats:
         await self.app(scope, receive, send)
 
 
-def build_gateway(args: argparse.Namespace) -> Any:
-    from stream_mw import ResponsesMiddleware, Settings
+def build_proxy(args: argparse.Namespace) -> Any:
     from stream_mw.upstreams.proxy import ProxyApp
 
-    proxy = ProxyApp(
+    return ProxyApp(
         args.upstream,
         # From the environment, not argv: /proc/<pid>/cmdline is world-readable.
         api_key=os.environ.get("FAULTS_UPSTREAM_API_KEY"),
@@ -97,12 +102,17 @@ def build_gateway(args: argparse.Namespace) -> Any:
         read_timeout=args.read_timeout,
         max_connections=args.max_connections,
     )
-    return DebugStats(ResponsesMiddleware(proxy, settings=Settings.from_env()))
+
+
+def build_gateway(args: argparse.Namespace) -> Any:
+    from stream_mw import ResponsesMiddleware, Settings
+
+    return DebugStats(ResponsesMiddleware(build_proxy(args), settings=Settings.from_env()))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("role", choices=["upstream", "gateway", "middleware"])
+    parser.add_argument("role", choices=["upstream", "gateway", "relay", "middleware"])
     parser.add_argument("--upstream", help="base URL of the upstream, ending in /v1")
     parser.add_argument("--max-connections", type=int, default=100)
     parser.add_argument("--connect-timeout", type=float, default=5.0)
@@ -126,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
         app: Any = FaultyUpstream()
     elif args.role == "gateway":
         app = build_gateway(args)
+    elif args.role == "relay":
+        app = build_proxy(args)
     else:
         # The middleware around the faulty app in the same process: the first way in
         # (an existing app that serves /v1/chat/completions), without the proxy hop.
