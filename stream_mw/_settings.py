@@ -177,6 +177,21 @@ class Settings:
         "decisions, what was done and what remains."
     )
 
+    # --- remote MCP tools -------------------------------------------------------------------
+    #: MCP server URLs a request's ``{"type": "mcp"}`` tools may name: each entry matches a
+    #: URL exactly, or, ending in ``/``, every URL under it. Empty (the default) turns remote
+    #: MCP tools off: any ``mcp`` tool is a 400. Loopback, link-local and private addresses
+    #: are reachable only through an entry that names their host. The environment takes a
+    #: comma-separated list.
+    mcp_servers: tuple[str, ...] = ()
+    #: Seconds one MCP server may take to connect, list its tools or answer one call.
+    mcp_timeout: float = 30.0
+    #: Most Chat requests one response makes while it runs MCP tool calls; reaching it ends
+    #: the response ``incomplete``.
+    mcp_max_rounds: int = 8
+    #: Largest MCP tool result, in bytes of text; a longer one is cut to it, saying so.
+    mcp_max_result_bytes: int = _MiB
+
     def __post_init__(self) -> None:
         _check_types(self)
         for name in ("health_path", "ready_path"):
@@ -218,6 +233,8 @@ class Settings:
             "store_max_response_bytes",
             "store_max_conversation_items",
             "max_background_responses",
+            "mcp_max_rounds",
+            "mcp_max_result_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(
@@ -228,6 +245,16 @@ class Settings:
                 "keepalive_interval must be >= 0 seconds (0 turns it off), "
                 f"got {self.keepalive_interval}"
             )
+        if self.mcp_timeout <= 0:
+            raise ConfigurationError(
+                f"mcp_timeout must be a positive number of seconds, got {self.mcp_timeout}"
+            )
+        for entry in self.mcp_servers:
+            if not entry.startswith(("http://", "https://")):
+                raise ConfigurationError(
+                    "mcp_servers entries must be http:// or https:// URLs (a prefix ends in "
+                    f"'/'), got {entry!r}"
+                )
         if self.store_ttl <= 0:
             raise ConfigurationError(
                 f"store_ttl must be a positive number of seconds, got {self.store_ttl}"
@@ -376,6 +403,9 @@ def _parse(name: str, raw: str, hint: Any) -> Any:
         if not math.isfinite(number):
             raise ConfigurationError(f"{env_name} must be a finite number, got {raw!r}")
         return number
+    if origin is tuple:
+        # A comma-separated list: URLs and names never contain commas unescaped.
+        return tuple(part.strip() for part in text.split(",") if part.strip())
     if origin is Literal:
         if text not in args:
             choices = ", ".join(repr(a) for a in args)
@@ -415,6 +445,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, str)
     if hint is ClientKeys:
         return isinstance(value, ClientKeys)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_matches(v, args[0]) for v in value)
     return True
 
 
@@ -426,6 +458,8 @@ def _describe(hint: Any) -> str:
         return "None"
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        return f"a tuple of {_describe(args[0])}s"
     return _TYPE_WORDS.get(hint, str(hint))
 
 
