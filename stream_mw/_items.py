@@ -221,7 +221,8 @@ _JSON_SCHEMA_KEYS: dict[str, Any] = {"description": None, "strict": False}
 def _echo_tool(tool: object) -> object:
     """A request tool as the Response echoes it: complete for the tool types Open Responses
     defines; other OpenAI tool types (``namespace``, ``custom``, ``mcp``...) are not in its
-    schema, so they are echoed as OpenAI defines them (as sent)."""
+    schema, so they are echoed as OpenAI defines them (as sent), but for an ``mcp`` tool's
+    ``headers`` and ``authorization``."""
     if not isinstance(tool, Mapping):
         return tool
     kind = tool.get("type")
@@ -234,7 +235,13 @@ def _echo_tool(tool: object) -> object:
             ranking if isinstance(ranking, Mapping) else {}, _RANKING_OPTIONS
         )
         return echoed
+    if kind == "mcp":
+        # The MCP server's credentials go to that server alone: never echoed or stored.
+        return {k: v for k, v in tool.items() if k not in _MCP_SECRETS}
     return dict(tool)
+
+
+_MCP_SECRETS = frozenset({"headers", "authorization"})
 
 
 def _echo_text(text: Mapping[str, Any]) -> dict[str, Any]:
