@@ -364,7 +364,9 @@ def test_a_server_whose_listing_failed_fails_the_response() -> None:
     mcp, _ = plan()
     conv = converter(mcp)
     body = conv.start() + conv.mcp_list_tools_failed("docs", "connection refused")
-    body += conv.close(UpstreamError("MCP server 'docs' could not list its tools", code="server_error"))
+    body += conv.close(
+        UpstreamError("MCP server 'docs' could not list its tools", code="server_error")
+    )
     result = checked(body)
     assert result.types[2:] == [
         "response.output_item.added",
@@ -523,3 +525,88 @@ def test_a_round_without_mcp_calls_ends_the_response_at_its_done() -> None:
     result = checked(run([answering()]))
     assert result.status == "completed"
     assert [item["type"] for item in result.response["output"]] == ["mcp_list_tools", "message"]
+
+
+def events_of(body: bytes) -> list[bytes]:
+    return [piece + b"\n\n" for piece in body.split(b"\n\n") if piece]
+
+
+def loop_steps(conv: StreamConverter, tools: dict[str, McpTool]) -> list[Callable[[], bytes]]:
+    """The tool loop as single steps, each returning what it wrote."""
+
+    def result() -> bytes:
+        return b"".join(
+            conv.mcp_call_result(item_id, output="ok") for item_id, _, _ in conv.pending_mcp_calls()
+        )
+
+    def next_round() -> bytes:
+        conv.next_round()
+        return b""
+
+    round_one = b"".join(
+        [
+            *call(0, "call_1", "docs__search", ['{"q":', '"a"}']),
+            *call(1, "call_2", "docs__delete", ['{"p":1}']),
+            event({"content": "between"}),
+            event({}, "tool_calls"),
+            usage(10, 2),
+            DONE,
+        ]
+    )
+    return [
+        conv.start,
+        lambda: conv.mcp_list_tools("docs", tools.values()),
+        *(lambda piece=piece: conv.feed(piece) for piece in events_of(round_one)),
+        conv.end_round,
+        result,
+        *(lambda piece=piece: conv.feed(piece) for piece in events_of(answering())),
+    ]
+
+
+@pytest.mark.parametrize("error", [None, ConnectionResetError("gone")], ids=["close", "error"])
+def test_close_after_any_step_of_the_loop_ends_everything_it_opened(
+    error: BaseException | None,
+) -> None:
+    mcp, tools = plan("delete")
+    steps = len(loop_steps(converter(mcp), tools))
+    for cut in range(steps + 1):
+        conv = converter(mcp)
+        out = [step() for step in loop_steps(conv, tools)[:cut]]
+        out.append(conv.close(error))
+        result = checked(b"".join(out))
+        assert result.status in ("failed", "completed"), cut
+        for item in result.response["output"]:
+            if item["type"] == "mcp_call" and item["output"] is None:
+                assert item["status"] == "incomplete", (cut, item)
+
+
+def test_a_keepalive_between_rounds_repeats_in_progress_with_the_next_number() -> None:
+    mcp, _ = plan()
+    conv = converter(mcp)
+    out = conv.start() + conv.feed(calling_search())
+    assert conv.awaiting_mcp
+    out += conv.keepalive()
+    ((item_id, _, _),) = conv.pending_mcp_calls()
+    out += conv.mcp_call_result(item_id, output="ok")
+    conv.next_round()
+    out += conv.feed(answering()) + conv.close()
+    result = checked(out)
+    assert result.types.count("response.in_progress") == 2
+
+
+@pytest.mark.parametrize("pieces", SPLITS, ids=lambda p: getattr(p, "__name__", "random"))
+def test_an_approval_request_is_the_same_whatever_the_splits(pieces: Pieces) -> None:
+    rounds = [
+        b"".join(
+            [
+                *call(0, "call_1", "docs__search", ['{"q":', '"a"}']),
+                *call(1, "call_2", "docs__delete", ['{"p', 'ath":', '"/x"}']),
+                event({}, "tool_calls"),
+                DONE,
+            ]
+        )
+    ]
+    body = run(rounds, pieces=pieces, approval="delete")
+    assert body == run(rounds, approval="delete")
+    request = checked(body).response["output"][-1]
+    assert (request["type"], request["arguments"]) == ("mcp_approval_request", '{"path":"/x"}')
