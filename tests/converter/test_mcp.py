@@ -610,3 +610,50 @@ def test_an_approval_request_is_the_same_whatever_the_splits(pieces: Pieces) -> 
     assert body == run(rounds, approval="delete")
     request = checked(body).response["output"][-1]
     assert (request["type"], request["arguments"]) == ("mcp_approval_request", '{"path":"/x"}')
+
+
+def reframed(events: list[dict[str, Any]]) -> bytes:
+    """Events as an SSE body again, numbered afresh (for doctored streams)."""
+    frames = []
+    for number, one in enumerate(events):
+        one = {**one, "sequence_number": number}
+        frames.append(b"event: %s\ndata: %s\n\n" % (one["type"].encode(), orjson.dumps(one)))
+    return b"".join(frames) + DONE
+
+
+def doctored(change: Callable[[list[dict[str, Any]]], None]) -> bytes:
+    events = check_stream(run([calling_search(), answering()])).events
+    change(events)
+    return reframed(events)
+
+
+def drop_arguments_done(events: list[dict[str, Any]]) -> None:
+    events[:] = [e for e in events if e["type"] != "response.mcp_call_arguments.done"]
+
+
+def completed_with_an_error(events: list[dict[str, Any]]) -> None:
+    for one in events:
+        item = one.get("item") or {}
+        if one["type"] == "response.output_item.done" and item.get("type") == "mcp_call":
+            item["error"] = {"type": "http_error", "code": 500, "message": "x"}
+
+
+def result_twice(events: list[dict[str, Any]]) -> None:
+    at = next(i for i, e in enumerate(events) if e["type"] == "response.mcp_call.completed")
+    events.insert(at, dict(events[at]))
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        (drop_arguments_done, "ended before its arguments"),
+        (completed_with_an_error, "a completed mcp_call has error"),
+        (result_twice, "mcp_call completed after"),
+    ],
+)
+def test_the_checker_refuses_an_mcp_call_out_of_order_or_inconsistent(
+    change: Callable[[list[dict[str, Any]]], None], complaint: str
+) -> None:
+    check_stream(doctored(lambda events: None))  # undoctored, it passes
+    with pytest.raises(AssertionError, match=complaint):
+        check_stream(doctored(change))
