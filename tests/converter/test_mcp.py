@@ -23,6 +23,7 @@ from stream_mw import StreamConverter
 from stream_mw._errors import UpstreamError
 from stream_mw._mcp._plan import McpPlan, McpServer, McpTool, _Filter
 from tests.checker import CheckedStream, check_stream
+from tests.converter.test_layers import calls_between_parts
 from tests.converter.test_sdk_models import assert_subset, sdk_client, validate_event
 
 RESPONSE_ID = "resp_0123456789abcdef0123456789abcdef"
@@ -657,3 +658,18 @@ def test_the_checker_refuses_an_mcp_call_out_of_order_or_inconsistent(
     check_stream(doctored(lambda events: None))  # undoctored, it passes
     with pytest.raises(AssertionError, match=complaint):
         check_stream(doctored(change))
+
+
+def test_an_mcp_calls_argument_fragments_take_the_same_shortcut_as_a_function_calls() -> None:
+    """MCP is decided once per call, when it is named: its fragments cost what a function
+    call's do."""
+    visited = {}
+    for name, mcp in (("docs__search", plan()[0]), ("lookup", None)):
+        conv = converter(mcp, {"model": "m", "tools": [{"type": "function", "name": "lookup"}]})
+        conv.start()
+        for piece in events_of(b"".join(call(0, "c", name, ["{", '"a', '":', " 1", ", "]))):
+            conv.feed(piece)
+        fragment = event({"tool_calls": [{"index": 0, "function": {"arguments": '"b"'}}]})
+        visited[name] = [callee for _, callee in calls_between_parts(conv, fragment)]
+    assert visited["docs__search"] == visited["lookup"]
+    assert visited["lookup"][0] == "_shortcut"
