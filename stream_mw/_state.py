@@ -18,6 +18,15 @@ States (``State``) say which item is taking deltas:
   open until the end: fragments of parallel calls may interleave, and text after the calls
   opens a *new* message item at the next ``output_index``.
 - ``FINISH`` is only recorded (usage arrives after it); ``END`` or ``finalize()`` → ``DONE``.
+- With an MCP plan, a named call of one of its functions becomes an ``mcp_call`` item
+  (``response.mcp_call.in_progress``, then its arguments as ``mcp_call_arguments.delta``), or,
+  when the tool needs approval, is held back and announced whole as an
+  ``mcp_approval_request`` once the stream ends. ``END`` (``end_round``) after a stream that
+  finished and made MCP calls closes the round's items, writes each call's
+  ``mcp_call_arguments.done`` (only now are they final, so only now may they run) and moves
+  to ``BETWEEN_ROUNDS``: the caller hands in each result (``mcp_call_result``) and then
+  ``next_round()`` → ``IDLE`` for the backend's next stream, or ends the response. Output
+  indexes and sequence numbers run on; ``usage`` is summed over the rounds.
 
 Every move goes through ``_move``, which checks ``TRANSITIONS``; an illegal move raises, and
 like every other error it ends the stream with ``response.failed``.
@@ -41,6 +50,9 @@ What finalisation guarantees (``docs/design.md``, Guarantees):
 - a reasoning item's ``encrypted_content`` (when the request's ``include`` asks for it) is
   sealed once, when the item is done, and appears only in its ``output_item.done`` and the
   terminal response;
+- an ``mcp_call`` without its result (cut short, or still waiting when the response ends) is
+  listed ``incomplete`` and gets no further event: it never looks finished. A response that
+  would complete with such a call fails instead (the model never saw the answer);
 - then exactly one terminal event (``response.completed``, ``response.incomplete``, or
   ``response.failed``, preceded by an ``error`` event when ``Settings.error_event``), then
   ``[DONE]`` when ``Settings.done_marker``, then nothing. The terminal ``output`` lists every
