@@ -663,10 +663,6 @@ class Translator:
                 f"{self.state.name}"
             )
 
-    @property
-    def awaiting_mcp(self) -> bool:
-        return self.state is _BETWEEN
-
     # --- the end ----------------------------------------------------------------------
 
     def end_round(self) -> None:
