@@ -17,6 +17,7 @@ from stream_mw import InvalidRequestError, Settings, StreamConverter, translate_
 from stream_mw._mcp._plan import McpPlan, McpServer
 from stream_mw._requests import MCP_DECLINED, parse_request_body
 from tests.checker import check_response_schema, check_stream
+from tests.converter.test_mcp import answering, calling_search
 from tests.converter.test_requests import (
     NO_OUTPUT,
     WEATHER,
@@ -323,3 +324,23 @@ def test_the_checker_refuses_an_echoed_mcp_tool_with_its_headers() -> None:
     response["tools"] = [MCP_TOOL]
     with pytest.raises(AssertionError, match="headers"):
         check_response_schema(response)
+
+
+def test_the_converters_output_items_replay_as_the_next_rounds_tool_conversation() -> None:
+    mcp = plan("search")
+    converter = StreamConverter({"model": "m", "tools": [MCP_TOOL]}, response_id="resp_1", mcp=mcp)
+    converter.start()
+    converter.mcp_list_tools("docs", mcp.tools())
+    converter.feed(calling_search())
+    ((item_id, _, _),) = converter.pending_mcp_calls()
+    converter.mcp_call_result(item_id, output="café found")
+    items = [user("find café"), *converter.output_items()]
+    chat = translate({"input": items, "tools": [MCP_TOOL]}, mcp)
+    assert chat["messages"] == [
+        user("find café"),
+        assistant(None, tc(item_id, "docs__search", '{"q": "café"}')),
+        tool(item_id, "café found"),
+    ]
+    converter.next_round()
+    converter.feed(answering())
+    assert converter.finished
