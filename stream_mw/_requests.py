@@ -887,7 +887,8 @@ class _History:
         return tool.function_name if tool is not None else function_name_for(label, name)
 
     def _add_mcp_call(self, item: Mapping[str, Any], path: str) -> None:
-        call_id = item.get("id") or f"{path}_mcp_call"
+        # (An item replayed without its id still needs one to pair the call with its result.)
+        call_id = item.get("id") or "mcp_" + path.replace("[", "_").rstrip("]")
         self._add_call(call_id, self._mcp_function(item), item["arguments"] or "{}")
         output, error = item.get("output"), item.get("error")
         if error is not None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai.types.responses import Response
 from openai.types.responses.response_output_item import McpCall, McpListTools
 
@@ -673,3 +675,51 @@ def test_an_mcp_calls_argument_fragments_take_the_same_shortcut_as_a_function_ca
         visited[name] = [callee for _, callee in calls_between_parts(conv, fragment)]
     assert visited["docs__search"] == visited["lookup"]
     assert visited["lookup"][0] == "_shortcut"
+
+
+@settings(
+    max_examples=150,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_the_loop_cut_at_any_byte_of_either_round_ends_in_one_terminal_event(
+    data: st.DataObject,
+) -> None:
+    mcp, tools = plan("delete")
+    rounds = [
+        b"".join(
+            [
+                event({"reasoning_content": "think"}),
+                *call(0, "call_1", "docs__search", ['{"q":', '"a"}']),
+                *call(1, "call_2", "docs__delete", ['{"p":1}']),
+                event({}, "tool_calls"),
+                usage(10, 2),
+                DONE,
+            ]
+        ),
+        answering(),
+    ]
+    broken = data.draw(st.integers(0, 1), label="round")
+    cut = data.draw(st.integers(0, len(rounds[broken])), label="cut")
+    error = data.draw(st.sampled_from([None, ConnectionResetError("reset")]), label="error")
+    conv = converter(mcp)
+    out = [conv.start(), conv.mcp_list_tools("docs", tools.values())]
+    for number, body in enumerate(rounds):
+        if number == broken:
+            body = body[:cut]
+        out.extend(conv.feed(piece) for piece in random_splits(cut)(body))
+        if number == broken:
+            break
+        out.append(conv.end_round())
+        for item_id, _, _ in conv.pending_mcp_calls():
+            out.append(conv.mcp_call_result(item_id, output="ok"))
+        conv.next_round()
+    out.append(conv.close(error))
+    result = checked(b"".join(out))
+    for item in result.response["output"]:
+        if item["type"] == "mcp_call" and item["output"] is None:
+            assert item["status"] == "incomplete"
+            assert result.status == "failed"
