@@ -266,8 +266,31 @@ def test_usage_is_the_sum_of_every_round() -> None:
     }
 
 
-def test_the_sdk_stream_helper_reads_an_mcp_response_and_rebuilds_it() -> None:
-    body = run([calling_search(), answering()])
+def fail_every_call(item_id: str, tool: McpTool, arguments: str) -> dict[str, Any]:
+    return {"error": {"type": "mcp_protocol_error", "code": -32603, "message": "boom"}}
+
+
+APPROVAL_ROUND = b"".join(
+    [
+        *call(0, "call_1", "docs__search", ['{"q":"a"}']),
+        *call(1, "call_2", "docs__delete", ['{"path":"/a"}']),
+        event({}, "tool_calls"),
+        DONE,
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(run([calling_search(), answering()]), id="call then answer"),
+        pytest.param(
+            run([calling_search(), answering()], results=fail_every_call), id="failed call"
+        ),
+        pytest.param(run([APPROVAL_ROUND], approval="delete"), id="approval request"),
+    ],
+)
+def test_the_sdk_stream_helper_reads_an_mcp_response_and_rebuilds_it(body: bytes) -> None:
     result = checked(body)
     with (
         sdk_client(body, strict=True) as client,
