@@ -5,11 +5,13 @@ request gets its request id (``_service.request_id``); probes (``health_path``,
 ``ready_path``) and metrics are answered, and with ``client_keys`` a request without a valid
 key is answered 401 (``_auth``). Then:
 
-- ``POST {path_prefix}/responses``: one ``_Responder`` (``_responder``) reads, translates and
-  runs the request through the wrapped app and answers it as SSE or JSON.
+- ``POST {path_prefix}/responses``: one ``ResponseRun`` (``_run``) reads, translates and
+  runs the request through the wrapped app, and its HTTP delivery (``_deliver/http``)
+  answers it as SSE or JSON; a ``background: true`` one is handed to ``BackgroundRuns``
+  (``_deliver/background``), whose run delivers to the store's event log.
 - a WebSocket on ``{path_prefix}/responses``: one ``WebSocketSession``
-  (``_deliver/websocket``) per connection, which runs each ``response.create`` frame as the
-  ``POST`` it stands for, through the same ``_Responder``, and delivers its events as frames.
+  (``_deliver/websocket``) per connection, which runs each ``response.create`` frame as a
+  ``ResponseRun`` whose events it delivers as frames.
 - the stored-response and conversation routes: ``StoreGateway`` and ``ConversationsAPI``.
 - everything else (and lifespan) passes through to the wrapped app.
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
+from typing import TYPE_CHECKING, Final, Literal, TypedDict
 
 import anyio
 import orjson
@@ -34,9 +36,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._auth import CLIENT_SCOPE_KEY, ClientKeys, unauthorized_body
 from ._compact import compact
-from ._continuation import LocalHistory
 from ._conversations import ConversationsAPI
 from ._deliver.background import BackgroundRuns
+from ._deliver.http import respond
 from ._deliver.websocket import WebSocketSession
 from ._errors import (
     MethodNotAllowedError,
@@ -49,7 +51,6 @@ from ._observe import (
     ResponseRecord,
     access_logger,
 )
-from ._responder import _Responder
 from ._service import (
     Probes,
     reject_unauthorized,
@@ -57,13 +58,13 @@ from ._service import (
     send_with_request_id,
 )
 from ._settings import Settings
-from ._store_gateway import StoreGateway, normalize_input
-from ._upstream_answer import no_generation
+from ._store_gateway import StoreGateway
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._metrics import Metrics
+    from ._run import ResponseRun
     from ._traces import Tracer
 
 __all__ = ["Drained", "ResponsesMiddleware", "SettingsOverrides", "shutdown_error"]
@@ -207,7 +208,7 @@ class ResponsesMiddleware:
             self.tracer = Tracer()
         # The Responses requests in flight, for shutdown(); and, once it ended them, why
         # (requests that arrive later are refused with the same error).
-        self._open: set[_Responder] = set()
+        self._open: set[ResponseRun] = set()
         #: The background responses this process runs, and their delivery routes.
         self.background = BackgroundRuns(self)
         self._stopping: UpstreamError | None = None
@@ -229,8 +230,8 @@ class ResponsesMiddleware:
         await self._wait_for_open(grace)
         error = self._stopping = shutdown_error()
         ending = list(self._open)
-        for responder in ending:
-            responder.stop(error)
+        for run in ending:
+            run.stop(error)
         await self._wait_for_open(_SHUTDOWN_SEND_SECONDS)
         return Drained(finished=max(at_start - len(ending), 0), ended=len(ending))
 
@@ -269,7 +270,7 @@ class ResponsesMiddleware:
             if path == self._responses_path:
                 method = scope["method"]
                 if method == "POST":
-                    await _Responder(self, rid)(scope, receive, send)
+                    await respond(self, rid, scope, receive, send)
                     return
                 # OPTIONS is left to the app: a CORS layer inside may answer the preflight.
                 if method != "OPTIONS":
@@ -302,10 +303,7 @@ class ResponsesMiddleware:
                     return
                 scope = authorized
             if self._websocket and _route_path(scope) == self._responses_path:
-                session = WebSocketSession(
-                    self._run_for_socket, self.settings, store_on=self._store_on
-                )
-                await session(scope, receive, send)
+                await WebSocketSession(self)(scope, receive, send)
                 return
         elif kind == "lifespan":
             await self.app(scope, self._ending_requests(receive), self._closing_store(send))
@@ -333,22 +331,6 @@ class ResponsesMiddleware:
             after = -1
         await self.background.stream(scope, receive, send, response_id, after)
         return True
-
-    async def _run_for_socket(
-        self, scope: Scope, receive: Receive, send: Send, history: LocalHistory, generate: bool
-    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
-        """Run one WebSocket ``response.create`` as the HTTP request it stands for."""
-        responder = _Responder(self, request_id(scope), history)
-        if not generate:
-            responder.app = no_generation
-        await responder(scope, receive, send)
-        converter = responder.converter
-        if converter is None or not converter.finished:
-            return None, None
-        items = responder.input_items
-        if items is None:
-            items = normalize_input(responder.request.get("input"))
-        return converter.response, items
 
     async def _unauthorized(
         self, scope: Scope, receive: Receive, send: Send, rid: bytes, path: str

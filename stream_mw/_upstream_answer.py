@@ -1,6 +1,6 @@
 """What the wrapped app answered, read: its error bodies, its status codes, a completion as a stream.
 
-Pure functions over bytes and dicts, shared by the HTTP responder and the WebSocket mode.
+Pure functions over bytes and dicts, used by the run (``_run``) and its callers.
 """
 
 from __future__ import annotations

@@ -1,31 +1,54 @@
-"""``_Responder``: one ``POST {path_prefix}/responses``, from its body to its last byte.
+"""``ResponseRun``: one response, from its request body to its delivery's last call.
 
-Strategy: ``POST {path_prefix}/responses`` is read (bounded), validated, expanded from the
-store and translated into a Chat Completions request that the wrapped app receives on
-``chat_completions_path``. Everything the app sends back is judged at
-``http.response.start``:
+Theory of operation
+-------------------
+A run is written once and delivered four ways. It reads the request (bounded), validates
+it, expands it from the store and translates it into a Chat Completions request that the
+wrapped app receives on ``chat_completions_path``; it converts what the app answers, stores
+the response and reports it (log line, metrics, span). What it produces goes to a
+``Delivery``: HTTP (``_deliver/http``: SSE or JSON), WebSocket frames
+(``_deliver/websocket``), a background response's event log (``_deliver/background``) or a
+compaction's collected answer (``_compact``). A delivery only carries: it never decides.
 
-- 2xx ``text/event-stream`` and a streaming request: our own start message and
-  ``response.created`` go out at once, then each upstream body message is fed to the
-  ``StreamConverter`` and whatever it returns is sent as one body message, before the app
-  can produce the next one. When the converter finishes, the client's body ends then and
-  there; the app's later sends are swallowed.
+Everything the app sends back is judged at ``http.response.start``:
+
+- 2xx ``text/event-stream`` and a streaming request: ``Delivery.start`` with
+  ``response.created`` goes out at once, then each upstream body message is fed to the
+  ``StreamConverter`` and whatever it returns goes to ``Delivery.events``, before the app can
+  produce the next one. When the converter finishes, ``Delivery.end`` ends the stream then
+  and there; the app's later sends are swallowed.
 - 2xx JSON: ``translate_completion``; for a streaming request the completion is replayed
-  through a converter as a one-chunk stream, so the client still gets a full event stream.
+  through a converter as a one-chunk stream (``start(..., end=True)``), so the client still
+  gets a full event stream.
 - 2xx SSE for a non-streaming request: the converter runs silently and its terminal response
-  is returned as JSON.
+  is answered as JSON (``Delivery.answer``).
 - anything else: the upstream status with an OpenAI-shaped error carrying its message.
+
+Keep-alives (a repeated ``response.in_progress`` while the upstream is silent) belong to the
+run, not to HTTP: they are events of the stream, which every streaming delivery carries (a
+background run's log relies on them to show it is alive).
+
+Rounds: ``drive(chat_body)`` runs the app once and may be called again on the same run, so
+one response can span several Chat requests feeding the same converter and delivery (a
+remote tool called between them). ``rounds`` is what ``_respond`` calls: by default one
+drive. When the app's body ends before the converter finished, ``more_rounds()`` is
+consulted first: ``False`` (the default) ends the stream as always; ``True`` delivers the
+round's events and leaves the stream open, so that ``rounds`` can ``emit`` events of its own
+and ``drive`` the next request, whose ``http.response.start`` continues the stream.
+
+The hot path: one upstream chunk is ``converter.feed`` and one ``Delivery.events`` call that
+returns the transport's own awaitable, all in ``_send_from_app``, one coroutine deep.
 
 Deliberate behaviour, do not "fix":
 
 - An exception from the wrapped app is answered cleanly (a 500 error before anything was
-  sent, ``response.failed`` and the end of the body after) and then re-raised, as
+  sent, ``response.failed`` and the end of the stream after) and then re-raised, as
   Starlette's ``ServerErrorMiddleware`` does, so the server logs it. uvicorn logs it and
   then closes the connection, so an error answered before any byte also says
   ``Connection: close``; after a stream began, a client reusing that connection may see one
   connection error (the SDKs retry). In-process test clients surface the exception unless
   told not to (``raise_app_exceptions=False`` / ``raise_server_exceptions=False``).
-- A client that goes away (``http.disconnect`` from the server, or ``send`` raising
+- A client that goes away (``http.disconnect`` from ``receive``, or a delivery raising
   ``OSError``) cancels the wrapped app at once; it sees ``http.disconnect`` if it was
   listening. Nothing is re-raised for that: the client leaving is not a server error.
 - A failed non-streaming response becomes an HTTP error (as OpenAI's API answers), not a
@@ -37,17 +60,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from time import monotonic as _monotonic
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 import orjson
 from anyio.abc import TaskGroup
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope
 
 from ._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
 from ._continuation import LocalHistory, check_tool_outputs
-from ._deliver.background import BACKGROUND_SCOPE_KEY
 from ._errors import (
     RequestError,
     UpstreamError,
@@ -81,7 +104,7 @@ if TYPE_CHECKING:
     from ._middleware import ResponsesMiddleware
 
 
-__all__ = ["unattached_send"]
+__all__ = ["Delivery", "ResponseRun"]
 
 # Request headers the wrapped app must not see: they describe the client's body, not ours.
 _DROP_REQUEST_HEADERS: Final = frozenset(
@@ -120,12 +143,6 @@ _DROP_EXTENSIONS: Final = (
     "http.response.zerocopysend",
     "http.response.trailers",
 )
-_SSE_HEADERS: Final = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-store"),
-    # nginx and friends buffer proxied bodies unless told not to (sse-starlette does the same).
-    (b"x-accel-buffering", b"no"),
-]
 _JSON_TYPE: Final = (b"content-type", b"application/json")
 _EVENT_STREAM: Final = b"text/event-stream"
 # Upstream error bodies are only read for their message; the rest is drained and dropped.
@@ -144,16 +161,59 @@ _CLIENT_GONE: Final = {
 }
 
 
-async def unattached_send(message: Message) -> NoReturn:
-    raise RuntimeError("send awaitable not set")  # pragma: no cover
+#: The request headers the wrapped app is given, as ASGI lists them.
+Headers = list[tuple[bytes, bytes]]
 
 
-async def _unattached_receive() -> NoReturn:
-    raise RuntimeError("receive awaitable not set")  # pragma: no cover
+class Delivery(Protocol):
+    """Where one run's answer goes: the client's HTTP response, WebSocket frames, an event log.
+
+    A run calls either ``answer`` once, or ``start`` once, then ``events`` any number of
+    times and ``end`` once (``start(..., end=True)`` is the whole stream at once); nothing
+    after ``answer`` or ``end``. Events are always whole, as ``StreamConverter`` writes
+    them. Any method may raise ``OSError``: the client is gone, and the run stops.
+    """
+
+    async def answer(
+        self, status: int, body: dict[str, Any], headers: Headers, *, close: bool
+    ) -> None:
+        """The whole answer as one JSON body: an error before anything was delivered, or a
+        non-streamed response. ``headers`` are the upstream's kept ones; ``close``: the run
+        re-raises the app's exception next and the server drops the connection."""
+
+    async def start(self, headers: Headers, events: bytes, *, end: bool) -> None:
+        """The stream begins with ``events`` (``response.created`` first); ``end``: they are
+        all of it."""
+
+    def events(self, data: bytes) -> Awaitable[None]:
+        """More events of a stream that began. A plain function returning an awaitable, so
+        that a delivery can hand back its transport's own (HTTP does): the streaming hot path
+        stays one coroutine deep."""
+
+    async def end(self, data: bytes) -> None:
+        """The last events; the stream ends."""
 
 
-class _Responder:
-    """One Responses request: reads and translates it, runs the app, answers the client."""
+#: Takes over a validated ``background: true`` request (``BackgroundRuns.start``).
+Detach = Callable[["ResponseRun"], Awaitable[None]]
+
+
+class ResponseRun:
+    """One response: reads and translates the request, runs the app, converts, stores and
+    reports, and hands what it produces to its ``Delivery``.
+
+    Args:
+        mw: The middleware (settings, store, metrics, the wrapped app).
+        scope: The HTTP scope of the request (a WebSocket's upgrade request made one).
+        receive: Gives the request body (unless ``respond`` is given it), then reports the
+            client leaving with ``http.disconnect``.
+        delivery: Where the answer goes.
+        rid: The request id (``x-request-id``).
+        history: A WebSocket connection's own responses, which ``previous_response_id``
+            may name.
+        detach: Takes over a ``background: true`` request; without it such a request runs
+            here (it is the background run itself).
+    """
 
     __slots__ = (
         "app",
@@ -163,8 +223,11 @@ class _Responder:
         "complete",
         "converter",
         "created_at",
+        "delivery",
+        "detach",
         "disconnect_event",
         "disconnected",
+        "events",
         "first_output_at",
         "gateway",
         "history",
@@ -190,7 +253,6 @@ class _Responder:
         "request_id",
         "response_id",
         "scope",
-        "send",
         "sending",
         "settings",
         "started",
@@ -210,20 +272,31 @@ class _Responder:
     )
 
     def __init__(
-        self, mw: ResponsesMiddleware, rid: bytes, history: LocalHistory | None = None
+        self,
+        mw: ResponsesMiddleware,
+        scope: Scope,
+        receive: Receive,
+        delivery: Delivery,
+        rid: bytes,
+        *,
+        history: LocalHistory | None = None,
+        detach: Detach | None = None,
     ) -> None:
         self.mw = mw
-        #: A WebSocket connection's own responses, which ``previous_response_id`` may name.
         self.history = history
+        self.delivery = delivery
+        #: Bound once: the hot path calls it for every upstream chunk.
+        self.events = delivery.events
+        self.detach = detach
         #: The ``x-request-id`` header every answer carries.
         self.request_id = (REQUEST_ID_HEADER, rid)
-        self.app = mw.app
+        #: The Chat Completions app driven; a WebSocket warm-up replaces it.
+        self.app: ASGIApp = mw.app
         self.settings = mw.settings
         self.gateway = mw.gateway
         self.keepalive = mw._keepalive
-        self.send: Send = unattached_send
-        self.receive: Receive = _unattached_receive
-        self.scope: Scope = {}
+        self.receive: Receive = receive
+        self.scope: Scope = scope
         self.started_at = time.perf_counter()
         self.response_id = new_id("resp")
         self.created_at = int(time.time())
@@ -249,11 +322,11 @@ class _Responder:
         #: Bytes of upstream event stream read so far (``max_response_bytes``).
         self.upstream_bytes = 0
         self.upstream_status = 0
-        self.upstream_headers: list[tuple[bytes, bytes]] = []
+        self.upstream_headers: Headers = []
         self.http_status = 0
-        #: Our ``http.response.start`` went to the client.
+        #: The delivery was given the answer's start (``answer`` or ``start``).
         self.started = False
-        #: Our final body message went (or is going) to the client; nothing more is sent.
+        #: The answer's last part went (or is going) to the delivery; nothing more is sent.
         self.complete = False
         self.disconnected = False
         #: The app raised: the answer asks the client to close the connection.
@@ -289,11 +362,13 @@ class _Responder:
         #: The stream is counted in the streams-open gauge.
         self.stream_counted = False
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def respond(self, body: bytes | None = None) -> None:
+        """Run the response to its end: from ``body`` (read from ``receive`` when ``None``)
+        to the delivery's last call. Re-raises what the wrapped app raised, once answered."""
         registry = self.mw._open
         registry.add(self)
         try:
-            await self._respond(scope, receive, send)
+            await self._respond(body)
         finally:
             registry.discard(self)
             if not registry and self.mw._all_closed is not None:
@@ -303,19 +378,18 @@ class _Responder:
                 self.mw.metrics.streams_open.dec()
 
     def stop(self, error: UpstreamError) -> None:
-        """End this request for a server shutdown: the app is cancelled and ``error`` ends
-        the answer, unless its last bytes are already on their way."""
+        """End this response for a server shutdown (or a cancel): the app is cancelled and
+        ``error`` ends the answer, unless its last bytes are already on their way."""
         self.stopping = error
         if not self.complete:
             self._stop_keepalive()
             self._cancel_app()
 
-    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.scope, self.receive, self.send = scope, receive, send
+    async def _respond(self, body: bytes | None) -> None:
         try:
-            chat = await self._prepare()
+            chat = await self._prepare(body)
         except RequestError as exc:
-            await self._send_json(exc.status_code, exc.body())
+            await self._answer(exc.status_code, exc.body())
             error = {"code": exc.code or exc.error_type, "message": exc.message}
             await self._report("failed", error=error)
             return
@@ -323,17 +397,16 @@ class _Responder:
             self.http_status = 499
             await self._report("failed", error=_CLIENT_GONE)
             return
-        if self.request.get("background") is True and BACKGROUND_SCOPE_KEY not in scope:
-            await self.mw.background.start(self)
+        if self.detach is not None and self.request.get("background") is True:
+            await self.detach(self)
             return
-        self.chat_body = orjson.dumps(chat)
         stopping = self.stopping or self.mw._stopping
         if stopping is not None:
             # The server stopped while the request was read: the app is not started.
             await self._send_upstream_error(stopping)
             return
 
-        app_error = await self._run_app()
+        app_error = await self.rounds(orjson.dumps(chat))
         if self.watch_error is not None:
             self.http_status = self.http_status or 500
             message = f"The server's receive failed ({type(self.watch_error).__name__})."
@@ -358,31 +431,12 @@ class _Responder:
 
     # --- the request ----------------------------------------------------------------------
 
-    async def _prepare(self) -> dict[str, Any] | None:
-        limit = self.mw._max_request_bytes
-        for name, value in self.scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    break
-                if declared > limit:
-                    raise too_large(limit)
-                break
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
+    async def _prepare(self, body: bytes | None) -> dict[str, Any] | None:
+        if body is None:
+            body = await self._read_body()
+            if body is None:
                 return None
-            body: bytes = message.get("body", b"")
-            size += len(body)
-            if size > limit:
-                raise too_large(limit)
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        request = parse_request_body(b"".join(chunks), self.settings)
+        request = parse_request_body(body, self.settings)
         self.request = request
         self.stream = request.get("stream") is True
         # A conversation takes the turn even with store: false (see StoreGateway.save).
@@ -413,6 +467,33 @@ class _Responder:
             check_tool_outputs(self.input_items, request.get("input"))
         return _translate(expanded, self.settings, validated=False, tenant=self.tenant)
 
+    async def _read_body(self) -> bytes | None:
+        """The request body, bounded; ``None`` when the client left first."""
+        limit = self.mw._max_request_bytes
+        for name, value in self.scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    break
+                if declared > limit:
+                    raise too_large(limit)
+                break
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body: bytes = message.get("body", b"")
+            size += len(body)
+            if size > limit:
+                raise too_large(limit)
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
     def _inner_scope(self) -> Scope:
         scope = self.scope
         headers = [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST_HEADERS]
@@ -432,8 +513,22 @@ class _Responder:
 
     # --- running the app --------------------------------------------------------------------
 
-    async def _run_app(self) -> Exception | None:
-        """Run the wrapped app, cancelled if the client leaves; returns what it raised."""
+    async def rounds(self, chat_body: bytes) -> Exception | None:
+        """Drive the app for the response; one round unless overridden (see the module
+        docstring). Returns what the app raised."""
+        return await self.drive(chat_body)
+
+    async def drive(self, chat_body: bytes) -> Exception | None:
+        """Run the wrapped app on one Chat Completions request body, cancelled if the client
+        leaves; returns what it raised.
+
+        May be called again once it returned (a round, see the module docstring): the same
+        converter and delivery go on, and ``emit`` may deliver events between rounds.
+        """
+        self.chat_body = chat_body
+        self.replayed = False
+        self.upstream_status = 0
+        self.mode, self.on_body = _WAITING, self._body_before_start
         task = current_asyncio_task()
         if task is None:
             return await self._run_app_in_task_group()
@@ -561,6 +656,13 @@ class _Responder:
             else:
                 out = b""
             if converter.finished or not message.get("more_body", False):
+                if not converter.finished and self.more_rounds():
+                    # The app's body ended but the response goes on: this round's events
+                    # go out, and the next drive() continues the stream.
+                    self.streaming = False
+                    if out:
+                        await self.emit(out)
+                    return
                 await self._end_stream(out)
                 if message.get("more_body", False) and converter.response["status"] == "failed":
                     # Failed mid-body (a limit, an in-band error): the rest of a body that
@@ -574,7 +676,7 @@ class _Responder:
                     await self.keepalive_sending.wait()
                 self.sending = True
                 try:
-                    await self.send({"type": "http.response.body", "body": out, "more_body": True})
+                    await self.events(out)
                 except OSError:
                     self._client_gone()
                 self.sending = False
@@ -620,6 +722,10 @@ class _Responder:
             self.mode, self.on_body = _ERROR, self._body_error
         elif not is_sse:
             self.mode, self.on_body = _JSON, self._body_json
+        elif self.started and self.stream:
+            # A later round of a stream that began: its chunks feed the same converter.
+            self.mode, self.on_body = _STREAM, self._body_ignored
+            self.streaming = not self.disconnected
         else:
             self.converter = self.prepared or self._new_converter()
             self.prepared = None
@@ -643,17 +749,11 @@ class _Responder:
         self.started = True
         self.http_status = 200
         try:
-            await self.send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [*self.upstream_headers, *_SSE_HEADERS, self.request_id],
-                }
-            )
+            await self.delivery.start(self.upstream_headers, first, end=False)
         except OSError:
             self._client_gone()
             return
-        await self._emit(first, more_body=True)
+        self.last_send = _monotonic()
         self.streaming = not self.disconnected
         metrics = self.mw.metrics
         if metrics is not None and self.streaming:
@@ -676,6 +776,15 @@ class _Responder:
         await self._emit(final, more_body=False)
         await self._report_response(converter.response)
 
+    def more_rounds(self) -> bool:
+        """Consulted when the app's body ended before the converter finished: ``True``
+        keeps the stream open for another ``drive()`` (see the module docstring)."""
+        return False
+
+    async def emit(self, data: bytes) -> None:
+        """Deliver events of a stream that began, between or within rounds."""
+        await self._emit(data, more_body=True)
+
     async def _emit(self, data: bytes, *, more_body: bool) -> None:
         # Two tasks may send: this one (the app's) and the keep-alive loop. A lock would cost
         # more than the rest of the chunk's path, so the rare keep-alive send is waited for
@@ -685,7 +794,10 @@ class _Responder:
             await self.keepalive_sending.wait()
         self.sending = True
         try:
-            await self.send({"type": "http.response.body", "body": data, "more_body": more_body})
+            if more_body:
+                await self.events(data)
+            else:
+                await self.delivery.end(data)
         except OSError:
             self._client_gone()
         self.sending = False
@@ -749,9 +861,7 @@ class _Responder:
         done = anyio.Event()
         self.keepalive_sending = done
         try:
-            await self.send(
-                {"type": "http.response.body", "body": converter.keepalive(), "more_body": True}
-            )
+            await self.events(converter.keepalive())
         except OSError:
             self._client_gone()
             return False
@@ -803,11 +913,11 @@ class _Responder:
             status = CODE_STATUS.get(code, 502)
             message = str(error.get("message") or "The upstream failed.")
             body = error_body(message, status_error_type(status), code=code)
-            await self._send_json(status, body, self.upstream_headers)
+            await self._answer(status, body, self.upstream_headers)
             await self._report("failed", response=response)
             return
         await self._store(response)
-        await self._send_json(200, response, self.upstream_headers)
+        await self._answer(200, response, self.upstream_headers)
         await self._report_response(response)
 
     # --- upstream JSON ----------------------------------------------------------------------
@@ -876,14 +986,7 @@ class _Responder:
         self.http_status = 200
         await self._store(converter.response)
         try:
-            await self.send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [*self.upstream_headers, *_SSE_HEADERS, self.request_id],
-                }
-            )
-            await self.send({"type": "http.response.body", "body": data, "more_body": False})
+            await self.delivery.start(self.upstream_headers, data, end=True)
         except OSError:
             self._client_gone()
             return
@@ -911,14 +1014,14 @@ class _Responder:
         if not isinstance(error_type, str) or not error_type:
             error_type = status_error_type(out_status)
         body = error_body(message, error_type, param=param, code=code)
-        await self._send_json(out_status, body, self.upstream_headers)
+        await self._answer(out_status, body, self.upstream_headers)
         await self._report("failed", error={"code": code, "message": message})
 
     async def _send_upstream_error(self, exc: UpstreamError) -> None:
         status = exc.status_code if exc.status_code and exc.status_code >= 400 else None
         status = status or CODE_STATUS.get(exc.code, 502)
         body = error_body(exc.message, status_error_type(status), code=exc.code)
-        await self._send_json(status, body, self.upstream_headers)
+        await self._answer(status, body, self.upstream_headers)
         await self._report("failed", error={"code": exc.code, "message": exc.message})
 
     # --- after the app returned or raised ----------------------------------------------------
@@ -936,7 +1039,7 @@ class _Responder:
                 )
             else:
                 message = "The wrapped app returned without sending a response."
-            await self._send_json(500, error_body(message, "server_error", code="server_error"))
+            await self._answer(500, error_body(message, "server_error", code="server_error"))
             await self._report("failed", error={"code": "server_error", "message": message})
         elif mode == _STREAM:
             await self._end_stream(b"", app_error)
@@ -960,30 +1063,14 @@ class _Responder:
 
     # --- output helpers ---------------------------------------------------------------------
 
-    async def _send_json(
-        self,
-        status: int,
-        payload: dict[str, Any],
-        headers: list[tuple[bytes, bytes]] | None = None,
+    async def _answer(
+        self, status: int, payload: dict[str, Any], headers: Headers | None = None
     ) -> None:
-        body = orjson.dumps(payload)
         self.started = True
         self.complete = True
         self.http_status = status
-        extra = [_JSON_TYPE, (b"content-length", str(len(body)).encode("ascii")), self.request_id]
-        if self.closing:
-            # The exception is re-raised next, and servers drop the connection for that
-            # (uvicorn closes the transport): tell the client not to reuse it.
-            extra.append((b"connection", b"close"))
         try:
-            await self.send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [*(headers or ()), *extra],
-                }
-            )
-            await self.send({"type": "http.response.body", "body": body, "more_body": False})
+            await self.delivery.answer(status, payload, headers or [], close=self.closing)
         except OSError:
             self._client_gone()
 
