@@ -20,9 +20,10 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from ._deliver.http import HTTPDelivery
+from ._delivery import Headers
 from ._errors import InvalidRequestError, RequestError, UpstreamError
 from ._items import new_id
-from ._run import Headers, ResponseRun
+from ._run import ResponseRun
 from ._sealed import compaction_tenant, reasoning_key, seal_reasoning
 from ._service import request_id
 from ._store_gateway import normalize_input, tenant_key

@@ -24,9 +24,11 @@ Everything the app sends back is judged at ``http.response.start``:
   is answered as JSON (``Delivery.answer``).
 - anything else: the upstream status with an OpenAI-shaped error carrying its message.
 
-Keep-alives (a repeated ``response.in_progress`` while the upstream is silent) belong to the
-run, not to HTTP: they are events of the stream, which every streaming delivery carries (a
-background run's log relies on them to show it is alive).
+Keep-alives (a repeated ``response.in_progress`` while the upstream is silent,
+``_run_keepalive``) belong to the run, not to HTTP: they are events of the stream, which
+every streaming delivery carries (a background run's log relies on them to show it is
+alive). The request side (reading, expanding, translating, the app's scope) is
+``_run_request``.
 
 Rounds: ``drive(chat_body)`` runs the app once and may be called again on the same run, so
 one response can span several Chat requests feeding the same converter and delivery (a
@@ -62,7 +64,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from time import monotonic as _monotonic
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import orjson
@@ -70,14 +72,9 @@ from anyio.abc import TaskGroup
 from starlette.types import ASGIApp, Message, Receive, Scope
 
 from ._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
-from ._continuation import LocalHistory, check_tool_outputs
-from ._errors import (
-    RequestError,
-    UpstreamError,
-    UpstreamProtocolError,
-    classify_upstream_error,
-    error_body,
-)
+from ._continuation import LocalHistory
+from ._delivery import Delivery, Headers
+from ._errors import RequestError, UpstreamError, UpstreamProtocolError, error_body
 from ._items import new_id, translate_completion
 from ._observe import (
     REQUEST_LOG_MESSAGE,
@@ -86,39 +83,26 @@ from ._observe import (
     logger,
     notify_observer,
 )
-from ._requests import _translate, parse_request_body
-from ._service import (
-    REQUEST_ID_HEADER,
-)
-from ._store_gateway import has_item_references, normalize_input, tenant_key
+from ._requests import parse_request_body
+from ._run_keepalive import KeepAlive
+from ._run_request import chat_scope, read_body, translate_request
+from ._service import REQUEST_ID_HEADER
+from ._store_gateway import normalize_input, tenant_key
 from ._stream import StreamConverter
 from ._upstream_answer import (
     CODE_STATUS,
     completion_as_sse,
-    parse_error_body,
+    parse_completion,
     status_error_type,
-    too_large,
+    upstream_error_answer,
 )
 
 if TYPE_CHECKING:
     from ._middleware import ResponsesMiddleware
 
 
-__all__ = ["Delivery", "ResponseRun"]
+__all__ = ["Detach", "ResponseRun"]
 
-# Request headers the wrapped app must not see: they describe the client's body, not ours.
-_DROP_REQUEST_HEADERS: Final = frozenset(
-    {
-        b"content-length",
-        b"content-type",
-        b"content-encoding",
-        b"transfer-encoding",
-        b"accept",
-        # Ask for an identity body: we must be able to read the upstream's JSON and SSE.
-        b"accept-encoding",
-        b"expect",
-    }
-)
 # Upstream response headers that describe the upstream body, which we replace.
 _DROP_RESPONSE_HEADERS: Final = frozenset(
     {
@@ -137,13 +121,6 @@ _DROP_RESPONSE_HEADERS: Final = frozenset(
         b"keep-alive",
     }
 )
-# The wrapped app must answer with body messages we can read, never a file or trailers.
-_DROP_EXTENSIONS: Final = (
-    "http.response.pathsend",
-    "http.response.zerocopysend",
-    "http.response.trailers",
-)
-_JSON_TYPE: Final = (b"content-type", b"application/json")
 _EVENT_STREAM: Final = b"text/event-stream"
 # Upstream error bodies are only read for their message; the rest is drained and dropped.
 _MAX_ERROR_BODY: Final = 64 * 1024
@@ -159,39 +136,6 @@ _CLIENT_GONE: Final = {
     "code": "client_disconnected",
     "message": "The client disconnected before the response finished.",
 }
-
-
-#: The request headers the wrapped app is given, as ASGI lists them.
-Headers = list[tuple[bytes, bytes]]
-
-
-class Delivery(Protocol):
-    """Where one run's answer goes: the client's HTTP response, WebSocket frames, an event log.
-
-    A run calls either ``answer`` once, or ``start`` once, then ``events`` any number of
-    times and ``end`` once (``start(..., end=True)`` is the whole stream at once); nothing
-    after ``answer`` or ``end``. Events are always whole, as ``StreamConverter`` writes
-    them. Any method may raise ``OSError``: the client is gone, and the run stops.
-    """
-
-    async def answer(
-        self, status: int, body: dict[str, Any], headers: Headers, *, close: bool
-    ) -> None:
-        """The whole answer as one JSON body: an error before anything was delivered, or a
-        non-streamed response. ``headers`` are the upstream's kept ones; ``close``: the run
-        re-raises the app's exception next and the server drops the connection."""
-
-    async def start(self, headers: Headers, events: bytes, *, end: bool) -> None:
-        """The stream begins with ``events`` (``response.created`` first); ``end``: they are
-        all of it."""
-
-    def events(self, data: bytes) -> Awaitable[None]:
-        """More events of a stream that began. A plain function returning an awaitable, so
-        that a delivery can hand back its transport's own (HTTP does): the streaming hot path
-        stays one coroutine deep."""
-
-    async def end(self, data: bytes) -> None:
-        """The last events; the stream ends."""
 
 
 #: Takes over a validated ``background: true`` request (``BackgroundRuns.start``).
@@ -235,8 +179,7 @@ class ResponseRun:
         "input_items",
         "keepalive",
         "keepalive_sending",
-        "keepalive_task",
-        "keepalive_timer",
+        "keepalives",
         "last_send",
         "loop",
         "mode",
@@ -344,8 +287,7 @@ class ResponseRun:
         #: Off asyncio only: the task group running the app and its helpers.
         self.task_group: TaskGroup | None = None
         #: On asyncio: the keep-alive check's pending loop callback, and its sending task.
-        self.keepalive_timer: asyncio.TimerHandle | None = None
-        self.keepalive_task: asyncio.Task[None] | None = None
+        self.keepalives: KeepAlive | None = None
         #: Set while a keep-alive is being sent; ``_emit`` waits for it.
         self.keepalive_sending: anyio.Event | None = None
         #: True while ``_emit`` is sending; the keep-alive check skips its turn.
@@ -433,7 +375,7 @@ class ResponseRun:
 
     async def _prepare(self, body: bytes | None) -> dict[str, Any] | None:
         if body is None:
-            body = await self._read_body()
+            body = await read_body(self.scope, self.receive, self.mw._max_request_bytes)
             if body is None:
                 return None
         request = parse_request_body(body, self.settings)
@@ -445,71 +387,13 @@ class ResponseRun:
         )
         # Sealed reasoning is bound to the tenant both ways: issued for it, accepted from it.
         self.tenant = tenant_key(self.scope, self.settings)
-        if (
-            request.get("previous_response_id") is None
-            and request.get("conversation") is None
-            and not has_item_references(request.get("input"))
-        ):
-            # parse_request_body validated exactly this body: do not validate it twice.
-            return _translate(request, self.settings, validated=True, tenant=self.tenant)
-        previous = request.get("previous_response_id")
-        earlier = self.history.items(previous) if self.history is not None else None
-        if earlier is not None:
-            new_items = normalize_input(request.get("input"))
-            items = self.input_items = [*earlier, *new_items]
-            expanded = {k: v for k, v in request.items() if k != "previous_response_id"}
-            expanded["input"] = items
-            if has_item_references(request.get("input")):
-                expanded, self.input_items = await self.gateway.expand(self.scope, expanded)
-        else:
-            expanded, self.input_items = await self.gateway.expand(self.scope, request)
-        if previous is not None:
-            check_tool_outputs(self.input_items, request.get("input"))
-        return _translate(expanded, self.settings, validated=False, tenant=self.tenant)
-
-    async def _read_body(self) -> bytes | None:
-        """The request body, bounded; ``None`` when the client left first."""
-        limit = self.mw._max_request_bytes
-        for name, value in self.scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    break
-                if declared > limit:
-                    raise too_large(limit)
-                break
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body: bytes = message.get("body", b"")
-            size += len(body)
-            if size > limit:
-                raise too_large(limit)
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+        chat, self.input_items = await translate_request(
+            request, self.scope, self.settings, self.gateway, self.history, self.tenant
+        )
+        return chat
 
     def _inner_scope(self) -> Scope:
-        scope = self.scope
-        headers = [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST_HEADERS]
-        headers.append(_JSON_TYPE)
-        headers.append((b"content-length", str(len(self.chat_body)).encode("ascii")))
-        headers.append((b"accept", _EVENT_STREAM if self.stream else b"application/json"))
-        path = scope.get("root_path", "") + self.mw._chat_path
-        inner = dict(scope)
-        inner["method"] = "POST"
-        inner["path"] = path
-        inner["raw_path"] = path.encode("utf-8")
-        inner["headers"] = headers
-        extensions = scope.get("extensions")
-        if extensions and any(name in extensions for name in _DROP_EXTENSIONS):
-            inner["extensions"] = {k: v for k, v in extensions.items() if k not in _DROP_EXTENSIONS}
-        return inner
+        return chat_scope(self.scope, self.mw._chat_path, len(self.chat_body), stream=self.stream)
 
     # --- running the app --------------------------------------------------------------------
 
@@ -617,15 +501,20 @@ class ResponseRun:
             # A broken receive cannot report the client leaving: stop the app rather than
             # let it generate for nobody, and re-raise this once it stopped.
             self.watch_error = exc
-            self._client_gone()
+            self.client_gone()
             return
         self._close_receive()
         # Servers also report http.disconnect once the response is complete; only a
         # disconnect before that means the client left.
         if not self.complete:
-            self._client_gone()
+            self.client_gone()
 
-    def _client_gone(self) -> None:
+    def _stop_keepalive(self) -> None:
+        if self.keepalives is not None:
+            self.keepalives.stop()
+
+    def client_gone(self) -> None:
+        """The client left: the app is cancelled and nothing more is delivered."""
         self.disconnected = True
         self.streaming = False
         self.on_body = self._body_ignored
@@ -671,14 +560,14 @@ class ResponseRun:
             elif out:
                 if not self.first_output_at:
                     self.first_output_at = time.perf_counter()
-                # See _emit for why this is not a lock.
+                # See _run_keepalive for why this is not a lock.
                 while self.keepalive_sending is not None:
                     await self.keepalive_sending.wait()
                 self.sending = True
                 try:
                     await self.events(out)
                 except OSError:
-                    self._client_gone()
+                    self.client_gone()
                 self.sending = False
                 self.last_send = _monotonic()
             return
@@ -751,7 +640,7 @@ class ResponseRun:
         try:
             await self.delivery.start(self.upstream_headers, first, end=False)
         except OSError:
-            self._client_gone()
+            self.client_gone()
             return
         self.last_send = _monotonic()
         self.streaming = not self.disconnected
@@ -761,10 +650,8 @@ class ResponseRun:
             self.stream_counted = True
         # Armed after the first byte, which it must not delay.
         if self.keepalive > 0 and not self.disconnected:
-            if self.loop is not None:
-                self.keepalive_timer = self.loop.call_later(self.keepalive, self._keepalive_due)
-            elif self.task_group is not None:
-                self.task_group.start_soon(self._keepalive_loop)
+            self.keepalives = KeepAlive(self, self.keepalive)
+            self.keepalives.arm()
 
     async def _end_stream(self, out: bytes, error: BaseException | None = None) -> None:
         converter = self.converter
@@ -786,10 +673,8 @@ class ResponseRun:
         await self._emit(data, more_body=True)
 
     async def _emit(self, data: bytes, *, more_body: bool) -> None:
-        # Two tasks may send: this one (the app's) and the keep-alive loop. A lock would cost
-        # more than the rest of the chunk's path, so the rare keep-alive send is waited for
-        # here, and the keep-alive loop skips its turn while this one is sending. No await
-        # lies between the checks and the flags they guard, so they cannot interleave.
+        # A keep-alive being sent is waited for (see _run_keepalive for why not a lock). No
+        # await lies between the checks and the flags they guard, so they cannot interleave.
         while self.keepalive_sending is not None:
             await self.keepalive_sending.wait()
         self.sending = True
@@ -799,80 +684,9 @@ class ResponseRun:
             else:
                 await self.delivery.end(data)
         except OSError:
-            self._client_gone()
+            self.client_gone()
         self.sending = False
         self.last_send = _monotonic()
-
-    # Keep-alive: nothing in the path of a chunk but ``last_send``. Each check re-arms for the
-    # time of the last send, so a busy stream costs one check per interval. On asyncio the
-    # check is a loop callback and a task is spawned only to send; elsewhere it is a task
-    # sleeping in the task group.
-
-    def _keepalive_delay(self) -> float | None:
-        """Seconds until a keep-alive is due (``<= 0``: now), ``None`` when no more are."""
-        converter = self.converter
-        if self.complete or self.disconnected or converter is None or converter.finished:
-            return None
-        if self.sending:
-            # Blocked on a slow client: that is not upstream silence.
-            self.last_send = _monotonic()
-        return self.last_send + self.keepalive - _monotonic()
-
-    def _keepalive_due(self) -> None:
-        self.keepalive_timer = None
-        delay = self._keepalive_delay()
-        loop = self.loop
-        assert loop is not None
-        if delay is None:
-            return
-        if delay > 0:
-            self.keepalive_timer = loop.call_later(delay, self._keepalive_due)
-        else:
-            self.keepalive_task = loop.create_task(self._keepalive_now())
-
-    async def _keepalive_now(self) -> None:
-        # Checked again: the app may have sent (or ended the stream) since the callback ran.
-        delay = self._keepalive_delay()
-        if delay is not None and delay <= 0 and not await self._send_keepalive():
-            delay = None  # the client is gone
-        self.keepalive_task = None
-        if delay is not None:
-            self._keepalive_due()
-
-    def _stop_keepalive(self) -> None:
-        timer, task = self.keepalive_timer, self.keepalive_task
-        self.keepalive_timer = self.keepalive_task = None
-        if timer is not None:
-            timer.cancel()
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-
-    async def _keepalive_loop(self) -> None:
-        while (delay := self._keepalive_delay()) is not None:
-            if delay > 0:
-                await anyio.sleep(delay)
-            elif not await self._send_keepalive():
-                return
-
-    async def _send_keepalive(self) -> bool:
-        """Send one keep-alive event; ``False`` when the client is gone."""
-        converter = self.converter
-        assert converter is not None
-        done = anyio.Event()
-        self.keepalive_sending = done
-        try:
-            await self.events(converter.keepalive())
-        except OSError:
-            self._client_gone()
-            return False
-        finally:
-            self.keepalive_sending = None
-            done.set()
-        self.last_send = _monotonic()
-        if self.mw.metrics is not None:
-            self.mw.metrics.keepalives.inc()
-        logger.debug("%s: keep-alive sent", self.response_id)
-        return True
 
     # --- non-streaming request, streaming upstream ------------------------------------------
 
@@ -947,21 +761,7 @@ class ResponseRun:
                 raise UpstreamProtocolError(
                     f"The upstream's JSON body is larger than max_event_bytes ({limit} bytes)."
                 )
-            body = b"".join(self.parts)
-            try:
-                completion = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                if body.lstrip()[:1] in (b"{", b"[") and exc.pos >= len(body):
-                    # Valid up to its last byte: the body was cut off (a lost connection), not
-                    # something other than JSON.
-                    raise UpstreamProtocolError(
-                        f"The upstream answered HTTP {self.upstream_status} with a JSON body "
-                        f"that ended before it was complete (after {len(body)} bytes)."
-                    ) from None
-                raise UpstreamProtocolError(
-                    f"The upstream answered HTTP {self.upstream_status} with a body that is "
-                    "neither JSON nor an event stream."
-                ) from None
+            completion = parse_completion(b"".join(self.parts), self.upstream_status)
             response = translate_completion(
                 completion,
                 self.request,
@@ -988,7 +788,7 @@ class ResponseRun:
         try:
             await self.delivery.start(self.upstream_headers, data, end=True)
         except OSError:
-            self._client_gone()
+            self.client_gone()
             return
         await self._report_response(converter.response)
 
@@ -1002,20 +802,10 @@ class ResponseRun:
             await self._finish_error()
 
     async def _finish_error(self) -> None:
-        status = self.upstream_status
         raw = b"".join(self.parts)[:_MAX_ERROR_BODY]
-        message, error_type, code, param = parse_error_body(raw, status)
-        classified = classify_upstream_error(
-            status_code=status, code=code, error_type=error_type, message=message
-        )
-        if classified == "context_length_exceeded" or not isinstance(code, str) or not code:
-            code = classified
-        out_status = status if status >= 400 else 502
-        if not isinstance(error_type, str) or not error_type:
-            error_type = status_error_type(out_status)
-        body = error_body(message, error_type, param=param, code=code)
-        await self._answer(out_status, body, self.upstream_headers)
-        await self._report("failed", error={"code": code, "message": message})
+        status, body, error = upstream_error_answer(self.upstream_status, raw)
+        await self._answer(status, body, self.upstream_headers)
+        await self._report("failed", error=error)
 
     async def _send_upstream_error(self, exc: UpstreamError) -> None:
         status = exc.status_code if exc.status_code and exc.status_code >= 400 else None
@@ -1072,7 +862,7 @@ class ResponseRun:
         try:
             await self.delivery.answer(status, payload, headers or [], close=self.closing)
         except OSError:
-            self._client_gone()
+            self.client_gone()
 
     async def _store(self, response: dict[str, Any]) -> None:
         # Runs just before the last byte: a client that sees the terminal event may continue

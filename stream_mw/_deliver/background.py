@@ -31,6 +31,7 @@ import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 from .._asyncio_path import running_asyncio_loop
+from .._delivery import Headers
 from .._errors import (
     InvalidRequestError,
     NotFoundError,
@@ -40,7 +41,7 @@ from .._errors import (
     clip,
     error_body,
 )
-from .._run import Headers, ResponseRun
+from .._run import ResponseRun
 from .._service import send_with_request_id
 from .._sse import encode_event, event_payloads
 from .._store import NotStored, Store, StoredResponse

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from .._run import Headers, ResponseRun
+from .._delivery import Headers
+from .._run import ResponseRun
 from .._service import REQUEST_ID_HEADER
 
 if TYPE_CHECKING:

@@ -27,8 +27,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from starlette.types import Message, Receive, Scope, Send
 
 from .._continuation import LocalHistory
+from .._delivery import Headers
 from .._errors import clip, error_body
-from .._run import Headers, ResponseRun
+from .._run import ResponseRun
 from .._service import request_id
 from .._sse import event_payloads
 from .._store_gateway import normalize_input
