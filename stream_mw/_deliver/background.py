@@ -58,6 +58,12 @@ logger = logging.getLogger("stream_mw")
 CANCEL_POLL_SECONDS: Final = 0.25
 #: Seconds a follower waits on the log before it checks that the run is still alive.
 FOLLOW_WAIT_SECONDS: Final = 1.0
+#: Seconds of log silence after which a follower takes a run it does not see running in its
+#: own process for dead, when keep-alives are off. Without them a live run's log is silent
+#: for as long as its upstream is, so only a silence longer than an upstream may keep is taken
+#: for a death: twice the proxy app's default ``read_timeout``, past which a live run would
+#: have failed its response itself.
+SILENT_RUN_SECONDS: Final = 600.0
 #: Seconds ``cancel`` waits for the cancelled run's terminal event before answering.
 CANCEL_WAIT_SECONDS: Final = 5.0
 
@@ -256,8 +262,10 @@ class BackgroundRuns:
         gateway = self._mw.gateway
         # A live run logs at least one event per keep-alive interval (the keep-alive itself
         # when the upstream is silent); a log silent for several is a run whose process died.
+        # Without keep-alives only a much longer silence says so (SILENT_RUN_SECONDS).
         keepalive = self._mw.settings.keepalive_interval
-        lost_after = 4 * keepalive + FOLLOW_WAIT_SECONDS if keepalive > 0 else None
+        silence = 4 * keepalive if keepalive > 0 else SILENT_RUN_SECONDS
+        lost_after = silence + FOLLOW_WAIT_SECONDS
         last_event = time.monotonic()
         while True:
             events = await gateway.guard(
@@ -266,7 +274,11 @@ class BackgroundRuns:
             if not events:
                 if await self._ended_unlogged(tenant, response_id):
                     return
-                if lost_after is not None and time.monotonic() - last_event > lost_after:
+                if (
+                    time.monotonic() - last_event > lost_after
+                    # A run of this process is alive, however long its upstream is silent.
+                    and (tenant, response_id) not in self._runs
+                ):
                     events = await self._declare_lost(tenant, response_id, after)
                     if not events:
                         return
