@@ -320,10 +320,16 @@ class ResponseRun:
                 self.mw.metrics.streams_open.dec()
 
     def stop(self, error: UpstreamError) -> None:
-        """End this response for a server shutdown (or a cancel): the app is cancelled and
-        ``error`` ends the answer, unless its last bytes are already on their way."""
+        """End this response for a server shutdown (or a cancel, or a bound its delivery
+        reached): the app is cancelled and ``error`` ends the answer, unless its last bytes
+        are already on their way."""
         self.stopping = error
         if not self.complete:
+            # Nothing more of the app's is taken: its cancellation lands at its next
+            # suspension, which an app sending without one does not reach before it ends.
+            self.streaming = False
+            if self.mode != _WAITING:
+                self.on_body = self._body_ignored
             self._stop_keepalive()
             self._cancel_app()
 

@@ -247,3 +247,51 @@ def test_a_follower_of_a_run_that_died_unlogged_ends_failed_even_without_keepali
     assert ended.status == "failed"
     assert ended.error is not None
     assert "stopped before it ended" in ended.error.message
+
+
+class TinyChunks:
+    """A Chat app streaming ``count`` one-character deltas, each far smaller than the event
+    it becomes, then the finish."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body", False):
+            pass
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        delta = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+        for _ in range(self.count):
+            await send({"type": "http.response.body", "body": delta, "more_body": True})
+        end = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+        await send({"type": "http.response.body", "body": end, "more_body": False})
+
+
+def test_a_background_run_whose_event_log_outgrows_its_bound_ends_failed_event_log_full() -> None:
+    """The log of a background run is bounded by 2 x max_response_bytes: events outgrow the
+    upstream bytes they come from, so a run past the bound is failed with a code that says
+    why, and the log stops there instead of growing with the run."""
+    limit = 20_000
+    upstream = TinyChunks(300)  # 18 kB of upstream, well under the limit; ~60 kB of events
+    app = ResponsesMiddleware(
+        upstream, store_url="memory://", keepalive_interval=0, max_response_bytes=limit
+    )
+    with serve(app) as running, client(running) as sdk:
+        created = sdk.responses.create(model="m", input="Hi", background=True)
+        ended = wait_until_ended(sdk, created.id)
+        frames = raw_events(running, "GET", f"/v1/responses/{created.id}?stream=true")
+    assert ended.status == "failed"
+    assert ended.error is not None
+    assert ended.error.code == "event_log_full"
+    assert "2 x max_response_bytes" in ended.error.message
+    events = [f for f in frames if f.startswith(b"event: ")]
+    assert events[-1].startswith(b"event: response.failed")
+    assert sum(f.startswith(b"event: response.failed") for f in events) == 1
+    # Stopped at the bound: the deltas logged fall well short of the 300 the app sent.
+    deltas = sum(f.startswith(b"event: response.output_text.delta") for f in events)
+    assert 0 < deltas < 300
+    # What the bound counts: the events' JSON, as logged (one event and the done events of
+    # the open message may pass it: they are what tells the reader how the run ended).
+    logged = sum(len(f.partition(b"data: ")[2]) for f in events[:-1])
+    assert 2 * limit < logged <= 2 * limit + 4096
