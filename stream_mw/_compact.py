@@ -60,7 +60,8 @@ async def compact(mw: ResponsesMiddleware, scope: Scope, receive: Receive, send:
     inner = {**scope, "path": scope.get("root_path", "") + mw.settings.responses_path}
     rid = request_id(scope)
     answer = _Collected(HTTPDelivery(send, rid))
-    run = ResponseRun(mw, inner, receive, answer, rid)
+    # Counted on its own route, by the middleware: the run adds only its tokens and times.
+    run = ResponseRun(mw, inner, receive, answer, rid, route=None)
     await run.respond(data)
     response = answer.response
     if response is None:

@@ -262,10 +262,12 @@ class ResponsesMiddleware:
                     return
                 scope = authorized
             if path == self._compact_path and scope["method"] == "POST":
-                await compact(self, scope, receive, send_with_request_id(send, rid))
+                send = self._counted(send_with_request_id(send, rid), f"POST {path}")
+                await compact(self, scope, receive, send)
                 return
             if path == self._input_tokens_path and scope["method"] == "POST":
-                await count_input_tokens(self, scope, receive, send_with_request_id(send, rid))
+                send = self._counted(send_with_request_id(send, rid), f"POST {path}")
+                await count_input_tokens(self, scope, receive, send)
                 return
             if path == self._responses_path:
                 method = scope["method"]
@@ -287,13 +289,15 @@ class ResponsesMiddleware:
             ):
                 return
             if self._store_on and self.gateway.matches(scope):
-                send = send_with_request_id(send, rid)
-                if self.metrics is not None:
-                    send = self._counting(send, scope)
+                tail = "/input_items" if scope["path"].endswith("/input_items") else ""
+                route = f"{scope['method']} {self._responses_path}/{{id}}{tail}"
+                send = self._counted(send_with_request_id(send, rid), route)
                 await self.gateway.handle(scope, receive, send)
                 return
             if self._store_on and self.conversations.matches(scope):
-                await self.conversations.handle(scope, receive, send_with_request_id(send, rid))
+                route = self.conversations.route(scope)
+                send = self._counted(send_with_request_id(send, rid), route)
+                await self.conversations.handle(scope, receive, send)
                 return
         elif kind == "websocket":
             if self._client_keys is not None:
@@ -318,6 +322,7 @@ class ResponsesMiddleware:
         response_id, _, tail = path[len(self._response_base) :].partition("/")
         method = scope["method"]
         if tail == "cancel" and method == "POST":
+            send = self._counted(send, f"POST {self._responses_path}/{{id}}/cancel")
             await self.background.cancel(scope, send, response_id)
             return True
         if tail or method != "GET":
@@ -329,6 +334,7 @@ class ResponsesMiddleware:
             after = int(params.get("starting_after", "-1"))
         except ValueError:
             after = -1
+        send = self._counted(send, f"GET {self._responses_path}/{{id}}")
         await self.background.stream(scope, receive, send, response_id, after)
         return True
 
@@ -370,12 +376,12 @@ class ResponsesMiddleware:
             }
         )
 
-    def _counting(self, send: Send, scope: Scope) -> Send:
-        """``send``, counting the answer of a stored-response route in the metrics."""
+    def _counted(self, send: Send, route: str) -> Send:
+        """``send``, counting the answer in the metrics as one request on ``route`` (a route
+        template: ids are never labels), when metrics are on."""
         metrics = self.metrics
-        assert metrics is not None
-        tail = "/input_items" if scope["path"].endswith("/input_items") else ""
-        route = f"{scope['method']} {self._responses_path}/{{id}}{tail}"
+        if metrics is None:
+            return send
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -157,6 +157,9 @@ class ResponseRun:
             may name.
         detach: Takes over a ``background: true`` request; without it such a request runs
             here (it is the background run itself).
+        route: The metrics' route label for the run (``POST {path_prefix}/responses``);
+            ``None``: the run is part of a request counted on its own route (a compaction),
+            and adds only its tokens and times.
     """
 
     __slots__ = (
@@ -195,6 +198,7 @@ class ResponseRun:
         "request",
         "request_id",
         "response_id",
+        "route",
         "scope",
         "sending",
         "settings",
@@ -224,6 +228,7 @@ class ResponseRun:
         *,
         history: LocalHistory | None = None,
         detach: Detach | None = None,
+        route: str | None,
     ) -> None:
         self.mw = mw
         self.history = history
@@ -231,6 +236,7 @@ class ResponseRun:
         #: Bound once: the hot path calls it for every upstream chunk.
         self.events = delivery.events
         self.detach = detach
+        self.route = route
         #: The ``x-request-id`` header every answer carries.
         self.request_id = (REQUEST_ID_HEADER, rid)
         #: The Chat Completions app driven; a WebSocket warm-up replaces it.
@@ -926,7 +932,7 @@ class ResponseRun:
             first = self.first_output_at
             metrics.observe(
                 record,
-                f"POST {self.mw._responses_path}",
+                self.route,
                 first - self.started_at if first and self.stream else None,
             )
         if tracer is not None:

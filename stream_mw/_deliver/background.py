@@ -184,7 +184,8 @@ class BackgroundRuns:
 
         log = _EventLog(self, run)
         # No detach: this is the background run itself.
-        background = log.run = ResponseRun(self._mw, scope, receive, log, rid)
+        route = f"POST {self._mw.settings.responses_path}"
+        background = log.run = ResponseRun(self._mw, scope, receive, log, rid, route=route)
         background.response_id = run.response_id
         try:
             async with anyio.create_task_group() as tg:

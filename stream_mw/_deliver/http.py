@@ -42,7 +42,8 @@ async def respond(
     async def detach(run: ResponseRun) -> None:
         await mw.background.start(run, send)
 
-    await ResponseRun(mw, scope, receive, delivery, rid, detach=detach).respond()
+    route = f"POST {mw.settings.responses_path}"
+    await ResponseRun(mw, scope, receive, delivery, rid, detach=detach, route=route).respond()
 
 
 class HTTPDelivery:

@@ -197,8 +197,10 @@ class WebSocketSession:
             return {"type": "http.disconnect"}
 
         http = _http_scope(scope, len(data))
+        rid = request_id(http)
+        route = f"WEBSOCKET {self._settings.responses_path}"
         run = ResponseRun(
-            self._mw, http, receive, delivery, request_id(http), history=self._history
+            self._mw, http, receive, delivery, rid, history=self._history, route=route
         )
         if not generate:
             # A warm-up: Codex sends its instructions and tools once, then continues from
