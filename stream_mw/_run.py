@@ -455,7 +455,7 @@ class ResponseRun:
     def _spawn_watcher(self) -> None:
         if self.cancel_scope is not None and self.loop is not None:
             self.watcher = self.loop.create_task(self._watch_disconnect())
-            if self.stream and self.mode == _WAITING:
+            if self.stream and self.mode == _WAITING and self.converter is None:
                 # The app is waiting for its upstream: build the converter now rather than
                 # on the way to the first byte once the upstream answers.
                 self.prepared = self._new_converter()
@@ -627,6 +627,8 @@ class ResponseRun:
             # A later round of a stream that began: its chunks feed the same converter.
             self.mode, self.on_body = _STREAM, self._body_ignored
             self.streaming = not self.disconnected
+            if self.keepalives is not None and self.streaming:
+                self.keepalives.arm()
         else:
             self.converter = self.prepared or self._new_converter()
             self.prepared = None
