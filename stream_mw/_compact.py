@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ._deliver.http import HTTPDelivery
 from ._delivery import Headers
@@ -117,7 +117,7 @@ class _Collected:
     async def start(self, headers: Headers, events: bytes, *, end: bool) -> None:
         raise RuntimeError("a compaction's run is not streamed")
 
-    async def events(self, data: bytes) -> None:
+    async def events(self, message: Message) -> None:
         raise RuntimeError("a compaction's run is not streamed")
 
     async def end(self, data: bytes) -> None:

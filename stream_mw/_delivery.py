@@ -8,8 +8,10 @@ made: errors come as the JSON object they are, events as whole events.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+
+from starlette.types import Message
 
 __all__ = ["Delivery", "Headers"]
 
@@ -23,7 +25,7 @@ class Delivery(Protocol):
     A run calls either ``answer`` once, or ``start`` once, then ``events`` any number of
     times and ``end`` once (``start(..., end=True)`` is the whole stream at once); nothing
     after ``answer`` or ``end``. Events are always whole, as ``StreamConverter`` writes
-    them. Any method may raise ``OSError``: the client is gone, and the run stops.
+    them. Any call may raise ``OSError``: the client is gone, and the run stops.
     """
 
     async def answer(
@@ -37,10 +39,13 @@ class Delivery(Protocol):
         """The stream begins with ``events`` (``response.created`` first); ``end``: they are
         all of it."""
 
-    def events(self, data: bytes) -> Awaitable[None]:
-        """More events of a stream that began. A plain function returning an awaitable, so
-        that a delivery can hand back its transport's own (HTTP does): the streaming hot path
-        stays one coroutine deep."""
+    @property
+    def events(self) -> Callable[[Message], Awaitable[None]]:
+        """Sends more events of a stream that began, given as the ``http.response.body``
+        message (``more_body`` true) that carries them over HTTP; the others read its
+        ``body``. The streaming hot path calls this once per upstream chunk: HTTP's is the
+        server's own ``send``, so a delivery adds no call, let alone a coroutine, to it."""
+        ...
 
     async def end(self, data: bytes) -> None:
         """The last events; the stream ends."""

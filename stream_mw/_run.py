@@ -38,8 +38,9 @@ consulted first: ``False`` (the default) ends the stream as always; ``True`` del
 round's events and leaves the stream open, so that ``rounds`` can ``emit`` events of its own
 and ``drive`` the next request, whose ``http.response.start`` continues the stream.
 
-The hot path: one upstream chunk is ``converter.feed`` and one ``Delivery.events`` call that
-returns the transport's own awaitable, all in ``_send_from_app``, one coroutine deep.
+The hot path: one upstream chunk is ``converter.feed`` and one ``Delivery.events`` call with
+the body message HTTP sends (HTTP's ``events`` is the server's ``send`` itself), all in
+``_send_from_app``, one coroutine deep: a delivery adds no call to it.
 
 Deliberate behaviour, do not "fix":
 
@@ -577,7 +578,9 @@ class ResponseRun:
                     await self.keepalive_sending.wait()
                 self.sending = True
                 try:
-                    await self.events(out)
+                    await self.events(
+                        {"type": "http.response.body", "body": out, "more_body": True}
+                    )
                 except OSError:
                     self.client_gone()
                 self.sending = False
@@ -694,7 +697,7 @@ class ResponseRun:
         self.sending = True
         try:
             if more_body:
-                await self.events(data)
+                await self.events({"type": "http.response.body", "body": data, "more_body": True})
             else:
                 await self.delivery.end(data)
         except OSError:

@@ -104,7 +104,8 @@ class KeepAlive:
         done = anyio.Event()
         run.keepalive_sending = done
         try:
-            await run.events(converter.keepalive())
+            keepalive = converter.keepalive()
+            await run.events({"type": "http.response.body", "body": keepalive, "more_body": True})
         except OSError:
             run.client_gone()
             return False

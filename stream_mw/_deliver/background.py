@@ -409,12 +409,15 @@ class _EventLog:
             self._run.started.set()
 
     async def start(self, headers: Headers, events: bytes, *, end: bool) -> None:
-        await self.events(events)
+        await self._events(events)
 
     async def end(self, data: bytes) -> None:
-        await self.events(data)
+        await self._events(data)
 
-    async def events(self, data: bytes) -> None:
+    async def events(self, message: Message) -> None:
+        await self._events(message["body"])
+
+    async def _events(self, data: bytes) -> None:
         run = self._run
         if self._broken:
             return

@@ -3,13 +3,12 @@
 Strategy: the run decides everything; this only frames it. A stream gets our own start
 message (the upstream's kept headers, ``text/event-stream``, no caching, no proxy
 buffering) and one body message per ``Delivery`` call; a JSON answer gets one start and one
-body with its ``Content-Length``. ``events`` returns the server's ``send`` awaitable itself,
-so the streaming hot path adds no coroutine of its own.
+body with its ``Content-Length``. ``events`` is the server's ``send`` itself, so the
+streaming hot path costs what it would without a delivery.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -49,10 +48,12 @@ async def respond(
 class HTTPDelivery:
     """A run's answer as the ASGI messages of one HTTP response."""
 
-    __slots__ = ("request_id", "send")
+    __slots__ = ("events", "request_id", "send")
 
     def __init__(self, send: Send, rid: bytes) -> None:
         self.send = send
+        #: The server's own: the run's body messages go to it as they are.
+        self.events = send
         self.request_id = (REQUEST_ID_HEADER, rid)
 
     async def answer(
@@ -78,9 +79,6 @@ class HTTPDelivery:
             }
         )
         await self.send({"type": "http.response.body", "body": events, "more_body": not end})
-
-    def events(self, data: bytes) -> Awaitable[None]:
-        return self.send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def end(self, data: bytes) -> None:
         await self.send({"type": "http.response.body", "body": data, "more_body": False})

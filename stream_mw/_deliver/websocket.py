@@ -249,14 +249,17 @@ class _Frames:
             self.error = (status, _error_object(body, status))
 
     async def start(self, headers: Headers, events: bytes, *, end: bool) -> None:
-        await self.events(events)
+        await self._events(events)
 
-    async def events(self, data: bytes) -> None:
+    async def events(self, message: Message) -> None:
+        await self._events(message["body"])
+
+    async def _events(self, data: bytes) -> None:
         for payload in event_payloads(data):
             await _send(self.send, payload)
 
     async def end(self, data: bytes) -> None:
-        await self.events(data)
+        await self._events(data)
 
 
 def _http_scope(scope: Scope, length: int) -> Scope:
