@@ -14,7 +14,9 @@ streamed create and a resumed stream are the same code, and a client sees the sa
 from whichever process it asks. Cancellation reaches the runner through the store (a flag
 it polls every ``CANCEL_POLL_SECONDS``), or directly when the cancel lands in the process
 that runs it; the run is then stopped like for a shutdown and the terminal event
-rewritten to say ``cancelled``.
+rewritten to say ``cancelled``. When a log stays silent longer than a live run's can (four
+keep-alive intervals, or ``SILENT_RUN_SECONDS`` with keep-alives off) and its run is not
+this process's, the runner died: the follower ends the response ``failed``.
 """
 
 from __future__ import annotations
