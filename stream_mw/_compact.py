@@ -2,8 +2,9 @@
 
 Strategy: the conversation (``input``, or a ``previous_response_id`` chain and ``input``) is
 sent to the model once more, non-streamed and unstored, with ``Settings.compaction_prompt``
-as the last user message, through the same responder as ``POST /responses`` (so keys,
-tenants, limits and upstream errors are exactly those of that route). The answer is the
+as the last user message, by the same ``ResponseRun`` as ``POST /responses`` (so keys,
+tenants, limits and upstream errors are exactly those of that route), delivered to
+``_Collected``: an error goes to the client as that route answers it, the response is kept. The answer is the
 compact resource OpenAI's SDKs parse: the conversation's user messages, then one
 ``compaction`` item whose ``encrypted_content`` carries the summary, sealed for the tenant
 (``_sealed``, in a domain of its own). Passed back as input, that item becomes a user message
@@ -18,9 +19,11 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
+from ._deliver.http import HTTPDelivery
+from ._delivery import Headers
 from ._errors import InvalidRequestError, RequestError, UpstreamError
 from ._items import new_id
-from ._responder import _Responder
+from ._run import ResponseRun
 from ._sealed import compaction_tenant, reasoning_key, seal_reasoning
 from ._service import request_id
 from ._store_gateway import normalize_input, tenant_key
@@ -29,7 +32,7 @@ from ._upstream_answer import too_large
 if TYPE_CHECKING:
     from ._middleware import ResponsesMiddleware
 
-__all__ = ["Captured", "compact", "read_json_body", "send_json"]
+__all__ = ["compact", "read_json_body", "send_json"]
 
 _JSON_TYPE: Final = (b"content-type", b"application/json")
 _ZERO_USAGE: Final = {
@@ -52,38 +55,23 @@ async def compact(mw: ResponsesMiddleware, scope: Scope, receive: Receive, send:
         await send_json(send, exc.status_code, exc.body())
         return
     data = orjson.dumps(request)
-    inner = dict(scope)
-    inner["path"] = scope.get("root_path", "") + mw.settings.responses_path
-    inner["headers"] = [
-        *((k, v) for k, v in scope["headers"] if k not in (b"content-length", b"content-type")),
-        _JSON_TYPE,
-        (b"content-length", str(len(data)).encode("ascii")),
-    ]
-    answer = Captured()
-    delivered = False
-
-    async def inner_receive() -> Message:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": data, "more_body": False}
-        return await receive()
-
-    responder = _Responder(mw, request_id(scope))
-    await responder(inner, inner_receive, answer.send)
-    if answer.status != 200:
-        await send(
-            {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
-        )
-        await send({"type": "http.response.body", "body": answer.body(), "more_body": False})
-        return
-    response = orjson.loads(answer.body())
+    # Logged and counted as the route it runs (the request headers go to the app as they
+    # would from that route: the run drops those describing the body).
+    inner = {**scope, "path": scope.get("root_path", "") + mw.settings.responses_path}
+    rid = request_id(scope)
+    answer = _Collected(HTTPDelivery(send, rid))
+    # Counted on its own route, by the middleware: the run adds only its tokens and times.
+    run = ResponseRun(mw, inner, receive, answer, rid, route=None)
+    await run.respond(data)
+    response = answer.response
+    if response is None:
+        return  # the error went to the client
     summary = _output_text(response)
     if not summary:
         error = UpstreamError("The model answered the compaction request with no text.")
         await send_json(send, 502, _error(error))
         return
-    items = responder.input_items or normalize_input(request.get("input"))
+    items = run.input_items or normalize_input(request.get("input"))
     tenant = tenant_key(scope, mw.settings)
     sealed = seal_reasoning(
         summary,
@@ -106,25 +94,34 @@ async def compact(mw: ResponsesMiddleware, scope: Scope, receive: Receive, send:
     await send_json(send, 200, resource)
 
 
-class Captured:
-    """An HTTP ``send`` that keeps what the responder answered."""
+class _Collected:
+    """The delivery of a compaction's run: keeps the response, passes an error on."""
 
-    __slots__ = ("headers", "parts", "status")
+    __slots__ = ("error", "response")
 
-    def __init__(self) -> None:
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.parts: list[bytes] = []
+    def __init__(self, error: HTTPDelivery) -> None:
+        #: Answers the client when the run ends with an error.
+        self.error = error
+        self.response: dict[str, Any] | None = None
 
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-            self.headers = list(message.get("headers", ()))
-        elif message["type"] == "http.response.body":
-            self.parts.append(message.get("body", b""))
+    async def answer(
+        self, status: int, body: dict[str, Any], headers: Headers, *, close: bool
+    ) -> None:
+        if status == 200:
+            self.response = body
+        else:
+            await self.error.answer(status, body, headers, close=close)
 
-    def body(self) -> bytes:
-        return b"".join(self.parts)
+    # The run is not streamed (``stream: false``): none of these is ever called.
+
+    async def start(self, headers: Headers, events: bytes, *, end: bool) -> None:
+        raise RuntimeError("a compaction's run is not streamed")
+
+    async def events(self, message: Message) -> None:
+        raise RuntimeError("a compaction's run is not streamed")
+
+    async def end(self, data: bytes) -> None:
+        raise RuntimeError("a compaction's run is not streamed")
 
 
 async def read_json_body(receive: Receive, limit: int) -> dict[str, Any] | None:

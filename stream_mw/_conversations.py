@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from starlette.datastructures import QueryParams
@@ -60,6 +60,12 @@ _MAX_METADATA_KEY_CHARS = 64
 _MAX_METADATA_VALUE_CHARS = 512
 
 # Methods each route serves; any other is a 405 whose Allow header lists them.
+_TEMPLATES: Final = {
+    "collection": "",
+    "conversation": "/{id}",
+    "items": "/{id}/items",
+    "item": "/{id}/items/{item_id}",
+}
 _ALLOWED = {
     "collection": "POST",
     "conversation": "GET, POST, DELETE",
@@ -237,6 +243,12 @@ class ConversationsAPI:
         if not isinstance(body, dict):
             raise InvalidRequestError("The request body must be a JSON object.")
         return body
+
+    def route(self, scope: Scope) -> str:
+        """The route template of a request ``matches`` accepted, for the metrics."""
+        found = self._route(scope)
+        kind = found[0] if found is not None else "collection"
+        return f"{scope['method']} {self._base}{_TEMPLATES[kind]}"
 
     def _route(self, scope: Scope) -> tuple[str, str, str] | None:
         path: str = scope["path"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from ._compact import Captured, read_json_body, send_json
+from ._compact import read_json_body, send_json
 from ._errors import RequestError
 from ._requests import _translate, parse_request_body
 from ._store_gateway import tenant_key
@@ -71,7 +71,7 @@ async def count_input_tokens(
             return {"type": "http.request", "body": data, "more_body": False}
         return await receive()
 
-    answer = Captured()
+    answer = _Captured()
     await mw.app(inner, inner_receive, answer.send)
     count = _count(answer)
     if count is None:
@@ -91,7 +91,7 @@ async def count_input_tokens(
     await send_json(send, 200, {"object": "response.input_tokens", "input_tokens": count})
 
 
-def _count(answer: Captured) -> int | None:
+def _count(answer: _Captured) -> int | None:
     if answer.status != 200:
         return None
     try:
@@ -100,3 +100,22 @@ def _count(answer: Captured) -> int | None:
         return None
     count = body.get("count") if isinstance(body, dict) else None
     return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+
+class _Captured:
+    """An HTTP ``send`` that keeps what the wrapped app answered."""
+
+    __slots__ = ("parts", "status")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.parts: list[bytes] = []
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body":
+            self.parts.append(message.get("body", b""))
+
+    def body(self) -> bytes:
+        return b"".join(self.parts)

@@ -97,11 +97,15 @@ class Metrics:
             registry=registry,
         )
 
-    def observe(self, record: ResponseRecord, route: str, first_output: float | None) -> None:
-        """Count one finished ``POST`` of a response (``first_output``: seconds to the first
-        output event of a stream, when there was one)."""
+    def observe(
+        self, record: ResponseRecord, route: str | None, first_output: float | None
+    ) -> None:
+        """Count one finished response (``first_output``: seconds to the first output event
+        of a stream, when there was one) as a request on ``route``, unless it is ``None``
+        (the response is part of a request counted on its own route)."""
         model = _model_label(record.model)
-        self.requests.labels(route, str(record.http_status), model).inc()
+        if route is not None:
+            self.requests.labels(route, str(record.http_status), model).inc()
         self.duration.labels(model, record.status).observe(record.duration)
         if first_output is not None:
             self.time_to_first_token.labels(model).observe(first_output)
@@ -115,7 +119,8 @@ class Metrics:
                 self.upstream_errors.labels(code).inc()
 
     def count_request(self, route: str, status: int) -> None:
-        """Count a request on a stored-response route."""
+        """Count a request on a route that runs no response (stored responses,
+        conversations, cancel, a resumed stream, counting tokens, a compaction's answer)."""
         self.requests.labels(route, str(status), "").inc()
 
     def exposition(self) -> bytes:

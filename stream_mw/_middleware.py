@@ -5,11 +5,13 @@ request gets its request id (``_service.request_id``); probes (``health_path``,
 ``ready_path``) and metrics are answered, and with ``client_keys`` a request without a valid
 key is answered 401 (``_auth``). Then:
 
-- ``POST {path_prefix}/responses``: one ``_Responder`` (``_responder``) reads, translates and
-  runs the request through the wrapped app and answers it as SSE or JSON.
+- ``POST {path_prefix}/responses``: one ``ResponseRun`` (``_run``) reads, translates and
+  runs the request through the wrapped app, and its HTTP delivery (``_deliver/http``)
+  answers it as SSE or JSON; a ``background: true`` one is handed to ``BackgroundRuns``
+  (``_deliver/background``), whose run delivers to the store's event log.
 - a WebSocket on ``{path_prefix}/responses``: one ``WebSocketSession``
-  (``_deliver/websocket``) per connection, which runs each ``response.create`` frame as the
-  ``POST`` it stands for, through the same ``_Responder``, and delivers its events as frames.
+  (``_deliver/websocket``) per connection, which runs each ``response.create`` frame as a
+  ``ResponseRun`` whose events it delivers as frames.
 - the stored-response and conversation routes: ``StoreGateway`` and ``ConversationsAPI``.
 - everything else (and lifespan) passes through to the wrapped app.
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
+from typing import TYPE_CHECKING, Final, Literal, TypedDict
 
 import anyio
 import orjson
@@ -34,9 +36,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._auth import CLIENT_SCOPE_KEY, ClientKeys, unauthorized_body
 from ._compact import compact
-from ._continuation import LocalHistory
 from ._conversations import ConversationsAPI
 from ._deliver.background import BackgroundRuns
+from ._deliver.http import respond
 from ._deliver.websocket import WebSocketSession
 from ._errors import (
     MethodNotAllowedError,
@@ -49,7 +51,6 @@ from ._observe import (
     ResponseRecord,
     access_logger,
 )
-from ._responder import _Responder
 from ._service import (
     Probes,
     reject_unauthorized,
@@ -57,13 +58,13 @@ from ._service import (
     send_with_request_id,
 )
 from ._settings import Settings
-from ._store_gateway import StoreGateway, normalize_input
-from ._upstream_answer import no_generation
+from ._store_gateway import StoreGateway
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._metrics import Metrics
+    from ._run import ResponseRun
     from ._traces import Tracer
 
 __all__ = ["Drained", "ResponsesMiddleware", "SettingsOverrides", "shutdown_error"]
@@ -211,7 +212,7 @@ class ResponsesMiddleware:
             self.tracer = Tracer()
         # The Responses requests in flight, for shutdown(); and, once it ended them, why
         # (requests that arrive later are refused with the same error).
-        self._open: set[_Responder] = set()
+        self._open: set[ResponseRun] = set()
         #: The background responses this process runs, and their delivery routes.
         self.background = BackgroundRuns(self)
         self._stopping: UpstreamError | None = None
@@ -233,8 +234,8 @@ class ResponsesMiddleware:
         await self._wait_for_open(grace)
         error = self._stopping = shutdown_error()
         ending = list(self._open)
-        for responder in ending:
-            responder.stop(error)
+        for run in ending:
+            run.stop(error)
         await self._wait_for_open(_SHUTDOWN_SEND_SECONDS)
         return Drained(finished=max(at_start - len(ending), 0), ended=len(ending))
 
@@ -265,15 +266,17 @@ class ResponsesMiddleware:
                     return
                 scope = authorized
             if path == self._compact_path and scope["method"] == "POST":
-                await compact(self, scope, receive, send_with_request_id(send, rid))
+                send = self._counted(send_with_request_id(send, rid), f"POST {path}")
+                await compact(self, scope, receive, send)
                 return
             if path == self._input_tokens_path and scope["method"] == "POST":
-                await count_input_tokens(self, scope, receive, send_with_request_id(send, rid))
+                send = self._counted(send_with_request_id(send, rid), f"POST {path}")
+                await count_input_tokens(self, scope, receive, send)
                 return
             if path == self._responses_path:
                 method = scope["method"]
                 if method == "POST":
-                    await _Responder(self, rid)(scope, receive, send)
+                    await respond(self, rid, scope, receive, send)
                     return
                 # OPTIONS is left to the app: a CORS layer inside may answer the preflight.
                 if method != "OPTIONS":
@@ -290,13 +293,15 @@ class ResponsesMiddleware:
             ):
                 return
             if self._store_on and self.gateway.matches(scope):
-                send = send_with_request_id(send, rid)
-                if self.metrics is not None:
-                    send = self._counting(send, scope)
+                tail = "/input_items" if scope["path"].endswith("/input_items") else ""
+                route = f"{scope['method']} {self._responses_path}/{{id}}{tail}"
+                send = self._counted(send_with_request_id(send, rid), route)
                 await self.gateway.handle(scope, receive, send)
                 return
             if self._store_on and self.conversations.matches(scope):
-                await self.conversations.handle(scope, receive, send_with_request_id(send, rid))
+                route = self.conversations.route(scope)
+                send = self._counted(send_with_request_id(send, rid), route)
+                await self.conversations.handle(scope, receive, send)
                 return
         elif kind == "websocket":
             if self._client_keys is not None:
@@ -306,10 +311,7 @@ class ResponsesMiddleware:
                     return
                 scope = authorized
             if self._websocket and _route_path(scope) == self._responses_path:
-                session = WebSocketSession(
-                    self._run_for_socket, self.settings, store_on=self._store_on
-                )
-                await session(scope, receive, send)
+                await WebSocketSession(self)(scope, receive, send)
                 return
         elif kind == "lifespan":
             await self.app(scope, self._ending_requests(receive), self._closing_store(send))
@@ -324,6 +326,7 @@ class ResponsesMiddleware:
         response_id, _, tail = path[len(self._response_base) :].partition("/")
         method = scope["method"]
         if tail == "cancel" and method == "POST":
+            send = self._counted(send, f"POST {self._responses_path}/{{id}}/cancel")
             await self.background.cancel(scope, send, response_id)
             return True
         if tail or method != "GET":
@@ -335,24 +338,9 @@ class ResponsesMiddleware:
             after = int(params.get("starting_after", "-1"))
         except ValueError:
             after = -1
+        send = self._counted(send, f"GET {self._responses_path}/{{id}}")
         await self.background.stream(scope, receive, send, response_id, after)
         return True
-
-    async def _run_for_socket(
-        self, scope: Scope, receive: Receive, send: Send, history: LocalHistory, generate: bool
-    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
-        """Run one WebSocket ``response.create`` as the HTTP request it stands for."""
-        responder = _Responder(self, request_id(scope), history)
-        if not generate:
-            responder.app = no_generation
-        await responder(scope, receive, send)
-        converter = responder.converter
-        if converter is None or not converter.finished:
-            return None, None
-        items = responder.input_items
-        if items is None:
-            items = normalize_input(responder.request.get("input"))
-        return converter.response, items
 
     async def _unauthorized(
         self, scope: Scope, receive: Receive, send: Send, rid: bytes, path: str
@@ -392,12 +380,12 @@ class ResponsesMiddleware:
             }
         )
 
-    def _counting(self, send: Send, scope: Scope) -> Send:
-        """``send``, counting the answer of a stored-response route in the metrics."""
+    def _counted(self, send: Send, route: str) -> Send:
+        """``send``, counting the answer in the metrics as one request on ``route`` (a route
+        template: ids are never labels), when metrics are on."""
         metrics = self.metrics
-        assert metrics is not None
-        tail = "/input_items" if scope["path"].endswith("/input_items") else ""
-        route = f"{scope['method']} {self._responses_path}/{{id}}{tail}"
+        if metrics is None:
+            return send
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from ._errors import UpstreamProtocolError
 
-__all__ = ["DEFAULT_MAX_EVENT_BYTES", "SSEDecoder", "SSEMessage", "encode_event"]
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "SSEDecoder", "SSEMessage", "encode_event", "event_payloads"]
 
 #: The default bound on one event, matching ``Settings.max_event_bytes``.
 DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
@@ -296,3 +296,18 @@ def encode_event(event_type: str, json_data: bytes) -> bytes:
     """One SSE event: ``event: <type>\\ndata: <json>\\n\\n``. ``json_data`` must be one line
     (compact JSON, as ``orjson.dumps`` writes it)."""
     return b"event: " + event_type.encode() + b"\ndata: " + json_data + b"\n\n"
+
+
+def event_payloads(data: bytes) -> list[bytes]:
+    """The JSON of each event in ``data``, ``[DONE]`` left out.
+
+    Not a decoder: ``data`` must be whole events framed as ``encode_event`` and the
+    converter's writer frame them (one ``data:`` line each, compact JSON, which never holds a
+    blank line), as a run hands them to its delivery.
+    """
+    payloads = []
+    for block in data.split(b"\n\n"):
+        _, found, payload = block.partition(b"data: ")
+        if found and payload != b"[DONE]":
+            payloads.append(payload)
+    return payloads

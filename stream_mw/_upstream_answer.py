@@ -1,6 +1,6 @@
 """What the wrapped app answered, read: its error bodies, its status codes, a completion as a stream.
 
-Pure functions over bytes and dicts, shared by the HTTP responder and the WebSocket mode.
+Pure functions over bytes and dicts, used by the run (``_run``) and its callers.
 """
 
 from __future__ import annotations
@@ -10,15 +10,22 @@ from typing import Any, Final
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from ._errors import RequestTooLargeError
+from ._errors import (
+    RequestTooLargeError,
+    UpstreamProtocolError,
+    classify_upstream_error,
+    error_body,
+)
 
 __all__ = [
     "CODE_STATUS",
     "completion_as_sse",
     "no_generation",
+    "parse_completion",
     "parse_error_body",
     "status_error_type",
     "too_large",
+    "upstream_error_answer",
 ]
 
 _MAX_ERROR_MESSAGE: Final = 2000
@@ -122,3 +129,42 @@ def completion_as_sse(completion: dict[str, Any]) -> bytes:
         )
     chunk = {**completion, "object": "chat.completion.chunk", "choices": choices}
     return b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
+
+
+def parse_completion(body: bytes, status: int) -> Any:
+    """The upstream's JSON answer (HTTP ``status``), parsed.
+
+    Raises:
+        UpstreamProtocolError: the body was cut off, or is not JSON.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if body.lstrip()[:1] in (b"{", b"[") and exc.pos >= len(body):
+            # Valid up to its last byte: the body was cut off (a lost connection), not
+            # something other than JSON.
+            raise UpstreamProtocolError(
+                f"The upstream answered HTTP {status} with a JSON body "
+                f"that ended before it was complete (after {len(body)} bytes)."
+            ) from None
+        raise UpstreamProtocolError(
+            f"The upstream answered HTTP {status} with a body that is "
+            "neither JSON nor an event stream."
+        ) from None
+
+
+def upstream_error_answer(status: int, raw: bytes) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """What the client is answered for an upstream's HTTP error: ``(status, body, error)``,
+    the upstream's status (502 for a non-error one) and an OpenAI-shaped body keeping its
+    message, with ``error`` (its code and message) for the report."""
+    message, error_type, code, param = parse_error_body(raw, status)
+    classified = classify_upstream_error(
+        status_code=status, code=code, error_type=error_type, message=message
+    )
+    if classified == "context_length_exceeded" or not isinstance(code, str) or not code:
+        code = classified
+    out_status = status if status >= 400 else 502
+    if not isinstance(error_type, str) or not error_type:
+        error_type = status_error_type(out_status)
+    body = error_body(message, error_type, param=param, code=code)
+    return out_status, body, {"code": code, "message": message}

@@ -1,11 +1,11 @@
 """Background responses: the run detached from the client, its events delivered from the store.
 
-Strategy: a ``background: true`` request is read and validated by the HTTP responder as
-usual, which then hands it here (``BackgroundRuns.start``). The run is the same request made
-again as a streaming ``POST`` through a fresh responder (as the WebSocket mode does), in a
-task the middleware owns, so the client leaving never reaches it. Its ``send`` is the event
-log: each SSE event is appended to the store with its sequence number, and the response,
-still ``in_progress``, is stored as soon as ``response.created`` comes, so that any process
+Strategy: a ``background: true`` request is read and validated by its HTTP run as usual,
+which then hands it here (``BackgroundRuns.start``). The background run is the same request
+as a streaming one, run by a fresh ``ResponseRun`` in a task the middleware owns, so the
+client leaving never reaches it. Its delivery is the event log (``_EventLog``): each event
+is appended to the store with its sequence number, and the response, still
+``in_progress``, is stored as soon as ``response.created`` comes, so that any process
 sharing the store can show it (``GET``), replay and follow its events
 (``?stream=true&starting_after=N``) and cancel it.
 
@@ -13,8 +13,10 @@ Every delivery reads the log, the one that answers the creating request included
 streamed create and a resumed stream are the same code, and a client sees the same events
 from whichever process it asks. Cancellation reaches the runner through the store (a flag
 it polls every ``CANCEL_POLL_SECONDS``), or directly when the cancel lands in the process
-that runs it; the responder is then stopped like for a shutdown and the terminal event
-rewritten to say ``cancelled``.
+that runs it; the run is then stopped like for a shutdown and the terminal event
+rewritten to say ``cancelled``. When a log stays silent longer than a live run's can (four
+keep-alive intervals, or ``SILENT_RUN_SECONDS`` with keep-alives off) and its run is not
+this process's, the runner died: the follower ends the response ``failed``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 from .._asyncio_path import running_asyncio_loop
+from .._delivery import Headers
 from .._errors import (
     InvalidRequestError,
     NotFoundError,
@@ -40,25 +43,29 @@ from .._errors import (
     clip,
     error_body,
 )
+from .._run import ResponseRun
 from .._service import send_with_request_id
-from .._sse import encode_event
+from .._sse import encode_event, event_payloads
 from .._store import NotStored, Store, StoredResponse
 from .._store_gateway import normalize_input, send_json, tenant_key
 
 if TYPE_CHECKING:
     from .._middleware import ResponsesMiddleware
-    from .._responder import _Responder
 
-__all__ = ["BACKGROUND_SCOPE_KEY", "BackgroundRuns"]
+__all__ = ["BackgroundRuns"]
 
 logger = logging.getLogger("stream_mw")
 
-#: Marks the scope of a background run's own request, which must run, not be handed over.
-BACKGROUND_SCOPE_KEY: Final = "stream_mw.background"
 #: Seconds between the runner's looks at the store for a cancellation from another process.
 CANCEL_POLL_SECONDS: Final = 0.25
 #: Seconds a follower waits on the log before it checks that the run is still alive.
 FOLLOW_WAIT_SECONDS: Final = 1.0
+#: Seconds of log silence after which a follower takes a run it does not see running in its
+#: own process for dead, when keep-alives are off. Without them a live run's log is silent
+#: for as long as its upstream is, so only a silence longer than an upstream may keep is taken
+#: for a death: twice the proxy app's default ``read_timeout``, past which a live run would
+#: have failed its response itself.
+SILENT_RUN_SECONDS: Final = 600.0
 #: Seconds ``cancel`` waits for the cancelled run's terminal event before answering.
 CANCEL_WAIT_SECONDS: Final = 5.0
 
@@ -86,8 +93,8 @@ class _Run:
     started: anyio.Event = field(default_factory=anyio.Event)
     #: The response of ``response.created``.
     first: dict[str, Any] | None = None
-    #: ``(status, body)`` when the run answered with an HTTP error instead of a stream.
-    error: tuple[int, bytes] | None = None
+    #: ``(status, body)`` when the run answered with an error instead of a stream.
+    error: tuple[int, dict[str, Any]] | None = None
     #: A cancel asked in this process.
     cancel: anyio.Event = field(default_factory=anyio.Event)
     cancelled: bool = False
@@ -113,10 +120,11 @@ class BackgroundRuns:
 
     # --- creating ----------------------------------------------------------------------------
 
-    async def start(self, responder: _Responder) -> None:
-        """Answer a validated ``background: true`` request and start its run."""
-        request = responder.request
-        send = responder.send
+    async def start(self, creating: ResponseRun, send: Send) -> None:
+        """Answer a validated ``background: true`` request (its run, whose answer goes to
+        ``send``) and start the background run."""
+        request = creating.request
+        rid = creating.request_id
         if not self._mw._store_on or request.get("store") is False:
             why = "store is false" if self._mw._store_on else "this server has no store"
             error = InvalidRequestError(
@@ -124,7 +132,7 @@ class BackgroundRuns:
                 "are delivered from the store.",
                 param="background",
             )
-            await _answer_json(send, error.status_code, error.body(), responder.request_id)
+            await _answer_json(send, error.status_code, error.body(), rid)
             return
         if running_asyncio_loop() is None:
             # The run must outlive the request, and only asyncio lets a task do that
@@ -132,7 +140,7 @@ class BackgroundRuns:
             error = InvalidRequestError(
                 "'background' needs the server to run on asyncio.", param="background"
             )
-            await _answer_json(send, error.status_code, error.body(), responder.request_id)
+            await _answer_json(send, error.status_code, error.body(), rid)
             return
         if len(self._runs) >= self._max:
             body = error_body(
@@ -141,35 +149,22 @@ class BackgroundRuns:
                 "rate_limit_error",
                 code="too_many_background_responses",
             )
-            await _answer_json(send, 429, body, responder.request_id)
+            await _answer_json(send, 429, body, rid)
             return
-        run = _Run(responder.tenant, responder.response_id)
+        run = _Run(creating.tenant, creating.response_id)
         self._runs[(run.tenant, run.response_id)] = run
         data = orjson.dumps({**request, "stream": True})
-        task = asyncio.get_running_loop().create_task(
-            self._run(run, responder.scope, data, responder.request_id)
-        )
+        task = asyncio.get_running_loop().create_task(self._run(run, creating.scope, data, rid[1]))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         await run.started.wait()
         if run.error is not None:
-            status, raw = run.error
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(raw)).encode("ascii")),
-                        responder.request_id,
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": raw, "more_body": False})
+            status, payload = run.error
+            await _answer_json(send, status, payload, rid)
             return
-        if responder.stream and run.first is not None:
-            send = send_with_request_id(send, responder.request_id[1])
-            await self._follow(run.tenant, run.response_id, -1, responder.receive, send)
+        if creating.stream and run.first is not None:
+            send = send_with_request_id(send, rid[1])
+            await self._follow(run.tenant, run.response_id, -1, creating.receive, send)
             return
         if run.first is None:
             # The run ended before its first event was logged: the store failed.
@@ -177,36 +172,28 @@ class BackgroundRuns:
                 "The background response could not start: the response store is "
                 "unavailable; try again later."
             )
-            await _answer_json(
-                send, unavailable.status_code, unavailable.body(), responder.request_id
-            )
+            await _answer_json(send, unavailable.status_code, unavailable.body(), rid)
             return
-        await _answer_json(send, 200, run.first, responder.request_id)
+        await _answer_json(send, 200, run.first, rid)
 
-    async def _run(
-        self, run: _Run, scope: Scope, body: bytes, request_id: tuple[bytes, bytes]
-    ) -> None:
-        from .._responder import _Responder
-
-        responder = _Responder(self._mw, request_id[1])
-        responder.response_id = run.response_id
-        sink = _LogSink(self, run, responder)
+    async def _run(self, run: _Run, scope: Scope, body: bytes, rid: bytes) -> None:
         finished = anyio.Event()
-        delivered = False
 
         async def receive() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
+            # Read only to learn of a client leaving: nobody's leaving stops this run.
             await finished.wait()
             return {"type": "http.disconnect"}
 
+        log = _EventLog(self, run)
+        # No detach: this is the background run itself.
+        route = f"POST {self._mw.settings.responses_path}"
+        background = log.run = ResponseRun(self._mw, scope, receive, log, rid, route=route)
+        background.response_id = run.response_id
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_cancel, run, responder)
+                tg.start_soon(self._watch_cancel, run, background)
                 try:
-                    await responder(_run_scope(scope, len(body)), receive, sink.send)
+                    await background.respond(body)
                 finally:
                     tg.cancel_scope.cancel()
         except Exception:
@@ -216,7 +203,7 @@ class BackgroundRuns:
             self._runs.pop((run.tenant, run.response_id), None)
             run.started.set()
 
-    async def _watch_cancel(self, run: _Run, responder: _Responder) -> None:
+    async def _watch_cancel(self, run: _Run, background: ResponseRun) -> None:
         while True:
             with anyio.move_on_after(CANCEL_POLL_SECONDS):
                 await run.cancel.wait()
@@ -230,7 +217,7 @@ class BackgroundRuns:
                 if not asked:
                     continue
             run.cancelled = True
-            responder.stop(_cancelled_error())
+            background.stop(_cancelled_error())
             return
 
     # --- delivering --------------------------------------------------------------------------
@@ -278,8 +265,10 @@ class BackgroundRuns:
         gateway = self._mw.gateway
         # A live run logs at least one event per keep-alive interval (the keep-alive itself
         # when the upstream is silent); a log silent for several is a run whose process died.
+        # Without keep-alives only a much longer silence says so (SILENT_RUN_SECONDS).
         keepalive = self._mw.settings.keepalive_interval
-        lost_after = 4 * keepalive + FOLLOW_WAIT_SECONDS if keepalive > 0 else None
+        silence = 4 * keepalive if keepalive > 0 else SILENT_RUN_SECONDS
+        lost_after = silence + FOLLOW_WAIT_SECONDS
         last_event = time.monotonic()
         while True:
             events = await gateway.guard(
@@ -288,7 +277,11 @@ class BackgroundRuns:
             if not events:
                 if await self._ended_unlogged(tenant, response_id):
                     return
-                if lost_after is not None and time.monotonic() - last_event > lost_after:
+                if (
+                    time.monotonic() - last_event > lost_after
+                    # A run of this process is alive, however long its upstream is silent.
+                    and (tenant, response_id) not in self._runs
+                ):
                     events = await self._declare_lost(tenant, response_id, after)
                     if not events:
                         return
@@ -374,8 +367,8 @@ class BackgroundRuns:
         await send_json(send, 200, stored.response)
 
     async def _until_terminal(self, tenant: str, response_id: str) -> None:
-        # The log, not the record: the record changes twice at the end (the responder
-        # stores the run as failed, then it is stored as cancelled before the terminal event
+        # The log, not the record: the record changes twice at the end (the run
+        # stores it as failed, then it is stored as cancelled before the terminal event
         # is logged), so only the terminal event says the record is final.
         after = -1
         while True:
@@ -398,46 +391,40 @@ class BackgroundRuns:
         return stored
 
 
-class _LogSink:
-    """The ``send`` of a background run: its SSE events go to the store's event log."""
+class _EventLog:
+    """A background run's delivery: its events go to the store's event log."""
 
-    def __init__(self, runs: BackgroundRuns, run: _Run, responder: _Responder) -> None:
+    def __init__(self, runs: BackgroundRuns, run: _Run) -> None:
         self._runs = runs
         self._run = run
-        self._responder = responder
-        self._status = 0
-        self._buffer = b""
-        self._parts: list[bytes] = []
+        #: The run delivering here, set once it is made.
+        self.run: ResponseRun | None = None
         #: The store failed: the run is being stopped and nothing more is logged.
         self._broken = False
 
-    async def send(self, message: Message) -> None:
+    async def answer(
+        self, status: int, body: dict[str, Any], headers: Headers, *, close: bool
+    ) -> None:
+        # Only errors come here: a background run is always streamed.
+        if status != 200:
+            self._run.error = (status, body)
+            self._run.started.set()
+
+    async def start(self, headers: Headers, events: bytes, *, end: bool) -> None:
+        await self._events(events)
+
+    async def end(self, data: bytes) -> None:
+        await self._events(data)
+
+    async def events(self, message: Message) -> None:
+        await self._events(message["body"])
+
+    async def _events(self, data: bytes) -> None:
         run = self._run
-        if message["type"] == "http.response.start":
-            self._status = message["status"]
-            return
-        if message["type"] != "http.response.body":
-            return
-        body: bytes = message.get("body", b"")
-        if self._status != 200:
-            self._parts.append(body)
-            if not message.get("more_body", False):
-                run.error = (self._status, b"".join(self._parts))
-                run.started.set()
-            return
         if self._broken:
             return
-        *blocks, self._buffer = (self._buffer + body).split(b"\n\n")
         try:
-            events: list[tuple[int, bytes]] = []
-            for block in blocks:
-                for line in block.split(b"\n"):
-                    if not line.startswith(b"data:"):
-                        continue
-                    payload = line[5:].lstrip(b" ")
-                    if payload == b"[DONE]":
-                        continue
-                    events.append(await self._one(orjson.loads(payload)))
+            events = [await self._one(orjson.loads(payload)) for payload in event_payloads(data)]
             if not events:
                 return
             gateway = self._runs._mw.gateway
@@ -447,7 +434,7 @@ class _LogSink:
         except StoreUnavailableError:
             # Nobody could ever see this run's events: it is stopped, not run for nobody.
             self._broken = True
-            self._responder.stop(
+            self._stop(
                 UpstreamError(
                     "The response store is unavailable; the background response was stopped.",
                     code="store_unavailable",
@@ -455,6 +442,10 @@ class _LogSink:
                 )
             )
         run.started.set()
+
+    def _stop(self, error: UpstreamError) -> None:
+        assert self.run is not None
+        self.run.stop(error)
 
     async def _one(self, event: dict[str, Any]) -> tuple[int, bytes]:
         run = self._run
@@ -469,19 +460,20 @@ class _LogSink:
                 # No event type says "cancelled"; the failed event carries the status, and
                 # no error (as OpenAI's cancelled responses: nothing went wrong).
                 event["response"] = {**event["response"], "status": "cancelled", "error": None}
-                # The responder stored it as failed just now; stored again before the
-                # terminal event is logged, so whoever sees that event reads "cancelled".
-                responder = self._responder
-                items = responder.input_items
+                # The run stored it as failed just now; stored again before the terminal
+                # event is logged, so whoever sees that event reads "cancelled".
+                background = self.run
+                assert background is not None
+                items = background.input_items
                 if items is None:
-                    items = normalize_input(responder.request.get("input"))
+                    items = normalize_input(background.request.get("input"))
                 final = StoredResponse(event["response"], items)
                 await self._runs._mw.gateway.guard(lambda store: store.put(run.tenant, final))
             run.final = event["response"]
         data = orjson.dumps(event)
         run.log_bytes += len(data)
         if run.log_bytes > self._runs._max_log_bytes and kind not in _TERMINAL_EVENTS:
-            self._responder.stop(
+            self._stop(
                 UpstreamError(
                     "The background response's event log outgrew its bound "
                     "(2 x max_response_bytes).",
@@ -496,12 +488,6 @@ async def _events_after(
     tenant: str, response_id: str, after: int, store: Store
 ) -> list[tuple[int, bytes]]:
     return await store.events_after(tenant, response_id, after, FOLLOW_WAIT_SECONDS)
-
-
-def _run_scope(scope: Scope, length: int) -> Scope:
-    headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
-    headers.append((b"content-length", str(length).encode("ascii")))
-    return {**scope, "headers": headers, BACKGROUND_SCOPE_KEY: True}
 
 
 async def _answer_json(

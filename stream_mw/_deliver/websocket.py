@@ -1,12 +1,11 @@
 """The Responses WebSocket mode: ``response.create`` frames in, the stream's events out.
 
 Strategy: one ``WebSocketSession`` per connection, accepted on ``{path_prefix}/responses``.
-Each ``response.create`` frame is turned into the body of a streaming ``POST`` and run by the
-same code as an HTTP request (``run``, the middleware's responder), through an HTTP scope
-made from the upgrade request, so authentication, tenants, limits, the store, metrics and
-the drain on shutdown are exactly those of HTTP. What the run sends is delivered as frames:
-each SSE event's JSON as one text frame (no SSE framing, no ``[DONE]``), an HTTP error as an
-``error`` event carrying its status. Responses run one at a time, in the order their frames
+Each ``response.create`` frame is the body of a streaming request, run by a ``ResponseRun``
+(the run every route shares) on an HTTP scope made from the upgrade request, so
+authentication, tenants, limits, the store, metrics and the drain on shutdown are exactly
+those of HTTP. ``_Frames`` is its delivery: each event's JSON as one text frame (no SSE
+framing, no ``[DONE]``), an error answer as an ``error`` event carrying its status. Responses run one at a time, in the order their frames
 came; a reader task takes frames meanwhile (bounded) and notices the client leaving, which
 cancels the response running for it.
 
@@ -20,8 +19,7 @@ starts empty.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import orjson
@@ -29,21 +27,20 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from starlette.types import Message, Receive, Scope, Send
 
 from .._continuation import LocalHistory
+from .._delivery import Headers
 from .._errors import clip, error_body
-from .._settings import Settings
+from .._run import ResponseRun
+from .._service import request_id
+from .._sse import event_payloads
+from .._store_gateway import normalize_input
+from .._upstream_answer import no_generation
 
-__all__ = ["RunResponse", "WebSocketSession"]
+if TYPE_CHECKING:
+    from .._middleware import ResponsesMiddleware
+
+__all__ = ["WebSocketSession"]
 
 logger = logging.getLogger("stream_mw")
-
-#: Runs one response for an HTTP scope and returns ``(response, input_items)``: the terminal
-#: response and the full input it answered, or ``None``s when it ended with an HTTP error.
-#: ``generate=False`` asks for the response without calling the model (a warm-up: Codex
-#: sends its instructions and tools once, then continues from the empty response).
-RunResponse = Callable[
-    [Scope, Receive, Send, LocalHistory, bool],
-    Awaitable[tuple[dict[str, Any] | None, list[dict[str, Any]] | None]],
-]
 
 #: Frames a client may send ahead of the response being generated; more are refused with
 #: an ``error`` event each (a client pipelining turns needs a couple, not hundreds).
@@ -61,17 +58,16 @@ class WebSocketSession:
     """One WebSocket connection to ``{path_prefix}/responses``.
 
     Args:
-        run: Runs one response (the middleware's HTTP path) and reports how it ended.
-        settings: The middleware's settings (limits and the local history's bounds).
-        store_on: Whether a store may hold a ``previous_response_id`` not on the connection.
+        mw: The middleware whose runs, settings and store the connection uses.
     """
 
-    __slots__ = ("_closed", "_history", "_run", "_settings", "_store_on")
+    __slots__ = ("_closed", "_history", "_mw", "_settings", "_store_on")
 
-    def __init__(self, run: RunResponse, settings: Settings, *, store_on: bool) -> None:
-        self._run = run
-        self._settings = settings
-        self._store_on = store_on
+    def __init__(self, mw: ResponsesMiddleware) -> None:
+        self._mw = mw
+        settings = self._settings = mw.settings
+        #: Whether a store may hold a ``previous_response_id`` not on the connection.
+        self._store_on = mw._store_on
         self._history = LocalHistory(
             max_responses=MAX_LOCAL_RESPONSES, max_bytes=settings.store_max_response_bytes
         )
@@ -194,30 +190,29 @@ class WebSocketSession:
     ) -> None:
         data = orjson.dumps(body)
         delivery = _Frames(send)
-        delivered = False
 
         async def receive() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": data, "more_body": False}
+            # The run reads this only to learn of the client leaving (it is given the body).
             await self._closed.wait()
             return {"type": "http.disconnect"}
 
+        http = _http_scope(scope, len(data))
+        rid = request_id(http)
+        route = f"WEBSOCKET {self._settings.responses_path}"
+        run = ResponseRun(
+            self._mw, http, receive, delivery, rid, history=self._history, route=route
+        )
+        if not generate:
+            # A warm-up: Codex sends its instructions and tools once, then continues from
+            # the empty response, without the model being called.
+            run.app = no_generation
         try:
-            response, items = await self._run(
-                _http_scope(scope, len(data)),
-                receive,
-                delivery.send_message,
-                self._history,
-                generate,
-            )
+            await run.respond(data)
         except OSError:
             raise
         except Exception:
             # The events already ended with response.failed; the connection serves on.
             logger.exception("the wrapped app failed during a WebSocket response")
-            response, items = None, None
         if delivery.error is not None:
             status, error = delivery.error
             if status == 404 and error.get("param") == "previous_response_id":
@@ -225,48 +220,46 @@ class WebSocketSession:
             await _send(
                 send, {"type": "error", "sequence_number": 0, "status": status, "error": error}
             )
-        succeeded = response is not None and response.get("status") in _TERMINAL_STATUSES
-        if succeeded and response is not None and items is not None:
+        converter = run.converter
+        response = converter.response if converter is not None and converter.finished else None
+        if response is not None and response.get("status") in _TERMINAL_STATUSES:
+            items = run.input_items
+            if items is None:
+                items = normalize_input(run.request.get("input"))
             self._history.keep(str(response.get("id")), items, response)
         elif previous is not None:
             self._history.evict(previous)
 
 
 class _Frames:
-    """An HTTP ``send`` that delivers the run's SSE events as WebSocket text frames."""
+    """A run's delivery as WebSocket text frames, one per event."""
 
-    __slots__ = ("buffer", "error", "parts", "send", "status")
+    __slots__ = ("error", "send")
 
     def __init__(self, send: Send) -> None:
         self.send = send
-        self.status = 0
-        self.buffer = b""
-        self.parts: list[bytes] = []
-        #: ``(status, error object)`` when the run answered with an HTTP error.
+        #: ``(status, error object)`` when the run answered with an error.
         self.error: tuple[int, dict[str, Any]] | None = None
 
-    async def send_message(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            self.status = message["status"]
-            return
-        if kind != "http.response.body":
-            return
-        body: bytes = message.get("body", b"")
-        if self.status != 200:
-            self.parts.append(body)
-            if not message.get("more_body", False):
-                self.error = (self.status, _error_object(b"".join(self.parts), self.status))
-            return
-        # The converter sends whole events, but nothing here depends on it.
-        buffer = self.buffer + body
-        *events, self.buffer = buffer.split(b"\n\n")
-        for event in events:
-            for line in event.split(b"\n"):
-                if line.startswith(b"data:"):
-                    payload = line[5:].lstrip(b" ")
-                    if payload != b"[DONE]":
-                        await _send(self.send, payload)
+    async def answer(
+        self, status: int, body: dict[str, Any], headers: Headers, *, close: bool
+    ) -> None:
+        # Only errors come here: a WebSocket response is always streamed.
+        if status != 200:
+            self.error = (status, _error_object(body, status))
+
+    async def start(self, headers: Headers, events: bytes, *, end: bool) -> None:
+        await self._events(events)
+
+    async def events(self, message: Message) -> None:
+        await self._events(message["body"])
+
+    async def _events(self, data: bytes) -> None:
+        for payload in event_payloads(data):
+            await _send(self.send, payload)
+
+    async def end(self, data: bytes) -> None:
+        await self._events(data)
 
 
 def _http_scope(scope: Scope, length: int) -> Scope:
@@ -286,12 +279,8 @@ def _http_scope(scope: Scope, length: int) -> Scope:
     return http
 
 
-def _error_object(raw: bytes, status: int) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    error = body.get("error") if isinstance(body, dict) else None
+def _error_object(body: dict[str, Any], status: int) -> dict[str, Any]:
+    error = body.get("error")
     if isinstance(error, dict):
         return error
     return {

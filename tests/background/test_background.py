@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import openai
 import pytest
 
 from stream_mw import ResponsesMiddleware
+from stream_mw._deliver import background
 from tests.background.upstream import SlowChat, text_for
 from tests.checker import check_stream
 from tests.e2e.conftest import RunningServer, serve
@@ -205,3 +207,91 @@ def test_a_background_response_whose_store_is_down_is_a_503_not_a_crash(
             with pytest.raises(openai.InternalServerError) as raised:
                 sdk.responses.create(model="fast", input="Hi", background=True, stream=stream)
             assert raised.value.status_code == 503
+
+
+def test_a_follower_of_a_run_that_died_unlogged_ends_failed_even_without_keepalives(
+    upstream: SlowChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: with ``keepalive_interval=0`` a follower of a run whose runner died without
+    logging its end (its process killed) pinged for ever; a silence past the bound ends it."""
+    monkeypatch.setattr(background, "SILENT_RUN_SECONDS", 0.5, raising=False)
+    app = ResponsesMiddleware(upstream, store_url="memory://", keepalive_interval=0)
+    with serve(app) as running, client(running) as sdk:
+        created = sdk.responses.create(model="slow", input="Count.", background=True)
+
+        async def die() -> None:
+            # What a killed process leaves: the run gone, its log and record unfinished.
+            for task in list(app.background._tasks):
+                task.cancel()
+            await asyncio.sleep(0.05)
+
+        running.call(die)
+        assert sdk.responses.retrieve(created.id).status == "in_progress"
+        frames: list[bytes] = []
+        with (
+            httpx.Client(base_url=running.url, headers=HEADERS, timeout=30) as http,
+            http.stream("GET", f"/v1/responses/{created.id}?stream=true") as answer,
+        ):
+            buffer = b""
+            for chunk in answer.iter_bytes():
+                buffer += chunk
+                *done, buffer = buffer.split(b"\n\n")
+                frames.extend(done)
+                # Pings come once a second while the log is silent: a few dozen mean for ever.
+                if len(frames) > 60:
+                    break
+        events = [f for f in frames if f.startswith(b"event: ")]
+        assert events[-1].startswith(b"event: response.failed")
+        assert sum(frame.startswith(b"event: response.failed") for frame in frames) == 1
+        ended = sdk.responses.retrieve(created.id)
+    assert ended.status == "failed"
+    assert ended.error is not None
+    assert "stopped before it ended" in ended.error.message
+
+
+class TinyChunks:
+    """A Chat app streaming ``count`` one-character deltas, each far smaller than the event
+    it becomes, then the finish."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body", False):
+            pass
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        delta = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+        for _ in range(self.count):
+            await send({"type": "http.response.body", "body": delta, "more_body": True})
+        end = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+        await send({"type": "http.response.body", "body": end, "more_body": False})
+
+
+def test_a_background_run_whose_event_log_outgrows_its_bound_ends_failed_event_log_full() -> None:
+    """The log of a background run is bounded by 2 x max_response_bytes: events outgrow the
+    upstream bytes they come from, so a run past the bound is failed with a code that says
+    why, and the log stops there instead of growing with the run."""
+    limit = 20_000
+    upstream = TinyChunks(300)  # 18 kB of upstream, well under the limit; ~60 kB of events
+    app = ResponsesMiddleware(
+        upstream, store_url="memory://", keepalive_interval=0, max_response_bytes=limit
+    )
+    with serve(app) as running, client(running) as sdk:
+        created = sdk.responses.create(model="m", input="Hi", background=True)
+        ended = wait_until_ended(sdk, created.id)
+        frames = raw_events(running, "GET", f"/v1/responses/{created.id}?stream=true")
+    assert ended.status == "failed"
+    assert ended.error is not None
+    assert ended.error.code == "event_log_full"
+    assert "2 x max_response_bytes" in ended.error.message
+    events = [f for f in frames if f.startswith(b"event: ")]
+    assert events[-1].startswith(b"event: response.failed")
+    assert sum(f.startswith(b"event: response.failed") for f in events) == 1
+    # Stopped at the bound: the deltas logged fall well short of the 300 the app sent.
+    deltas = sum(f.startswith(b"event: response.output_text.delta") for f in events)
+    assert 0 < deltas < 300
+    # What the bound counts: the events' JSON, as logged (one event and the done events of
+    # the open message may pass it: they are what tells the reader how the run ended).
+    logged = sum(len(f.partition(b"data: ")[2]) for f in events[:-1])
+    assert 2 * limit < logged <= 2 * limit + 4096

@@ -8,8 +8,8 @@ import random
 import orjson
 import pytest
 
-from stream_mw import UpstreamProtocolError
-from stream_mw._sse import SSEDecoder, SSEMessage, encode_event
+from stream_mw import StreamConverter, UpstreamProtocolError
+from stream_mw._sse import SSEDecoder, SSEMessage, encode_event, event_payloads
 
 
 def decode_whole(data: bytes, limit: int = 1 << 20) -> list[SSEMessage]:
@@ -245,3 +245,21 @@ def test_release_keeps_an_event_larger_than_asked_or_a_pending_cr() -> None:
     crlf.feed(b"data: 1\r\n\r\ndata: 2\r")
     assert crlf.release(1024) == b""  # the CR's LF may still come: not the decoder's alone
     assert crlf.feed(b"\n\r\n") == [SSEMessage(b"2")]
+
+
+def test_event_payloads_gives_back_each_events_json_as_a_run_delivers_it() -> None:
+    converter = StreamConverter({"model": "m", "input": "hi", "stream": True})
+    chunk = {"choices": [{"index": 0, "delta": {"content": "a\n\nb"}, "finish_reason": "stop"}]}
+    data = converter.start() + converter.feed(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    data += converter.close()
+    assert data.endswith(b"data: [DONE]\n\n")
+    decoded = [message for message in _decode_all(data) if message != b"[DONE]"]
+
+    payloads = event_payloads(data)
+
+    assert payloads == decoded
+    assert [orjson.loads(p)["sequence_number"] for p in payloads] == list(range(len(payloads)))
+
+
+def _decode_all(data: bytes) -> list[bytes]:
+    return [message.data for message in SSEDecoder().feed(data)]

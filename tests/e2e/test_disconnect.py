@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 # Names of coroutines that belong to one request; none may outlive the disconnect.
 REQUEST_COROUTINES = (
     "run_asgi",
-    "_Responder",
+    "ResponseRun",
     "ScriptedChat",
     "_keepalive_loop",
     "_keepalive_now",

@@ -87,3 +87,43 @@ def test_a_compaction_request_without_a_conversation_is_a_400(gateway: Process) 
     )
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == "input"
+
+
+def test_a_compaction_over_a_previous_response_id_chain_summarises_every_turn_of_it(
+    tmp_path: Path,
+) -> None:
+    script = write_script(
+        tmp_path / "chain.json",
+        [{"text": "Which river?"}, {"text": "Rivers it is."}, {"text": SUMMARY}],
+    )
+    with running("serve", "--script", str(script), tmp_path=tmp_path) as gateway:
+        client = _client(gateway)
+        first = client.responses.create(
+            model="scripted-model", input="Write me a haiku about rivers."
+        )
+        second = client.responses.create(
+            model="scripted-model", input="Any river.", previous_response_id=first.id
+        )
+        raw = client.responses.with_raw_response.compact(
+            model="scripted-model", previous_response_id=second.id, input="Keep it short."
+        )
+        compacted = raw.parse()
+        recorded = _recorded(gateway)
+    assert compacted.output[-1].type == "compaction"
+    # The whole chain went to the model, in order, then the new input and the prompt.
+    summary_request = recorded[-1]["messages"]
+    assert [(m["role"], m["content"]) for m in summary_request] == [
+        ("user", "Write me a haiku about rivers."),
+        ("assistant", "Which river?"),
+        ("user", "Any river."),
+        ("assistant", "Rivers it is."),
+        ("user", "Keep it short."),
+        ("user", Settings().compaction_prompt),
+    ]
+    # The compact resource keeps the chain's user messages (not the prompt) before the item.
+    *users, _ = raw.http_response.json()["output"]
+    assert [u["content"][0]["text"] for u in users] == [
+        "Write me a haiku about rivers.",
+        "Any river.",
+        "Keep it short.",
+    ]

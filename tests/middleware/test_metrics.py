@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 
 from stream_mw import ConfigurationError, ResponsesMiddleware
@@ -163,3 +164,74 @@ async def test_traces_record_one_genai_span_per_response() -> None:
     assert span.end_time is not None
     assert span.start_time is not None
     assert span.end_time >= span.start_time
+
+
+async def websocket_response(mw: ResponsesMiddleware, create: dict[str, Any]) -> list[Any]:
+    """One ``response.create`` over a WebSocket; the frames the server sent, to the last."""
+    incoming = [
+        {"type": "websocket.connect"},
+        {"type": "websocket.receive", "text": orjson.dumps(create).decode()},
+    ]
+    done = anyio.Event()
+    frames: list[Any] = []
+
+    async def receive() -> Any:
+        if incoming:
+            return incoming.pop(0)
+        await done.wait()
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "websocket.send":
+            frame = orjson.loads(message["text"])
+            frames.append(frame)
+            if frame["type"] in ("response.completed", "response.failed", "error"):
+                done.set()
+
+    scope = {**http_scope("GET"), "type": "websocket", "scheme": "ws", "subprotocols": []}
+    with anyio.fail_after(10):
+        await mw(scope, receive, send)
+    return frames
+
+
+async def test_every_route_is_counted_under_its_template_and_a_compaction_once() -> None:
+    """Issue 12: the routes beside ``POST /responses`` (conversations, compact,
+    input_tokens, cancel, a resumed stream, the WebSocket mode) were not counted."""
+    mw = ResponsesMiddleware(Upstream([*TEXT, END]), metrics=True, keepalive_interval=0)
+    created = await drive(mw, b'{"items": []}', scope=http_scope("POST", "/v1/conversations"))
+    conversation = orjson.loads(created.body)["id"]
+    await drive(mw, scope=http_scope("GET", f"/v1/conversations/{conversation}"))
+    await drive(mw, scope=http_scope("GET", f"/v1/conversations/{conversation}/items"))
+    compacted = await drive(
+        mw,
+        b'{"model": "text", "input": "hello"}',
+        scope=http_scope("POST", "/v1/responses/compact"),
+    )
+    assert compacted.status == 200
+    counted = await drive(
+        mw, responses_body(stream=False), scope=http_scope("POST", "/v1/responses/input_tokens")
+    )
+    assert counted.status == 501
+    await drive(mw, scope=http_scope("POST", "/v1/responses/resp_nope/cancel"))
+    await drive(mw, scope=http_scope("GET", "/v1/responses/resp_nope", query_string=b"stream=true"))
+    frames = await websocket_response(
+        mw, {"type": "response.create", "model": "text", "input": "hello"}
+    )
+    assert frames[-1]["type"] == "response.completed"
+
+    found = await scrape(mw)
+
+    def requests(route: str, status: str, model: str = "") -> float:
+        return value(found, "stream_mw_requests_total", route=route, status=status, model=model)
+
+    assert requests("POST /v1/conversations", "200") == 1
+    assert requests("GET /v1/conversations/{id}", "200") == 1
+    assert requests("GET /v1/conversations/{id}/items", "200") == 1
+    assert requests("POST /v1/responses/compact", "200") == 1
+    assert requests("POST /v1/responses/input_tokens", "501") == 1
+    assert requests("POST /v1/responses/{id}/cancel", "404") == 1
+    assert requests("GET /v1/responses/{id}", "404") == 1
+    assert requests("WEBSOCKET /v1/responses", "200", "text") == 1
+    # The compaction's model call is counted once, on its own route; its tokens count.
+    assert requests("POST /v1/responses", "200", "text") == 0
+    assert value(found, "stream_mw_tokens_total", kind="input", model="text") == 2 * 11

@@ -1,31 +1,57 @@
-"""``_Responder``: one ``POST {path_prefix}/responses``, from its body to its last byte.
+"""``ResponseRun``: one response, from its request body to its delivery's last call.
 
-Strategy: ``POST {path_prefix}/responses`` is read (bounded), validated, expanded from the
-store and translated into a Chat Completions request that the wrapped app receives on
-``chat_completions_path``. Everything the app sends back is judged at
-``http.response.start``:
+Theory of operation
+-------------------
+A run is written once and delivered four ways. It reads the request (bounded), validates
+it, expands it from the store and translates it into a Chat Completions request that the
+wrapped app receives on ``chat_completions_path``; it converts what the app answers, stores
+the response and reports it (log line, metrics, span). What it produces goes to a
+``Delivery``: HTTP (``_deliver/http``: SSE or JSON), WebSocket frames
+(``_deliver/websocket``), a background response's event log (``_deliver/background``) or a
+compaction's collected answer (``_compact``). A delivery only carries: it never decides.
 
-- 2xx ``text/event-stream`` and a streaming request: our own start message and
-  ``response.created`` go out at once, then each upstream body message is fed to the
-  ``StreamConverter`` and whatever it returns is sent as one body message, before the app
-  can produce the next one. When the converter finishes, the client's body ends then and
-  there; the app's later sends are swallowed.
+Everything the app sends back is judged at ``http.response.start``:
+
+- 2xx ``text/event-stream`` and a streaming request: ``Delivery.start`` with
+  ``response.created`` goes out at once, then each upstream body message is fed to the
+  ``StreamConverter`` and whatever it returns goes to ``Delivery.events``, before the app can
+  produce the next one. When the converter finishes, ``Delivery.end`` ends the stream then
+  and there; the app's later sends are swallowed.
 - 2xx JSON: ``translate_completion``; for a streaming request the completion is replayed
-  through a converter as a one-chunk stream, so the client still gets a full event stream.
+  through a converter as a one-chunk stream (``start(..., end=True)``), so the client still
+  gets a full event stream.
 - 2xx SSE for a non-streaming request: the converter runs silently and its terminal response
-  is returned as JSON.
+  is answered as JSON (``Delivery.answer``).
 - anything else: the upstream status with an OpenAI-shaped error carrying its message.
+
+Keep-alives (a repeated ``response.in_progress`` while the upstream is silent,
+``_run_keepalive``) belong to the run, not to HTTP: they are events of the stream, which
+every streaming delivery carries (a background run's log relies on them to show it is
+alive). The request side (reading, expanding, translating, the app's scope) is
+``_run_request``.
+
+Rounds: ``drive(chat_body)`` runs the app once and may be called again on the same run, so
+one response can span several Chat requests feeding the same converter and delivery (a
+remote tool called between them). ``rounds`` is what ``_respond`` calls: by default one
+drive. When the app's body ends before the converter finished, ``more_rounds()`` is
+consulted first: ``False`` (the default) ends the stream as always; ``True`` delivers the
+round's events and leaves the stream open, so that ``rounds`` can ``emit`` events of its own
+and ``drive`` the next request, whose ``http.response.start`` continues the stream.
+
+The hot path: one upstream chunk is ``converter.feed`` and one ``Delivery.events`` call with
+the body message HTTP sends (HTTP's ``events`` is the server's ``send`` itself), all in
+``_send_from_app``, one coroutine deep: a delivery adds no call to it.
 
 Deliberate behaviour, do not "fix":
 
 - An exception from the wrapped app is answered cleanly (a 500 error before anything was
-  sent, ``response.failed`` and the end of the body after) and then re-raised, as
+  sent, ``response.failed`` and the end of the stream after) and then re-raised, as
   Starlette's ``ServerErrorMiddleware`` does, so the server logs it. uvicorn logs it and
   then closes the connection, so an error answered before any byte also says
   ``Connection: close``; after a stream began, a client reusing that connection may see one
   connection error (the SDKs retry). In-process test clients surface the exception unless
   told not to (``raise_app_exceptions=False`` / ``raise_server_exceptions=False``).
-- A client that goes away (``http.disconnect`` from the server, or ``send`` raising
+- A client that goes away (``http.disconnect`` from ``receive``, or a delivery raising
   ``OSError``) cancels the wrapped app at once; it sees ``http.disconnect`` if it was
   listening. Nothing is re-raised for that: the client leaving is not a server error.
 - A failed non-streaming response becomes an HTTP error (as OpenAI's API answers), not a
@@ -37,24 +63,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from time import monotonic as _monotonic
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import orjson
 from anyio.abc import TaskGroup
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope
 
 from ._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
-from ._continuation import LocalHistory, check_tool_outputs
-from ._deliver.background import BACKGROUND_SCOPE_KEY
-from ._errors import (
-    RequestError,
-    UpstreamError,
-    UpstreamProtocolError,
-    classify_upstream_error,
-    error_body,
-)
+from ._continuation import LocalHistory
+from ._delivery import Delivery, Headers
+from ._errors import RequestError, UpstreamError, UpstreamProtocolError, error_body
 from ._items import new_id, translate_completion
 from ._observe import (
     REQUEST_LOG_MESSAGE,
@@ -63,39 +84,26 @@ from ._observe import (
     logger,
     notify_observer,
 )
-from ._requests import _translate, parse_request_body
-from ._service import (
-    REQUEST_ID_HEADER,
-)
-from ._store_gateway import has_item_references, normalize_input, tenant_key
+from ._requests import parse_request_body
+from ._run_keepalive import KeepAlive
+from ._run_request import chat_scope, read_body, translate_request
+from ._service import REQUEST_ID_HEADER
+from ._store_gateway import normalize_input, tenant_key
 from ._stream import StreamConverter
 from ._upstream_answer import (
     CODE_STATUS,
     completion_as_sse,
-    parse_error_body,
+    parse_completion,
     status_error_type,
-    too_large,
+    upstream_error_answer,
 )
 
 if TYPE_CHECKING:
     from ._middleware import ResponsesMiddleware
 
 
-__all__ = ["unattached_send"]
+__all__ = ["Detach", "ResponseRun"]
 
-# Request headers the wrapped app must not see: they describe the client's body, not ours.
-_DROP_REQUEST_HEADERS: Final = frozenset(
-    {
-        b"content-length",
-        b"content-type",
-        b"content-encoding",
-        b"transfer-encoding",
-        b"accept",
-        # Ask for an identity body: we must be able to read the upstream's JSON and SSE.
-        b"accept-encoding",
-        b"expect",
-    }
-)
 # Upstream response headers that describe the upstream body, which we replace.
 _DROP_RESPONSE_HEADERS: Final = frozenset(
     {
@@ -114,19 +122,6 @@ _DROP_RESPONSE_HEADERS: Final = frozenset(
         b"keep-alive",
     }
 )
-# The wrapped app must answer with body messages we can read, never a file or trailers.
-_DROP_EXTENSIONS: Final = (
-    "http.response.pathsend",
-    "http.response.zerocopysend",
-    "http.response.trailers",
-)
-_SSE_HEADERS: Final = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-store"),
-    # nginx and friends buffer proxied bodies unless told not to (sse-starlette does the same).
-    (b"x-accel-buffering", b"no"),
-]
-_JSON_TYPE: Final = (b"content-type", b"application/json")
 _EVENT_STREAM: Final = b"text/event-stream"
 # Upstream error bodies are only read for their message; the rest is drained and dropped.
 _MAX_ERROR_BODY: Final = 64 * 1024
@@ -144,16 +139,29 @@ _CLIENT_GONE: Final = {
 }
 
 
-async def unattached_send(message: Message) -> NoReturn:
-    raise RuntimeError("send awaitable not set")  # pragma: no cover
+#: Takes over a validated ``background: true`` request (``BackgroundRuns.start``).
+Detach = Callable[["ResponseRun"], Awaitable[None]]
 
 
-async def _unattached_receive() -> NoReturn:
-    raise RuntimeError("receive awaitable not set")  # pragma: no cover
+class ResponseRun:
+    """One response: reads and translates the request, runs the app, converts, stores and
+    reports, and hands what it produces to its ``Delivery``.
 
-
-class _Responder:
-    """One Responses request: reads and translates it, runs the app, answers the client."""
+    Args:
+        mw: The middleware (settings, store, metrics, the wrapped app).
+        scope: The HTTP scope of the request (a WebSocket's upgrade request made one).
+        receive: Gives the request body (unless ``respond`` is given it), then reports the
+            client leaving with ``http.disconnect``.
+        delivery: Where the answer goes.
+        rid: The request id (``x-request-id``).
+        history: A WebSocket connection's own responses, which ``previous_response_id``
+            may name.
+        detach: Takes over a ``background: true`` request; without it such a request runs
+            here (it is the background run itself).
+        route: The metrics' route label for the run (``POST {path_prefix}/responses``);
+            ``None``: the run is part of a request counted on its own route (a compaction),
+            and adds only its tokens and times.
+    """
 
     __slots__ = (
         "app",
@@ -163,8 +171,11 @@ class _Responder:
         "complete",
         "converter",
         "created_at",
+        "delivery",
+        "detach",
         "disconnect_event",
         "disconnected",
+        "events",
         "first_output_at",
         "gateway",
         "history",
@@ -172,8 +183,7 @@ class _Responder:
         "input_items",
         "keepalive",
         "keepalive_sending",
-        "keepalive_task",
-        "keepalive_timer",
+        "keepalives",
         "last_send",
         "loop",
         "mode",
@@ -189,8 +199,8 @@ class _Responder:
         "request",
         "request_id",
         "response_id",
+        "route",
         "scope",
-        "send",
         "sending",
         "settings",
         "started",
@@ -210,20 +220,33 @@ class _Responder:
     )
 
     def __init__(
-        self, mw: ResponsesMiddleware, rid: bytes, history: LocalHistory | None = None
+        self,
+        mw: ResponsesMiddleware,
+        scope: Scope,
+        receive: Receive,
+        delivery: Delivery,
+        rid: bytes,
+        *,
+        history: LocalHistory | None = None,
+        detach: Detach | None = None,
+        route: str | None,
     ) -> None:
         self.mw = mw
-        #: A WebSocket connection's own responses, which ``previous_response_id`` may name.
         self.history = history
+        self.delivery = delivery
+        #: Bound once: the hot path calls it for every upstream chunk.
+        self.events = delivery.events
+        self.detach = detach
+        self.route = route
         #: The ``x-request-id`` header every answer carries.
         self.request_id = (REQUEST_ID_HEADER, rid)
-        self.app = mw.app
+        #: The Chat Completions app driven; a WebSocket warm-up replaces it.
+        self.app: ASGIApp = mw.app
         self.settings = mw.settings
         self.gateway = mw.gateway
         self.keepalive = mw._keepalive
-        self.send: Send = unattached_send
-        self.receive: Receive = _unattached_receive
-        self.scope: Scope = {}
+        self.receive: Receive = receive
+        self.scope: Scope = scope
         self.started_at = time.perf_counter()
         self.response_id = new_id("resp")
         self.created_at = int(time.time())
@@ -249,11 +272,11 @@ class _Responder:
         #: Bytes of upstream event stream read so far (``max_response_bytes``).
         self.upstream_bytes = 0
         self.upstream_status = 0
-        self.upstream_headers: list[tuple[bytes, bytes]] = []
+        self.upstream_headers: Headers = []
         self.http_status = 0
-        #: Our ``http.response.start`` went to the client.
+        #: The delivery was given the answer's start (``answer`` or ``start``).
         self.started = False
-        #: Our final body message went (or is going) to the client; nothing more is sent.
+        #: The answer's last part went (or is going) to the delivery; nothing more is sent.
         self.complete = False
         self.disconnected = False
         #: The app raised: the answer asks the client to close the connection.
@@ -271,8 +294,7 @@ class _Responder:
         #: Off asyncio only: the task group running the app and its helpers.
         self.task_group: TaskGroup | None = None
         #: On asyncio: the keep-alive check's pending loop callback, and its sending task.
-        self.keepalive_timer: asyncio.TimerHandle | None = None
-        self.keepalive_task: asyncio.Task[None] | None = None
+        self.keepalives: KeepAlive | None = None
         #: Set while a keep-alive is being sent; ``_emit`` waits for it.
         self.keepalive_sending: anyio.Event | None = None
         #: True while ``_emit`` is sending; the keep-alive check skips its turn.
@@ -289,11 +311,13 @@ class _Responder:
         #: The stream is counted in the streams-open gauge.
         self.stream_counted = False
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def respond(self, body: bytes | None = None) -> None:
+        """Run the response to its end: from ``body`` (read from ``receive`` when ``None``)
+        to the delivery's last call. Re-raises what the wrapped app raised, once answered."""
         registry = self.mw._open
         registry.add(self)
         try:
-            await self._respond(scope, receive, send)
+            await self._respond(body)
         finally:
             registry.discard(self)
             if not registry and self.mw._all_closed is not None:
@@ -303,19 +327,24 @@ class _Responder:
                 self.mw.metrics.streams_open.dec()
 
     def stop(self, error: UpstreamError) -> None:
-        """End this request for a server shutdown: the app is cancelled and ``error`` ends
-        the answer, unless its last bytes are already on their way."""
+        """End this response for a server shutdown (or a cancel, or a bound its delivery
+        reached): the app is cancelled and ``error`` ends the answer, unless its last bytes
+        are already on their way."""
         self.stopping = error
         if not self.complete:
+            # Nothing more of the app's is taken: its cancellation lands at its next
+            # suspension, which an app sending without one does not reach before it ends.
+            self.streaming = False
+            if self.mode != _WAITING:
+                self.on_body = self._body_ignored
             self._stop_keepalive()
             self._cancel_app()
 
-    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.scope, self.receive, self.send = scope, receive, send
+    async def _respond(self, body: bytes | None) -> None:
         try:
-            chat = await self._prepare()
+            chat = await self._prepare(body)
         except RequestError as exc:
-            await self._send_json(exc.status_code, exc.body())
+            await self._answer(exc.status_code, exc.body())
             error = {"code": exc.code or exc.error_type, "message": exc.message}
             await self._report("failed", error=error)
             return
@@ -323,17 +352,16 @@ class _Responder:
             self.http_status = 499
             await self._report("failed", error=_CLIENT_GONE)
             return
-        if self.request.get("background") is True and BACKGROUND_SCOPE_KEY not in scope:
-            await self.mw.background.start(self)
+        if self.detach is not None and self.request.get("background") is True:
+            await self.detach(self)
             return
-        self.chat_body = orjson.dumps(chat)
         stopping = self.stopping or self.mw._stopping
         if stopping is not None:
             # The server stopped while the request was read: the app is not started.
             await self._send_upstream_error(stopping)
             return
 
-        app_error = await self._run_app()
+        app_error = await self.rounds(orjson.dumps(chat))
         if self.watch_error is not None:
             self.http_status = self.http_status or 500
             message = f"The server's receive failed ({type(self.watch_error).__name__})."
@@ -358,31 +386,12 @@ class _Responder:
 
     # --- the request ----------------------------------------------------------------------
 
-    async def _prepare(self) -> dict[str, Any] | None:
-        limit = self.mw._max_request_bytes
-        for name, value in self.scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    break
-                if declared > limit:
-                    raise too_large(limit)
-                break
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
+    async def _prepare(self, body: bytes | None) -> dict[str, Any] | None:
+        if body is None:
+            body = await read_body(self.scope, self.receive, self.mw._max_request_bytes)
+            if body is None:
                 return None
-            body: bytes = message.get("body", b"")
-            size += len(body)
-            if size > limit:
-                raise too_large(limit)
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        request = parse_request_body(b"".join(chunks), self.settings)
+        request = parse_request_body(body, self.settings)
         self.request = request
         self.stream = request.get("stream") is True
         # A conversation takes the turn even with store: false (see StoreGateway.save).
@@ -391,49 +400,32 @@ class _Responder:
         )
         # Sealed reasoning is bound to the tenant both ways: issued for it, accepted from it.
         self.tenant = tenant_key(self.scope, self.settings)
-        if (
-            request.get("previous_response_id") is None
-            and request.get("conversation") is None
-            and not has_item_references(request.get("input"))
-        ):
-            # parse_request_body validated exactly this body: do not validate it twice.
-            return _translate(request, self.settings, validated=True, tenant=self.tenant)
-        previous = request.get("previous_response_id")
-        earlier = self.history.items(previous) if self.history is not None else None
-        if earlier is not None:
-            new_items = normalize_input(request.get("input"))
-            items = self.input_items = [*earlier, *new_items]
-            expanded = {k: v for k, v in request.items() if k != "previous_response_id"}
-            expanded["input"] = items
-            if has_item_references(request.get("input")):
-                expanded, self.input_items = await self.gateway.expand(self.scope, expanded)
-        else:
-            expanded, self.input_items = await self.gateway.expand(self.scope, request)
-        if previous is not None:
-            check_tool_outputs(self.input_items, request.get("input"))
-        return _translate(expanded, self.settings, validated=False, tenant=self.tenant)
+        chat, self.input_items = await translate_request(
+            request, self.scope, self.settings, self.gateway, self.history, self.tenant
+        )
+        return chat
 
     def _inner_scope(self) -> Scope:
-        scope = self.scope
-        headers = [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST_HEADERS]
-        headers.append(_JSON_TYPE)
-        headers.append((b"content-length", str(len(self.chat_body)).encode("ascii")))
-        headers.append((b"accept", _EVENT_STREAM if self.stream else b"application/json"))
-        path = scope.get("root_path", "") + self.mw._chat_path
-        inner = dict(scope)
-        inner["method"] = "POST"
-        inner["path"] = path
-        inner["raw_path"] = path.encode("utf-8")
-        inner["headers"] = headers
-        extensions = scope.get("extensions")
-        if extensions and any(name in extensions for name in _DROP_EXTENSIONS):
-            inner["extensions"] = {k: v for k, v in extensions.items() if k not in _DROP_EXTENSIONS}
-        return inner
+        return chat_scope(self.scope, self.mw._chat_path, len(self.chat_body), stream=self.stream)
 
     # --- running the app --------------------------------------------------------------------
 
-    async def _run_app(self) -> Exception | None:
-        """Run the wrapped app, cancelled if the client leaves; returns what it raised."""
+    async def rounds(self, chat_body: bytes) -> Exception | None:
+        """Drive the app for the response; one round unless overridden (see the module
+        docstring). Returns what the app raised."""
+        return await self.drive(chat_body)
+
+    async def drive(self, chat_body: bytes) -> Exception | None:
+        """Run the wrapped app on one Chat Completions request body, cancelled if the client
+        leaves; returns what it raised.
+
+        May be called again once it returned (a round, see the module docstring): the same
+        converter and delivery go on, and ``emit`` may deliver events between rounds.
+        """
+        self.chat_body = chat_body
+        self.replayed = False
+        self.upstream_status = 0
+        self.mode, self.on_body = _WAITING, self._body_before_start
         task = current_asyncio_task()
         if task is None:
             return await self._run_app_in_task_group()
@@ -464,7 +456,7 @@ class _Responder:
     def _spawn_watcher(self) -> None:
         if self.cancel_scope is not None and self.loop is not None:
             self.watcher = self.loop.create_task(self._watch_disconnect())
-            if self.stream and self.mode == _WAITING:
+            if self.stream and self.mode == _WAITING and self.converter is None:
                 # The app is waiting for its upstream: build the converter now rather than
                 # on the way to the first byte once the upstream answers.
                 self.prepared = self._new_converter()
@@ -522,15 +514,20 @@ class _Responder:
             # A broken receive cannot report the client leaving: stop the app rather than
             # let it generate for nobody, and re-raise this once it stopped.
             self.watch_error = exc
-            self._client_gone()
+            self.client_gone()
             return
         self._close_receive()
         # Servers also report http.disconnect once the response is complete; only a
         # disconnect before that means the client left.
         if not self.complete:
-            self._client_gone()
+            self.client_gone()
 
-    def _client_gone(self) -> None:
+    def _stop_keepalive(self) -> None:
+        if self.keepalives is not None:
+            self.keepalives.stop()
+
+    def client_gone(self) -> None:
+        """The client left: the app is cancelled and nothing more is delivered."""
         self.disconnected = True
         self.streaming = False
         self.on_body = self._body_ignored
@@ -561,6 +558,13 @@ class _Responder:
             else:
                 out = b""
             if converter.finished or not message.get("more_body", False):
+                if not converter.finished and self.more_rounds():
+                    # The app's body ended but the response goes on: this round's events
+                    # go out, and the next drive() continues the stream.
+                    self.streaming = False
+                    if out:
+                        await self.emit(out)
+                    return
                 await self._end_stream(out)
                 if message.get("more_body", False) and converter.response["status"] == "failed":
                     # Failed mid-body (a limit, an in-band error): the rest of a body that
@@ -569,14 +573,16 @@ class _Responder:
             elif out:
                 if not self.first_output_at:
                     self.first_output_at = time.perf_counter()
-                # See _emit for why this is not a lock.
+                # See _run_keepalive for why this is not a lock.
                 while self.keepalive_sending is not None:
                     await self.keepalive_sending.wait()
                 self.sending = True
                 try:
-                    await self.send({"type": "http.response.body", "body": out, "more_body": True})
+                    await self.events(
+                        {"type": "http.response.body", "body": out, "more_body": True}
+                    )
                 except OSError:
-                    self._client_gone()
+                    self.client_gone()
                 self.sending = False
                 self.last_send = _monotonic()
             return
@@ -620,6 +626,12 @@ class _Responder:
             self.mode, self.on_body = _ERROR, self._body_error
         elif not is_sse:
             self.mode, self.on_body = _JSON, self._body_json
+        elif self.started and self.stream:
+            # A later round of a stream that began: its chunks feed the same converter.
+            self.mode, self.on_body = _STREAM, self._body_ignored
+            self.streaming = not self.disconnected
+            if self.keepalives is not None and self.streaming:
+                self.keepalives.arm()
         else:
             self.converter = self.prepared or self._new_converter()
             self.prepared = None
@@ -643,17 +655,11 @@ class _Responder:
         self.started = True
         self.http_status = 200
         try:
-            await self.send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [*self.upstream_headers, *_SSE_HEADERS, self.request_id],
-                }
-            )
+            await self.delivery.start(self.upstream_headers, first, end=False)
         except OSError:
-            self._client_gone()
+            self.client_gone()
             return
-        await self._emit(first, more_body=True)
+        self.last_send = _monotonic()
         self.streaming = not self.disconnected
         metrics = self.mw.metrics
         if metrics is not None and self.streaming:
@@ -661,10 +667,8 @@ class _Responder:
             self.stream_counted = True
         # Armed after the first byte, which it must not delay.
         if self.keepalive > 0 and not self.disconnected:
-            if self.loop is not None:
-                self.keepalive_timer = self.loop.call_later(self.keepalive, self._keepalive_due)
-            elif self.task_group is not None:
-                self.task_group.start_soon(self._keepalive_loop)
+            self.keepalives = KeepAlive(self, self.keepalive)
+            self.keepalives.arm()
 
     async def _end_stream(self, out: bytes, error: BaseException | None = None) -> None:
         converter = self.converter
@@ -676,93 +680,30 @@ class _Responder:
         await self._emit(final, more_body=False)
         await self._report_response(converter.response)
 
+    def more_rounds(self) -> bool:
+        """Consulted when the app's body ended before the converter finished: ``True``
+        keeps the stream open for another ``drive()`` (see the module docstring)."""
+        return False
+
+    async def emit(self, data: bytes) -> None:
+        """Deliver events of a stream that began, between or within rounds."""
+        await self._emit(data, more_body=True)
+
     async def _emit(self, data: bytes, *, more_body: bool) -> None:
-        # Two tasks may send: this one (the app's) and the keep-alive loop. A lock would cost
-        # more than the rest of the chunk's path, so the rare keep-alive send is waited for
-        # here, and the keep-alive loop skips its turn while this one is sending. No await
-        # lies between the checks and the flags they guard, so they cannot interleave.
+        # A keep-alive being sent is waited for (see _run_keepalive for why not a lock). No
+        # await lies between the checks and the flags they guard, so they cannot interleave.
         while self.keepalive_sending is not None:
             await self.keepalive_sending.wait()
         self.sending = True
         try:
-            await self.send({"type": "http.response.body", "body": data, "more_body": more_body})
+            if more_body:
+                await self.events({"type": "http.response.body", "body": data, "more_body": True})
+            else:
+                await self.delivery.end(data)
         except OSError:
-            self._client_gone()
+            self.client_gone()
         self.sending = False
         self.last_send = _monotonic()
-
-    # Keep-alive: nothing in the path of a chunk but ``last_send``. Each check re-arms for the
-    # time of the last send, so a busy stream costs one check per interval. On asyncio the
-    # check is a loop callback and a task is spawned only to send; elsewhere it is a task
-    # sleeping in the task group.
-
-    def _keepalive_delay(self) -> float | None:
-        """Seconds until a keep-alive is due (``<= 0``: now), ``None`` when no more are."""
-        converter = self.converter
-        if self.complete or self.disconnected or converter is None or converter.finished:
-            return None
-        if self.sending:
-            # Blocked on a slow client: that is not upstream silence.
-            self.last_send = _monotonic()
-        return self.last_send + self.keepalive - _monotonic()
-
-    def _keepalive_due(self) -> None:
-        self.keepalive_timer = None
-        delay = self._keepalive_delay()
-        loop = self.loop
-        assert loop is not None
-        if delay is None:
-            return
-        if delay > 0:
-            self.keepalive_timer = loop.call_later(delay, self._keepalive_due)
-        else:
-            self.keepalive_task = loop.create_task(self._keepalive_now())
-
-    async def _keepalive_now(self) -> None:
-        # Checked again: the app may have sent (or ended the stream) since the callback ran.
-        delay = self._keepalive_delay()
-        if delay is not None and delay <= 0 and not await self._send_keepalive():
-            delay = None  # the client is gone
-        self.keepalive_task = None
-        if delay is not None:
-            self._keepalive_due()
-
-    def _stop_keepalive(self) -> None:
-        timer, task = self.keepalive_timer, self.keepalive_task
-        self.keepalive_timer = self.keepalive_task = None
-        if timer is not None:
-            timer.cancel()
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-
-    async def _keepalive_loop(self) -> None:
-        while (delay := self._keepalive_delay()) is not None:
-            if delay > 0:
-                await anyio.sleep(delay)
-            elif not await self._send_keepalive():
-                return
-
-    async def _send_keepalive(self) -> bool:
-        """Send one keep-alive event; ``False`` when the client is gone."""
-        converter = self.converter
-        assert converter is not None
-        done = anyio.Event()
-        self.keepalive_sending = done
-        try:
-            await self.send(
-                {"type": "http.response.body", "body": converter.keepalive(), "more_body": True}
-            )
-        except OSError:
-            self._client_gone()
-            return False
-        finally:
-            self.keepalive_sending = None
-            done.set()
-        self.last_send = _monotonic()
-        if self.mw.metrics is not None:
-            self.mw.metrics.keepalives.inc()
-        logger.debug("%s: keep-alive sent", self.response_id)
-        return True
 
     # --- non-streaming request, streaming upstream ------------------------------------------
 
@@ -803,11 +744,11 @@ class _Responder:
             status = CODE_STATUS.get(code, 502)
             message = str(error.get("message") or "The upstream failed.")
             body = error_body(message, status_error_type(status), code=code)
-            await self._send_json(status, body, self.upstream_headers)
+            await self._answer(status, body, self.upstream_headers)
             await self._report("failed", response=response)
             return
         await self._store(response)
-        await self._send_json(200, response, self.upstream_headers)
+        await self._answer(200, response, self.upstream_headers)
         await self._report_response(response)
 
     # --- upstream JSON ----------------------------------------------------------------------
@@ -837,21 +778,7 @@ class _Responder:
                 raise UpstreamProtocolError(
                     f"The upstream's JSON body is larger than max_event_bytes ({limit} bytes)."
                 )
-            body = b"".join(self.parts)
-            try:
-                completion = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                if body.lstrip()[:1] in (b"{", b"[") and exc.pos >= len(body):
-                    # Valid up to its last byte: the body was cut off (a lost connection), not
-                    # something other than JSON.
-                    raise UpstreamProtocolError(
-                        f"The upstream answered HTTP {self.upstream_status} with a JSON body "
-                        f"that ended before it was complete (after {len(body)} bytes)."
-                    ) from None
-                raise UpstreamProtocolError(
-                    f"The upstream answered HTTP {self.upstream_status} with a body that is "
-                    "neither JSON nor an event stream."
-                ) from None
+            completion = parse_completion(b"".join(self.parts), self.upstream_status)
             response = translate_completion(
                 completion,
                 self.request,
@@ -876,16 +803,9 @@ class _Responder:
         self.http_status = 200
         await self._store(converter.response)
         try:
-            await self.send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [*self.upstream_headers, *_SSE_HEADERS, self.request_id],
-                }
-            )
-            await self.send({"type": "http.response.body", "body": data, "more_body": False})
+            await self.delivery.start(self.upstream_headers, data, end=True)
         except OSError:
-            self._client_gone()
+            self.client_gone()
             return
         await self._report_response(converter.response)
 
@@ -899,26 +819,16 @@ class _Responder:
             await self._finish_error()
 
     async def _finish_error(self) -> None:
-        status = self.upstream_status
         raw = b"".join(self.parts)[:_MAX_ERROR_BODY]
-        message, error_type, code, param = parse_error_body(raw, status)
-        classified = classify_upstream_error(
-            status_code=status, code=code, error_type=error_type, message=message
-        )
-        if classified == "context_length_exceeded" or not isinstance(code, str) or not code:
-            code = classified
-        out_status = status if status >= 400 else 502
-        if not isinstance(error_type, str) or not error_type:
-            error_type = status_error_type(out_status)
-        body = error_body(message, error_type, param=param, code=code)
-        await self._send_json(out_status, body, self.upstream_headers)
-        await self._report("failed", error={"code": code, "message": message})
+        status, body, error = upstream_error_answer(self.upstream_status, raw)
+        await self._answer(status, body, self.upstream_headers)
+        await self._report("failed", error=error)
 
     async def _send_upstream_error(self, exc: UpstreamError) -> None:
         status = exc.status_code if exc.status_code and exc.status_code >= 400 else None
         status = status or CODE_STATUS.get(exc.code, 502)
         body = error_body(exc.message, status_error_type(status), code=exc.code)
-        await self._send_json(status, body, self.upstream_headers)
+        await self._answer(status, body, self.upstream_headers)
         await self._report("failed", error={"code": exc.code, "message": exc.message})
 
     # --- after the app returned or raised ----------------------------------------------------
@@ -936,7 +846,7 @@ class _Responder:
                 )
             else:
                 message = "The wrapped app returned without sending a response."
-            await self._send_json(500, error_body(message, "server_error", code="server_error"))
+            await self._answer(500, error_body(message, "server_error", code="server_error"))
             await self._report("failed", error={"code": "server_error", "message": message})
         elif mode == _STREAM:
             await self._end_stream(b"", app_error)
@@ -960,32 +870,16 @@ class _Responder:
 
     # --- output helpers ---------------------------------------------------------------------
 
-    async def _send_json(
-        self,
-        status: int,
-        payload: dict[str, Any],
-        headers: list[tuple[bytes, bytes]] | None = None,
+    async def _answer(
+        self, status: int, payload: dict[str, Any], headers: Headers | None = None
     ) -> None:
-        body = orjson.dumps(payload)
         self.started = True
         self.complete = True
         self.http_status = status
-        extra = [_JSON_TYPE, (b"content-length", str(len(body)).encode("ascii")), self.request_id]
-        if self.closing:
-            # The exception is re-raised next, and servers drop the connection for that
-            # (uvicorn closes the transport): tell the client not to reuse it.
-            extra.append((b"connection", b"close"))
         try:
-            await self.send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [*(headers or ()), *extra],
-                }
-            )
-            await self.send({"type": "http.response.body", "body": body, "more_body": False})
+            await self.delivery.answer(status, payload, headers or [], close=self.closing)
         except OSError:
-            self._client_gone()
+            self.client_gone()
 
     async def _store(self, response: dict[str, Any]) -> None:
         # Runs just before the last byte: a client that sees the terminal event may continue
@@ -1043,7 +937,7 @@ class _Responder:
             first = self.first_output_at
             metrics.observe(
                 record,
-                f"POST {self.mw._responses_path}",
+                self.route,
                 first - self.started_at if first and self.stream else None,
             )
         if tracer is not None:
