@@ -1,0 +1,154 @@
+"""A real MCP server for the tests, built with the ``mcp`` package (1.x's FastMCP or 2.x's
+MCPServer), served by uvicorn on 127.0.0.1::
+
+    python tests/mcp_server.py --port 0 [--transport streamable-http|sse]
+
+``--port 0`` picks a free port; the server prints ``PORT <n>`` once it listens. The MCP
+endpoint is ``/mcp`` (streamable HTTP) or ``/sse`` (SSE). Tools:
+
+- ``add(a, b)``: the sum (annotated read-only);
+- ``echo_headers()``: the HTTP headers of the request that carried the call, as JSON;
+- ``slow(seconds)``: answers after ``seconds``;
+- ``fail()``: a tool error (``isError``);
+- ``big(n)``: ``n`` bytes of text;
+- ``picture()``: a small PNG image, and no text.
+
+Besides MCP, ``GET|POST /redirect?to=URL`` answers ``307`` to ``URL``, for the redirect
+rules of the gateway's client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+# Run as a script, this file's folder (tests/) is first on sys.path, and tests/mcp/ (the
+# client's tests) would shadow the mcp package.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
+import anyio
+import uvicorn
+
+MCP_MAJOR = int(importlib.metadata.version("mcp").split(".")[0])
+
+if MCP_MAJOR >= 2:
+    from mcp.server.mcpserver import Context, Image
+    from mcp.server.mcpserver import MCPServer as Server
+    from mcp.types import ToolAnnotations
+else:  # pragma: no cover - the 1.x lower bound runs in a venv of its own
+    from mcp.server.fastmcp import Context, Image  # type: ignore[no-redef]
+    from mcp.server.fastmcp import FastMCP as Server  # type: ignore[no-redef]
+    from mcp.types import ToolAnnotations
+
+#: The smallest valid PNG (1x1, transparent).
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000105de2b8a0000000049454e44ae426082"
+)
+
+
+def build_server() -> Any:
+    server = Server("stream-mw-tests")
+
+    @server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    @server.tool()
+    def echo_headers(ctx: Context) -> str:  # type: ignore[type-arg]
+        """The HTTP headers this call arrived with."""
+        request = ctx.request_context.request
+        headers = dict(getattr(request, "headers", {}) or {})
+        return json.dumps(headers, sort_keys=True)
+
+    @server.tool()
+    async def slow(seconds: float) -> str:
+        """Answer after a while."""
+        await anyio.sleep(seconds)
+        return f"slept {seconds}"
+
+    @server.tool()
+    def fail() -> str:
+        """Always fails."""
+        raise ValueError("this tool always fails")
+
+    @server.tool()
+    def big(n: int) -> str:
+        """n bytes of text."""
+        return "x" * n
+
+    @server.tool()
+    def picture() -> Image:
+        """A tiny image."""
+        return Image(data=PNG, format="png")
+
+    return server
+
+
+def build_app(transport: str) -> Any:
+    server = build_server()
+    if transport == "sse":
+        app = server.sse_app() if MCP_MAJOR < 2 else server.sse_app(host="127.0.0.1")
+    else:
+        app = (
+            server.streamable_http_app()
+            if MCP_MAJOR < 2
+            else server.streamable_http_app(host="127.0.0.1")
+        )
+    return Redirects(app)
+
+
+class Redirects:
+    """``/redirect?to=URL`` answers 307 to ``URL``; everything else goes to the MCP app."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/redirect":
+            query = parse_qs(scope.get("query_string", b"").decode())
+            target = query.get("to", ["/"])[0]
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 307,
+                    "headers": [(b"location", target.encode()), (b"content-length", b"0")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--transport", choices=["streamable-http", "sse"], default="streamable-http"
+    )
+    args = parser.parse_args(argv)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(128)
+    config = uvicorn.Config(
+        build_app(args.transport),
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+    )
+    print(f"PORT {sock.getsockname()[1]}", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
