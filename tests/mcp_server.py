@@ -13,12 +13,13 @@ endpoint is ``/mcp`` (streamable HTTP) or ``/sse`` (SSE). Tools:
 - ``big(n)``: ``n`` bytes of text;
 - ``picture()``: a small PNG image, and no text.
 
-Besides MCP, ``GET|POST /redirect?to=URL`` answers ``307`` to ``URL``, for the redirect
-rules of the gateway's client.
+Besides MCP, for the redirect rules of the gateway's client: ``/redirect?to=URL`` answers
+``307`` to ``URL``, and ``/slash`` answers ``307`` to ``/slash/``, another name of the MCP
+endpoint.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastMCP (1.x) finds the Context parameter by
+# its annotation at runtime.
 import argparse
 import importlib.metadata
 import json
@@ -103,14 +104,17 @@ def build_app(transport: str) -> Any:
             if MCP_MAJOR < 2
             else server.streamable_http_app(host="127.0.0.1")
         )
-    return Redirects(app)
+    return Redirects(app, "/sse" if transport == "sse" else "/mcp")
 
 
 class Redirects:
-    """``/redirect?to=URL`` answers 307 to ``URL``; everything else goes to the MCP app."""
+    """``/redirect?to=URL`` answers 307 to ``URL``; ``/slash`` answers 307 to ``/slash/``,
+    which serves the MCP endpoint (as 1.x servers mounted at ``/mcp/`` do); everything else
+    goes to the MCP app."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, endpoint: str) -> None:
         self.app = app
+        self.endpoint = endpoint
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/redirect":
@@ -125,6 +129,18 @@ class Redirects:
             )
             await send({"type": "http.response.body", "body": b""})
             return
+        if scope["type"] == "http" and scope["path"] == "/slash":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 307,
+                    "headers": [(b"location", b"/slash/"), (b"content-length", b"0")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if scope["type"] == "http" and scope["path"] == "/slash/":
+            scope = {**scope, "path": self.endpoint, "raw_path": self.endpoint.encode()}
         await self.app(scope, receive, send)
 
 

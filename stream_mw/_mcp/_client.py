@@ -33,6 +33,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from types import ModuleType
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -56,8 +57,9 @@ ErrorKind = Literal["protocol", "http", "timeout", "refused"]
 MAX_LIST_PAGES: Final = 64
 #: Seconds a closing session may spend telling the server goodbye (a DELETE).
 _CLOSE_GRACE: Final = 2.0
-#: The read timeout of an idle event stream (these transports want a number): a day.
-_IDLE: Final = 86400.0
+#: The read timeout of an idle event stream (these transports want one): just under a day,
+#: as mcp 1.9.2 reads a timedelta's ``seconds``, which wrap at a day.
+_IDLE: Final = 86399.0
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 #: The one place the setting is named in messages.
 _SETTING: Final = "mcp_servers (STREAM_MW_MCP_SERVERS)"
@@ -343,8 +345,9 @@ async def _transport(
     async with module.streamablehttp_client(
         server.url,
         headers=headers,
-        timeout=guard.timeout,
-        sse_read_timeout=_IDLE,
+        # 1.9.2 takes timedeltas only; later 1.x take numbers too.
+        timeout=timedelta(seconds=guard.timeout),
+        sse_read_timeout=timedelta(seconds=_IDLE),
         httpx_client_factory=client,
     ) as streams:
         yield streams[0], streams[1]
@@ -495,7 +498,7 @@ class _GuardedTransport:
         status = response.status_code
         if status in _REDIRECTS and "location" in response.headers:
             target = url.join(response.headers["location"])
-            if guard.allowed(str(target)) is None:
+            if guard.allowed(str(target)) is None and not _adds_a_slash(url, target):
                 await response.aclose()
                 message = (
                     f"The MCP server at {shown} redirected to {_shown(str(target))}, which is "
@@ -585,6 +588,16 @@ def _bounded(text: str, limit: int) -> str:
 
 
 # --- small helpers -----------------------------------------------------------------------
+
+
+def _adds_a_slash(url: Any, target: Any) -> bool:
+    """``target`` is ``url`` with a ``/`` after its path: the redirect a server mounted at
+    ``/mcp/`` answers to ``/mcp`` (mcp 1.x's own servers do), as good as the listed URL."""
+    return bool(
+        (target.scheme, target.host, target.port, target.query)
+        == (url.scheme, url.host, url.port, url.query)
+        and target.path == url.path + "/"
+    )
 
 
 def _port(scheme: str, port: int | None) -> int:

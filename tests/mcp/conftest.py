@@ -8,6 +8,7 @@ subprocess, and a raw-socket listener that counts connections and records what a
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
 import sys
@@ -23,6 +24,9 @@ from tests.faults.harness import ServerProcess
 pytest.importorskip("mcp")
 
 SERVER = Path(__file__).resolve().parents[1] / "mcp_server.py"
+#: The Python that runs the server: the client's lower-bound run (``test_lowest_mcp.py``)
+#: tests an old client against the server of today's mcp.
+SERVER_PYTHON = os.environ.get("MCP_SERVER_PYTHON") or sys.executable
 
 
 class McpServerProcess(ServerProcess):
@@ -30,7 +34,7 @@ class McpServerProcess(ServerProcess):
 
     def __init__(self, transport: str) -> None:
         super().__init__("mcp")
-        self._cmd = [sys.executable, str(SERVER), "--port", "0", "--transport", transport]
+        self._cmd = [SERVER_PYTHON, str(SERVER), "--port", "0", "--transport", transport]
 
 
 @pytest.fixture(scope="module")

@@ -254,6 +254,23 @@ async def test_a_redirect_within_the_list_is_followed(mcp_server: str) -> None:
     assert result.output == "7"
 
 
+async def test_a_redirect_that_only_adds_a_slash_to_a_listed_url_is_followed(
+    mcp_server: str,
+) -> None:
+    url = mcp_server + "/slash"
+    async with open_mcp(server_for(url, [url]), settings(url)) as connection:
+        result = await connection.call_tool("add", {"a": 5, "b": 6})
+    assert result.output == "11"
+
+
+async def test_a_redirect_to_another_path_of_a_listed_host_is_refused(mcp_server: str) -> None:
+    url = f"{mcp_server}/redirect?to=/mcp"
+    with pytest.raises(McpError) as caught:
+        async with open_mcp(server_for(url, [url]), settings(url)) as connection:
+            await connection.list_tools()
+    assert caught.value.kind == "refused"
+
+
 async def test_headers_do_not_follow_a_redirect_to_another_host(listener: Listener) -> None:
     """The guard strips the request's MCP headers from a request to another origin, even a
     listed one (mcp 2.x does not follow such redirects at all; 1.x leaves it to httpx)."""
