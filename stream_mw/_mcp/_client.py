@@ -26,12 +26,13 @@ group ``open_mcp`` holds: callers may list and call from any task, and closing t
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from types import ModuleType
@@ -205,7 +206,10 @@ class McpConnection:
             with anyio.fail_after(self._timeout):
                 session = await self._connected()
                 self._guard.failure = None
-                yield session
+                with self._guard.abortable() as abort:
+                    yield session
+                if abort.cancelled_caught:
+                    raise self._guard.explain(None, f"The MCP server {label!r} could not {what}")
         except McpError:
             raise
         except TimeoutError:
@@ -333,9 +337,8 @@ async def _transport(
     if modern is not None and "http_client" in inspect.signature(modern).parameters:
         options: dict[str, Any] = {}
         if "max_sse_event_size" in inspect.signature(modern).parameters:
-            # One event carries one whole result: room for the largest result passed on
-            # (it is cut afterwards) plus its JSON escaping.
-            options["max_sse_event_size"] = max(1 << 20, 2 * guard.max_result_bytes + (1 << 16))
+            # The guard bounds events (and says so): mcp's own bound stays out of its way.
+            options["max_sse_event_size"] = guard.max_answer_bytes + 1
         async with (
             client(headers) as http_client,
             modern(server.url, http_client=http_client, **options) as streams,
@@ -367,8 +370,12 @@ class _Guard:
         self._pinned: dict[str, str] = {}
         #: The first refusal of this session; it outranks whatever error follows from it.
         self.refusal: str | None = None
-        #: The first HTTP failure of the current operation: (message, status).
-        self.failure: tuple[str, int | None] | None = None
+        self._operations: set[anyio.CancelScope] = set()
+        #: The first failure below the current operation: (message, status, kind).
+        self.failure: tuple[str, int | None, ErrorKind] | None = None
+        #: Bytes one answer to a POST may take: a result may be cut to mcp_max_result_bytes,
+        #: so a larger one is taken whole, JSON escaping included, but not without end.
+        self.max_answer_bytes = 4 * settings.mcp_max_result_bytes + (1 << 20)
 
     @property
     def failure_status(self) -> int | None:
@@ -409,6 +416,8 @@ class _Guard:
         if self.refusal is None:
             self.refusal = message
             logger.warning("MCP server %r refused: %s", self.server.label, message)
+        for scope in self._operations:
+            scope.cancel()
         return McpError(message, "refused")
 
     def is_server_origin(self, scheme: str, host: str, port: int | None) -> bool:
@@ -419,19 +428,36 @@ class _Guard:
         allowed = self._allow.match(url)
         return None if allowed is None else allowed.host_listed
 
-    def saw_failure(self, message: str, status: int | None) -> None:
-        if self.failure is None:
-            self.failure = (message, status)
+    @contextlib.contextmanager
+    def abortable(self) -> Iterator[anyio.CancelScope]:
+        """A scope for one operation that a failure seen below it cancels: some transports
+        (mcp 1.x's) log a failed POST and leave its caller waiting for an answer."""
+        scope = anyio.CancelScope()
+        self._operations.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._operations.discard(scope)
 
-    def explain(self, exc: BaseException, doing: str) -> McpError:
-        """The ``McpError`` for ``exc``, a failure somewhere below a session operation."""
+    def saw_failure(self, message: str, status: int | None, kind: ErrorKind = "http") -> None:
+        if self.failure is None:
+            self.failure = (message, status, kind)
+        for scope in self._operations:
+            scope.cancel()
+
+    def explain(self, exc: BaseException | None, doing: str) -> McpError:
+        """The ``McpError`` for ``exc``, a failure somewhere below a session operation
+        (``None``: the operation was aborted by one the guard saw)."""
         if isinstance(exc, McpError):
             return exc
         if self.refusal is not None:
             return McpError(self.refusal, "refused")
         if self.failure is not None:
-            message, status = self.failure
-            return McpError(f"{doing}: {message}", "http", status)
+            message, status, kind = self.failure
+            return McpError(f"{doing}: {message}", kind, status)
+        if exc is None:
+            return McpError(f"{doing}: the connection failed.", "http")
         error = _mcp_error_message(exc)
         if error is not None:
             return McpError(f"{doing}: the server answered an error: {error}", "protocol")
@@ -508,7 +534,59 @@ class _GuardedTransport:
         elif status >= 400 and not (request.method in ("GET", "DELETE") and status == 405):
             # 405 to the optional GET stream or the goodbye DELETE is a server's right.
             guard.saw_failure(f"{shown} answered HTTP {status}", status)
-        return response
+        events = response.headers.get("content-type", "").startswith("text/event-stream")
+        return http.Response(
+            status_code=status,
+            headers=response.headers,
+            stream=_bounded_stream(http)(response.stream, guard, shown, events),
+            extensions=response.extensions,
+        )
+
+
+#: What ends an SSE event: a blank line, in any of the three line endings.
+_EVENT_ENDS: Final = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
+def _after_last_event_end(data: bytes) -> int:
+    """Where the bytes after the last event end in ``data`` begin, or 0 when none ends."""
+    ends = (data.rfind(mark) + len(mark) for mark in _EVENT_ENDS if mark in data)
+    return max(ends, default=0)
+
+
+@functools.cache
+def _bounded_stream(http: ModuleType) -> Any:
+    """The ``AsyncByteStream`` of ``http`` (httpx or httpx2, which check the class) that
+    ends a JSON answer, or one event of an event stream, longer than
+    ``_Guard.max_answer_bytes``. An event stream itself may live as long as its session."""
+
+    class BoundedStream(http.AsyncByteStream):  # type: ignore[misc, name-defined]
+        def __init__(self, inner: Any, guard: _Guard, shown: str, events: bool) -> None:
+            self._inner = inner
+            self._guard = guard
+            self._shown = shown
+            self._events = events
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            limit, seen, tail = self._guard.max_answer_bytes, 0, b""
+            async for chunk in self._inner:
+                seen += len(chunk)
+                if self._events:
+                    # Count from the last event end; one may straddle two chunks.
+                    window = tail + chunk
+                    end = _after_last_event_end(window)
+                    if end:
+                        seen = len(window) - end
+                    tail = window[-3:]
+                if seen > limit:
+                    message = f"{self._shown} sent an answer of more than {limit} bytes"
+                    self._guard.saw_failure(message, None, "protocol")
+                    raise http.ReadError(message)
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return BoundedStream
 
 
 # --- results -----------------------------------------------------------------------------

@@ -111,6 +111,23 @@ async def test_a_long_result_is_cut_to_mcp_max_result_bytes_and_says_so(mcp_serv
     assert "mcp_max_result_bytes" in note
 
 
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_an_answer_far_larger_than_any_result_passed_on_is_an_error_not_memory(
+    transport: str, mcp_server: str, mcp_sse_server: str
+) -> None:
+    base, path = (
+        (mcp_server, "/mcp") if transport == "streamable-http" else (mcp_sse_server, "/sse")
+    )
+    server = server_for(base + path, [base + "/"])
+    options = {"mcp_max_result_bytes": 1000, "mcp_timeout": 5.0}
+    with anyio.fail_after(HANG):
+        async with open_mcp(server, settings(base + "/", **options)) as connection:
+            with pytest.raises(McpError) as caught:
+                await connection.call_tool("big", {"n": 3 << 20})
+    assert caught.value.kind == "protocol"
+    assert f"sent an answer of more than {4 * 1000 + (1 << 20)} bytes" in caught.value.message
+
+
 async def test_an_image_result_is_described_rather_than_dropped(mcp_server: str) -> None:
     server = server_for(mcp_server + "/mcp", [mcp_server + "/"])
     async with open_mcp(server, settings(mcp_server + "/")) as connection:
