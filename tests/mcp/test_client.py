@@ -3,6 +3,7 @@ loopback), over streamable HTTP and SSE, and its security rules against real soc
 
 from __future__ import annotations
 
+import importlib.metadata
 import ipaddress
 import json
 import logging
@@ -21,6 +22,7 @@ from tests.mcp.conftest import Listener
 
 pytestmark = pytest.mark.anyio
 
+MCP_MAJOR = int(importlib.metadata.version("mcp").split(".")[0])
 SECRET = "s3cret-mcp-header-value"
 TOKEN = "tok-mcp-authorization-value"
 #: A bound that only a hang reaches: every operation below ends long before it.
@@ -186,9 +188,11 @@ async def test_a_server_answering_garbage_or_closing_is_an_error_not_a_hang(
         async with open_mcp(server_for(url, [url]), settings(url, mcp_timeout=5.0)) as connection:
             with pytest.raises(McpError) as caught:
                 await connection.list_tools()
-    # Garbage may also leave the client waiting for an answer that never comes: then the
-    # timeout ends it, still an McpError.
-    assert caught.value.kind in (kind, "timeout")
+    if MCP_MAJOR < 2 and kind == "protocol":
+        # mcp 1.x logs an answer it cannot read and goes on waiting: mcp_timeout ends that.
+        assert caught.value.kind in (kind, "timeout"), caught.value.message
+    else:
+        assert caught.value.kind == kind, caught.value.message
     if reply is not None and b"500" in reply:
         assert caught.value.status == 500
 
