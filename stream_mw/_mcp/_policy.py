@@ -5,6 +5,11 @@ checked against the operator's list before anything connects: an entry matches a
 exactly, or, ending in ``/``, every URL under it. Loopback, link-local and private
 addresses (what a server-side request forgery would aim at) are reachable only through an
 entry that names their host; a prefix such as ``https://`` never reaches them.
+
+Two checks, at two times: ``AllowList`` judges the URL when the request arrives (a 400),
+``resolve_checked`` judges the addresses its host resolves to, right before connecting
+(``_client`` applies it to every host a session reaches, and connects to the address it
+returned).
 """
 
 from __future__ import annotations
