@@ -2,8 +2,10 @@
 MCPServer), served by uvicorn on 127.0.0.1::
 
     python tests/mcp_server.py --port 0 [--transport streamable-http|sse]
+        [--certfile CERT --keyfile KEY]
 
-``--port 0`` picks a free port; the server prints ``PORT <n>`` once it listens. The MCP
+``--port 0`` picks a free port; the server prints ``PORT <n>`` once it listens. With a
+certificate it serves HTTPS and accepts any ``Host`` (tests reach it under made-up names). The MCP
 endpoint is ``/mcp`` (streamable HTTP) or ``/sse`` (SSE). Tools:
 
 - ``add(a, b)``: the sum (annotated read-only);
@@ -94,16 +96,19 @@ def build_server() -> Any:
     return server
 
 
-def build_app(transport: str) -> Any:
+def build_app(transport: str, *, any_host: bool = False) -> Any:
     server = build_server()
-    if transport == "sse":
-        app = server.sse_app() if MCP_MAJOR < 2 else server.sse_app(host="127.0.0.1")
-    else:
-        app = (
-            server.streamable_http_app()
-            if MCP_MAJOR < 2
-            else server.streamable_http_app(host="127.0.0.1")
-        )
+    options: dict[str, Any] = {}
+    if MCP_MAJOR >= 2:
+        options["host"] = "127.0.0.1"
+        if any_host:
+            # Names a test made up (resolved to 127.0.0.1 by the test) arrive in Host.
+            from mcp.server.transport_security import TransportSecuritySettings
+
+            options["transport_security"] = TransportSecuritySettings(
+                enable_dns_rebinding_protection=False
+            )
+    app = server.sse_app(**options) if transport == "sse" else server.streamable_http_app(**options)
     return Redirects(app, "/sse" if transport == "sse" else "/mcp")
 
 
@@ -147,6 +152,8 @@ class Redirects:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--certfile", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--keyfile", help="and this key (PEM)")
     parser.add_argument(
         "--transport", choices=["streamable-http", "sse"], default="streamable-http"
     )
@@ -156,7 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)
     config = uvicorn.Config(
-        build_app(args.transport),
+        build_app(args.transport, any_host=bool(args.certfile)),
+        ssl_certfile=args.certfile,
+        ssl_keyfile=args.keyfile,
         lifespan="on",
         access_log=False,
         log_level="warning",

@@ -488,7 +488,9 @@ class _GuardedTransport:
         shown = _shown(str(url))
         if guard.refusal is not None:
             raise http.ConnectError(guard.refusal, request=request)
-        same_origin = guard.is_server_origin(url.scheme, url.host, url.port)
+        # The ASCII (IDNA) form: what DNS, TLS and the Host header see.
+        host = url.raw_host.decode("ascii")
+        same_origin = guard.is_server_origin(url.scheme, host, url.port)
         host_listed = guard.server.host_listed
         headers = request.headers.copy()
         if not same_origin:
@@ -502,13 +504,13 @@ class _GuardedTransport:
             for name in guard.server.headers:
                 headers.pop(name, None)
         try:
-            address = await guard.address(url.host, _port(url.scheme, url.port), host_listed)
+            address = await guard.address(host, _port(url.scheme, url.port), host_listed)
         except McpError as exc:
             guard.saw_failure(exc.message, None)
             raise http.ConnectError(exc.message, request=request) from None
         extensions = dict(request.extensions)
         if url.scheme == "https":
-            extensions["sni_hostname"] = url.host
+            extensions["sni_hostname"] = host
         pinned = http.Request(
             request.method,
             url.copy_with(host=address),

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.harness import ServerProcess
+from tests.tls import self_signed
 
 pytest.importorskip("mcp")
 
@@ -32,9 +33,10 @@ SERVER_PYTHON = os.environ.get("MCP_SERVER_PYTHON") or sys.executable
 class McpServerProcess(ServerProcess):
     """``python tests/mcp_server.py --port 0 --transport T``, stopped by pid on exit."""
 
-    def __init__(self, transport: str) -> None:
+    def __init__(self, transport: str, *options: str) -> None:
         super().__init__("mcp")
         self._cmd = [SERVER_PYTHON, str(SERVER), "--port", "0", "--transport", transport]
+        self._cmd.extend(options)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,20 @@ def mcp_server() -> Iterator[str]:
 def mcp_sse_server() -> Iterator[str]:
     with McpServerProcess("sse") as server:
         yield server.url
+
+
+#: The name the HTTPS server's certificate is for, and the only one: not 127.0.0.1.
+TLS_NAME = "mcp.pinned.test"
+
+
+@pytest.fixture(scope="module")
+def mcp_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """An HTTPS MCP server on 127.0.0.1 whose certificate names only ``TLS_NAME``: its port,
+    and the certificate (its own authority)."""
+    cert, key = self_signed(tmp_path_factory.mktemp("mcp-tls"), TLS_NAME, loopback=False)
+    options = ("--certfile", str(cert), "--keyfile", str(key))
+    with McpServerProcess("streamable-http", *options) as server:
+        yield server.port, cert
 
 
 @dataclass

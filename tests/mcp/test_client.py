@@ -9,6 +9,7 @@ import json
 import logging
 import socket
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,7 +19,7 @@ from stream_mw import Settings
 from stream_mw._mcp._client import McpConnection, McpError, open_mcp
 from stream_mw._mcp._plan import McpServer, servers_from_request
 from stream_mw._mcp._policy import AllowList, forbidden
-from tests.mcp.conftest import Listener
+from tests.mcp.conftest import TLS_NAME, Listener
 
 pytestmark = pytest.mark.anyio
 
@@ -343,6 +344,25 @@ async def test_a_host_is_resolved_once_and_the_checked_address_is_the_one_connec
     assert lookups == ["mcp.rebinding.test"]
     assert listener.accepted >= 1
     assert all(b"host: mcp.rebinding.test" in head.lower() for head in listener.heads)
+
+
+async def test_an_https_server_is_reached_at_its_checked_address_under_its_own_name(
+    mcp_tls_server: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection goes to the address, but TLS (SNI, the certificate check) and Host
+    see the name: the certificate names only the name, not 127.0.0.1."""
+    port, certificate = mcp_tls_server
+    real = socket.getaddrinfo
+
+    def resolver(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == TLS_NAME else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+    url = f"https://{TLS_NAME}:{port}/mcp"
+    async with open_mcp(server_for(url, [url]), settings(url)) as connection:
+        result = await connection.call_tool("echo_headers", {})
+    assert json.loads(result.output)["host"] == f"{TLS_NAME}:{port}"
 
 
 @pytest.mark.parametrize(

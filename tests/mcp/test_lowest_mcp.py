@@ -10,6 +10,7 @@ which is how the gateway's guard gets between the transports and the network.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import subprocess
 import sys
@@ -28,6 +29,8 @@ REQUIREMENTS = (
     "anyio>=4.10",
     "pytest>=8",
     "pytest-timeout>=2.3",
+    # The HTTPS server's certificate (tests/tls.py).
+    "cryptography>=42",
 )
 
 pytestmark = pytest.mark.separate_venv
@@ -35,7 +38,10 @@ pytestmark = pytest.mark.separate_venv
 
 def _venv_dir() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "stream-mw" / f"mcp-{LOWEST}-py{sys.version_info[0]}{sys.version_info[1]}"
+    # Named after what it holds, so that changing the requirements makes a new one.
+    digest = hashlib.sha256("\n".join(REQUIREMENTS).encode()).hexdigest()[:8]
+    python = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    return cache / "stream-mw" / f"mcp-{LOWEST}-{python}-{digest}"
 
 
 @pytest.fixture(scope="module")
