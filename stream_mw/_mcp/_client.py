@@ -570,7 +570,7 @@ def _bounded_stream(http: ModuleType) -> Any:
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
             limit, seen, tail = self._guard.max_answer_bytes, 0, b""
-            async for chunk in self._inner:
+            async for chunk in self._read():
                 seen += len(chunk)
                 if self._events:
                     # Count from the last event end; one may straddle two chunks.
@@ -584,6 +584,15 @@ def _bounded_stream(http: ModuleType) -> Any:
                     self._guard.saw_failure(message, None, "protocol")
                     raise http.ReadError(message)
                 yield chunk
+
+        async def _read(self) -> AsyncIterator[bytes]:
+            try:
+                async for chunk in self._inner:
+                    yield chunk
+            except http.TransportError as exc:
+                # The server went away mid-answer: the operation waiting for it is over.
+                self._guard.saw_failure(f"{self._shown} broke off ({_kind_of(exc)})", None)
+                raise
 
         async def aclose(self) -> None:
             await self._inner.aclose()

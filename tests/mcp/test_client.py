@@ -7,7 +7,10 @@ import importlib.metadata
 import ipaddress
 import json
 import logging
+import os
+import signal
 import socket
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from stream_mw import Settings
 from stream_mw._mcp._client import McpConnection, McpError, open_mcp
 from stream_mw._mcp._plan import McpServer, servers_from_request
 from stream_mw._mcp._policy import AllowList, forbidden
-from tests.mcp.conftest import TLS_NAME, Listener
+from tests.mcp.conftest import TLS_NAME, Listener, McpServerProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -196,6 +199,19 @@ async def test_a_server_answering_garbage_or_closing_is_an_error_not_a_hang(
         assert caught.value.kind == kind, caught.value.message
     if reply is not None and b"500" in reply:
         assert caught.value.status == 500
+
+
+async def test_a_server_that_goes_away_mid_call_is_an_error_not_a_hang() -> None:
+    # A server of its own: this one is stopped half-way. mcp_timeout is far away, so only
+    # noticing the broken connection ends the call before HANG.
+    with McpServerProcess("streamable-http") as process:
+        url = process.url + "/mcp"
+        async with open_mcp(server_for(url, [url]), settings(url, mcp_timeout=600.0)) as mcp:
+            await mcp.list_tools()
+            threading.Timer(0.3, os.kill, (process.pid, signal.SIGKILL)).start()
+            with anyio.fail_after(HANG), pytest.raises(McpError) as caught:
+                await mcp.call_tool("slow", {"seconds": 600})
+    assert caught.value.kind in ("http", "protocol")
 
 
 async def test_an_error_raised_inside_the_session_comes_out_as_itself(mcp_server: str) -> None:
