@@ -24,11 +24,10 @@ from typing import Any
 from .. import __version__
 from .._auth import ClientKeys
 from .._errors import ConfigurationError
-from .._settings import Settings
+from .._settings import ENV_PREFIX, Settings
 from ._common import (
     ENV_CLIENT_KEYS,
     ENV_GRACEFUL_TIMEOUT,
-    ENV_MCP_SERVERS,
     LOG_LEVELS,
     METRICS_VARIABLE,
     PROMETHEUS_DIR_VARIABLE,
@@ -60,7 +59,8 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.metrics and args.workers > 1:
         os.environ[METRICS_VARIABLE] = "true"
     if args.mcp_servers and args.workers > 1:
-        os.environ[ENV_MCP_SERVERS] = ",".join(args.mcp_servers)
+        # A Settings field: the workers' Settings.from_env reads it.
+        os.environ[ENV_PREFIX + "MCP_SERVERS"] = ",".join(args.mcp_servers)
     with _metrics_directory(settings.metrics and args.workers > 1):
         return _run_uvicorn(app, config, sock, args, limits)
 
