@@ -4,6 +4,7 @@ MCPServer), served by uvicorn on 127.0.0.1::
     python tests/mcp_server.py --port 0 [--transport streamable-http|sse]
         [--certfile CERT --keyfile KEY]
 
+``--page-size N`` serves, instead, a tool list in pages of ``N`` (mcp 2.x only).
 ``--port 0`` picks a free port; the server prints ``PORT <n>`` once it listens. With a
 certificate it serves HTTPS and accepts any ``Host`` (tests reach it under made-up names). The MCP
 endpoint is ``/mcp`` (streamable HTTP) or ``/sse`` (SSE). Tools:
@@ -24,6 +25,7 @@ endpoint.
 # its annotation at runtime.
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import socket
 import sys
@@ -57,8 +59,8 @@ PNG = bytes.fromhex(
 )
 
 
-def build_server() -> Any:
-    server = Server("stream-mw-tests")
+def build_server(**options: Any) -> Any:
+    server = Server("stream-mw-tests", **options)
 
     @server.tool(annotations=ToolAnnotations(readOnlyHint=True))
     def add(a: int, b: int) -> int:
@@ -97,19 +99,53 @@ def build_server() -> Any:
 
 
 def build_app(transport: str, *, any_host: bool = False) -> Any:
-    server = build_server()
-    options: dict[str, Any] = {}
+    server_options: dict[str, Any] = {}
+    app_options: dict[str, Any] = {}
     if MCP_MAJOR >= 2:
-        options["host"] = "127.0.0.1"
+        app_options["host"] = "127.0.0.1"
         if any_host:
-            # Names a test made up (resolved to 127.0.0.1 by the test) arrive in Host.
-            from mcp.server.transport_security import TransportSecuritySettings
-
-            options["transport_security"] = TransportSecuritySettings(
-                enable_dns_rebinding_protection=False
-            )
-    app = server.sse_app(**options) if transport == "sse" else server.streamable_http_app(**options)
+            app_options["transport_security"] = open_hosts()
+    elif any_host and importlib.util.find_spec("mcp.server.transport_security") is not None:
+        # 1.x takes it on the server; before 1.10 there is no Host check to open.
+        server_options["transport_security"] = open_hosts()
+    server = build_server(**server_options)
+    if transport == "sse":
+        app = server.sse_app(**app_options)
+    else:
+        app = server.streamable_http_app(**app_options)
     return Redirects(app, "/sse" if transport == "sse" else "/mcp")
+
+
+def open_hosts() -> Any:
+    """Transport security that accepts any ``Host``: tests reach the server under names
+    they made up (and resolve to 127.0.0.1 themselves)."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+
+
+def build_paged_app(page_size: int) -> Any:
+    """A low-level server (mcp 2.x) that lists ``tool_0`` ... ``tool_<2 * page_size>`` in
+    pages of ``page_size`` (so three pages), for the client's pagination."""
+    from mcp import types
+    from mcp.server.lowlevel import Server as LowLevelServer
+
+    names = [f"tool_{i}" for i in range(2 * page_size + 1)]
+
+    async def list_tools(ctx: Any, params: Any) -> Any:
+        start = int(params.cursor) if params is not None and params.cursor else 0
+        end = start + page_size
+        return types.ListToolsResult.model_validate(
+            {
+                "tools": [
+                    {"name": name, "inputSchema": {"type": "object"}} for name in names[start:end]
+                ],
+                "nextCursor": str(end) if end < len(names) else None,
+            }
+        )
+
+    server = LowLevelServer("stream-mw-tests-paged", on_list_tools=list_tools)
+    return server.streamable_http_app(host="127.0.0.1")
 
 
 class Redirects:
@@ -152,6 +188,9 @@ class Redirects:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--page-size", type=int, help="serve only a paged tool list (mcp 2.x), N tools a page"
+    )
     parser.add_argument("--certfile", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--keyfile", help="and this key (PEM)")
     parser.add_argument(
@@ -163,7 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)
     config = uvicorn.Config(
-        build_app(args.transport, any_host=bool(args.certfile)),
+        build_paged_app(args.page_size)
+        if args.page_size
+        else build_app(args.transport, any_host=bool(args.certfile)),
         ssl_certfile=args.certfile,
         ssl_keyfile=args.keyfile,
         lifespan="on",

@@ -8,9 +8,11 @@ subprocess, and a raw-socket listener that counts connections and records what a
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -28,6 +30,14 @@ SERVER = Path(__file__).resolve().parents[1] / "mcp_server.py"
 #: The Python that runs the server: the client's lower-bound run (``test_lowest_mcp.py``)
 #: tests an old client against the server of today's mcp.
 SERVER_PYTHON = os.environ.get("MCP_SERVER_PYTHON") or sys.executable
+
+
+@functools.cache
+def server_mcp_major() -> int:
+    """The major version of the mcp package the test server runs on."""
+    code = "import importlib.metadata as m; print(m.version('mcp'))"
+    found = subprocess.run([SERVER_PYTHON, "-c", code], capture_output=True, text=True, check=True)
+    return int(found.stdout.split(".")[0])
 
 
 class McpServerProcess(ServerProcess):

@@ -22,7 +22,7 @@ from stream_mw import Settings
 from stream_mw._mcp._client import McpConnection, McpError, open_mcp
 from stream_mw._mcp._plan import McpServer, servers_from_request
 from stream_mw._mcp._policy import AllowList, forbidden
-from tests.mcp.conftest import TLS_NAME, Listener, McpServerProcess
+from tests.mcp.conftest import TLS_NAME, Listener, McpServerProcess, server_mcp_major
 
 pytestmark = pytest.mark.anyio
 
@@ -92,6 +92,16 @@ async def test_the_requests_headers_reach_the_mcp_server(
     assert received["authorization"] == f"Bearer {TOKEN}"
     # Sent to the address that was checked, but named as the client named it.
     assert received["host"] == base.removeprefix("http://")
+
+
+async def test_a_paged_tool_list_is_followed_to_its_last_page() -> None:
+    if server_mcp_major() < 2:
+        pytest.skip("the paged test server is built on mcp 2.x's low-level server")
+    with McpServerProcess("streamable-http", "--page-size", "2") as process:
+        url = process.url + "/mcp"
+        async with open_mcp(server_for(url, [url]), settings(url)) as connection:
+            names = await tool_names(connection)
+    assert names == ["tool_0", "tool_1", "tool_2", "tool_3", "tool_4"]
 
 
 async def test_a_tool_error_is_a_result_marked_as_an_error(mcp_server: str) -> None:
