@@ -10,13 +10,17 @@ Every HTTP request the transports send goes through ``_Guard``, a transport wrap
 the HTTP client's own. It is the one place the security rules of ``_policy`` meet the wire:
 
 - a request leaves only for the server's origin or a URL ``mcp_servers`` allows, and a
-  redirect is answered only when its target is on the list (each hop checked again);
+  redirect is followed only to a listed URL, or to the same URL with a ``/`` added (each
+  hop checked again);
 - the host is resolved and its addresses checked before the first connection, and the
   request is sent to the checked address (the URL's host stays in ``Host`` and in TLS SNI),
   so a second DNS answer cannot move it elsewhere;
 - the request's MCP headers go to the server's origin only;
-- it remembers the first refusal or HTTP failure, so that a failure surfaces as an
-  ``McpError`` that says what happened instead of whatever the transport made of it.
+- an answer (a JSON body, or one event of a stream) is bounded in size;
+- it remembers the first refusal or failure, and ends the operations waiting on the
+  session with it: the failure surfaces at once as an ``McpError`` that says what happened,
+  instead of whatever the transport made of it, or nothing at all (mcp 1.x logs a failed
+  POST and leaves its caller waiting).
 
 The session lives in a task of its own, started on the first operation inside the task
 group ``open_mcp`` holds: callers may list and call from any task, and closing the context
@@ -115,6 +119,8 @@ async def open_mcp(server: McpServer, settings: Settings) -> AsyncIterator[McpCo
 
     The URL is checked here, before anything connects: against ``mcp_servers`` again, and
     its host's addresses against the private ranges (unless the entry names the host).
+    Enter and leave it in one task, as any context holding a task group; its connection's
+    methods may be called from any task inside it.
 
     Raises:
         McpError: ``"refused"``, or ``"timeout"`` / ``"http"`` when the host cannot be resolved.
