@@ -476,17 +476,27 @@ class _GuardedTransport:
     def __init__(self, http: ModuleType, guard: _Guard) -> None:
         self._http = http
         self._guard = guard
-        self._inner = http.AsyncHTTPTransport()
+        #: One connection pool per host name. Requests go to addresses, and a pool keys its
+        #: connections by address: shared, a TLS connection made (and its certificate
+        #: checked) for one name would carry requests for another name on that address.
+        self._pools: dict[str, Any] = {}
 
     async def __aenter__(self) -> _GuardedTransport:
-        await self._inner.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._inner.__aexit__(*exc_info)
+        await self.aclose()
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            await pool.aclose()
+
+    def _pool(self, host: str) -> Any:
+        pool = self._pools.get(host)
+        if pool is None:
+            pool = self._pools[host] = self._http.AsyncHTTPTransport()
+        return pool
 
     async def handle_async_request(self, request: Any) -> Any:
         http, guard = self._http, self._guard
@@ -525,7 +535,7 @@ class _GuardedTransport:
             extensions=extensions,
         )
         try:
-            response = await self._inner.handle_async_request(pinned)
+            response = await self._pool(host).handle_async_request(pinned)
         except http.TransportError as exc:
             guard.saw_failure(f"{shown} could not be reached ({_kind_of(exc)})", None)
             raise

@@ -188,7 +188,7 @@ async def test_a_server_that_is_down_is_an_http_error(listener: Listener) -> Non
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\nnot json!",
             "protocol",
         ),
-        (b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n", "http"),
+        (b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", "http"),
         (None, "http"),
     ],
     ids=["garbage", "http-500", "closed-without-answer"],
@@ -325,7 +325,7 @@ async def test_headers_do_not_follow_a_redirect_to_another_host(listener: Listen
     from stream_mw._mcp._client import _Guard, _GuardedTransport, _http_module
 
     http = _http_module()
-    listener.reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    listener.reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
     origin = f"http://localhost:{listener.port}"
     server = server_for(
         origin + "/mcp", [origin + "/", listener.url + "/"], headers={"X-Api-Key": SECRET}
@@ -359,7 +359,7 @@ async def test_a_host_is_resolved_once_and_the_checked_address_is_the_one_connec
         return real(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    listener.reply = b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n"
+    listener.reply = b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
     url = f"http://mcp.rebinding.test:{listener.port}/mcp"
     server = server_for(url, [url])
     async with open_mcp(server, settings(url, mcp_timeout=5.0)) as connection:
@@ -389,6 +389,34 @@ async def test_an_https_server_is_reached_at_its_checked_address_under_its_own_n
     async with open_mcp(server_for(url, [url]), settings(url)) as connection:
         result = await connection.call_tool("echo_headers", {})
     assert json.loads(result.output)["host"] == f"{TLS_NAME}:{port}"
+
+
+async def test_a_connection_made_for_one_name_never_carries_a_request_for_another(
+    mcp_tls_server: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both names resolve to one address; the certificate names only the first. A request
+    for the second name needs a connection of its own, whose certificate check fails."""
+    from stream_mw._mcp._client import _Guard, _GuardedTransport, _http_module
+
+    port, certificate = mcp_tls_server
+    other = "other.pinned.test"
+    real = socket.getaddrinfo
+
+    def resolver(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host in (TLS_NAME, other) else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+    first, second = f"https://{TLS_NAME}:{port}/", f"https://{other}:{port}/"
+    server = server_for(first + "mcp", [first, second])
+    http = _http_module()
+    async with http.AsyncClient(
+        transport=_GuardedTransport(http, _Guard(server, settings(first, second)))
+    ) as client:
+        answered = await client.get(first + "mcp")
+        with pytest.raises(http.ConnectError):
+            await client.get(second + "mcp")
+    assert answered.status_code < 500
 
 
 @pytest.mark.parametrize(
