@@ -61,6 +61,12 @@ class Calls:
         #: taken over its index.
         self.fast_call: ChatCall | None = None
 
+    def clear(self) -> None:
+        """Forget every call: a new stream numbers its calls from index 0 again."""
+        self.by_key = {}
+        self._by_id = {}
+        self.fast_call = None
+
     def fragment(self, fragment: dict[str, Any], position: int, facts: list[Fact]) -> bool:
         """Read one tool-call fragment into ``facts``; whether it ended with ``FAIL``."""
         function = fragment.get("function")

@@ -138,6 +138,15 @@ class ChatReader:
         #: Which common chunk the last ``read`` saw (``TOOK_*``).
         self.took = TOOK_NONE
 
+    def next_stream(self) -> None:
+        """Read another Chat stream of the same response (an MCP tool loop's next round):
+        call indexes, the finish reason and the ``<think>`` reader start afresh."""
+        self.calls.clear()
+        self.finish_reason = None
+        self.took = TOOK_NONE
+        if self._think is not None:
+            self._think = ThinkSplitter()
+
     # --- whole events -----------------------------------------------------------------
 
     def read_payload(self, payload: bytes) -> list[Fact]:
@@ -257,6 +266,7 @@ class ChatReader:
                     call is not None
                     and call.announced
                     and not call.custom
+                    and not call.held
                     and type(arguments) is str
                 ):
                     facts: list[Fact] = []

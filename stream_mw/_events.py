@@ -304,3 +304,14 @@ class EventWriter:
             "response.custom_tool_call_input.done",
             {"item_id": item_id, "output_index": output_index, "input": text},
         )
+
+    def item_event(self, event_type: str, item_id: str, output_index: int) -> None:
+        """An event that only names its item (``response.mcp_call.in_progress``,
+        ``response.mcp_list_tools.completed``...)."""
+        self.emit(event_type, {"item_id": item_id, "output_index": output_index})
+
+    def mcp_arguments_done(self, item_id: str, output_index: int, arguments: str) -> None:
+        self.emit(
+            "response.mcp_call_arguments.done",
+            {"item_id": item_id, "output_index": output_index, "arguments": arguments},
+        )

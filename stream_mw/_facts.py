@@ -47,6 +47,7 @@ class ChatCall:
         "arg_bytes",
         "args",
         "custom",
+        "held",
         "item",
         "name",
         "namespace",
@@ -72,6 +73,9 @@ class ChatCall:
         self.custom = False
         #: The state machine's item for this call; the reader never reads it.
         self.item: Any = None
+        #: Set by the state machine: the call's arguments are held back rather than streamed
+        #: (an MCP call that needs approval), so no shortcut may write them as deltas.
+        self.held = False
 
     def arguments(self) -> str:
         args = self.args

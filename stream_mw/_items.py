@@ -50,6 +50,10 @@ __all__ = [
     "item_id",
     "map_logprobs",
     "map_usage",
+    "mcp_approval_request_item",
+    "mcp_call_item",
+    "mcp_error",
+    "mcp_list_tools_item",
     "message_item",
     "new_id",
     "normalise_annotation",
@@ -60,6 +64,7 @@ __all__ = [
     "reasoning_of",
     "reasoning_sealer",
     "refusal_part",
+    "sum_usage",
     "translate_completion",
 ]
 
@@ -216,7 +221,8 @@ _JSON_SCHEMA_KEYS: dict[str, Any] = {"description": None, "strict": False}
 def _echo_tool(tool: object) -> object:
     """A request tool as the Response echoes it: complete for the tool types Open Responses
     defines; other OpenAI tool types (``namespace``, ``custom``, ``mcp``...) are not in its
-    schema, so they are echoed as OpenAI defines them (as sent)."""
+    schema, so they are echoed as OpenAI defines them (as sent), but for an ``mcp`` tool's
+    ``headers`` and ``authorization``."""
     if not isinstance(tool, Mapping):
         return tool
     kind = tool.get("type")
@@ -229,7 +235,13 @@ def _echo_tool(tool: object) -> object:
             ranking if isinstance(ranking, Mapping) else {}, _RANKING_OPTIONS
         )
         return echoed
+    if kind == "mcp":
+        # The MCP server's credentials go to that server alone: never echoed or stored.
+        return {k: v for k, v in tool.items() if k not in _MCP_SECRETS}
     return dict(tool)
+
+
+_MCP_SECRETS = frozenset({"headers", "authorization"})
 
 
 def _echo_text(text: Mapping[str, Any]) -> dict[str, Any]:
@@ -417,6 +429,97 @@ def custom_tool_call_item(
         "call_id": call_id,
         "name": name,
         "input": tool_input,
+    }
+
+
+def mcp_call_item(
+    item_id: str,
+    status: str,
+    server_label: str,
+    name: str,
+    arguments: str,
+    *,
+    output: str | None = None,
+    error: dict[str, Any] | None = None,
+    approval_request_id: str | None = None,
+) -> dict[str, Any]:
+    """An ``mcp_call`` item: a call the gateway makes to a remote MCP server itself."""
+    return {
+        "id": item_id,
+        "type": "mcp_call",
+        "status": status,
+        "server_label": server_label,
+        "name": name,
+        "arguments": arguments,
+        "output": output,
+        "error": error,
+        "approval_request_id": approval_request_id,
+    }
+
+
+def mcp_list_tools_item(
+    item_id: str,
+    status: str,
+    server_label: str,
+    tools: list[dict[str, Any]],
+    error: str | None = None,
+) -> dict[str, Any]:
+    """An ``mcp_list_tools`` item. OpenAI's has no ``status``; it is sent anyway, as every
+    item carries one in Open Responses (clients ignore a key they do not know)."""
+    item: dict[str, Any] = {
+        "id": item_id,
+        "type": "mcp_list_tools",
+        "status": status,
+        "server_label": server_label,
+        "tools": tools,
+    }
+    if error is not None:
+        item["error"] = error
+    return item
+
+
+def mcp_approval_request_item(
+    item_id: str, server_label: str, name: str, arguments: str
+) -> dict[str, Any]:
+    """An ``mcp_approval_request`` item (whole when announced; ``status`` as for the list)."""
+    return {
+        "id": item_id,
+        "type": "mcp_approval_request",
+        "status": "completed",
+        "server_label": server_label,
+        "name": name,
+        "arguments": arguments,
+    }
+
+
+def mcp_error(error: str | Mapping[str, Any]) -> dict[str, Any]:
+    """An ``mcp_call``'s ``error`` in the shape of the openai SDK's ``McpToolCallError``
+    union: a message becomes an ``mcp_tool_execution_error`` whose ``content`` is one text
+    block (what an MCP server's ``isError`` result holds); an object already tagged with one
+    of the union's types is kept as given."""
+    if isinstance(error, Mapping) and error.get("type") in _MCP_ERROR_TYPES:
+        return dict(error)
+    text = error if isinstance(error, str) else orjson.dumps(error).decode()
+    return {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": text}]}
+
+
+_MCP_ERROR_TYPES = frozenset({"mcp_protocol_error", "mcp_tool_execution_error", "http_error"})
+
+
+def sum_usage(
+    earlier: dict[str, Any] | None, usage: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Two mapped ``usage`` objects added field by field (``None`` when neither was reported):
+    a response that asked the backend several times used the tokens of every round."""
+    if earlier is None or usage is None:
+        return usage if earlier is None else earlier
+    return {
+        key: (
+            {name: earlier[key][name] + count for name, count in value.items()}
+            if isinstance(value, dict)
+            else earlier[key] + value
+        )
+        for key, value in usage.items()
     }
 
 

@@ -141,6 +141,10 @@ class SettingsOverrides(TypedDict, total=False):
     traces: bool
     websocket: bool
     compaction_prompt: str
+    mcp_servers: tuple[str, ...]
+    mcp_timeout: float
+    mcp_max_rounds: int
+    mcp_max_result_bytes: int
 
 
 class ResponsesMiddleware:

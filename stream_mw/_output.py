@@ -11,6 +11,10 @@ item has received so far, so that the state machine can be read as moves alone:
   event, made once when the item opens, so the writer frames a delta without building it.
 - Text is kept as a list of fragments and joined once, on first read (``joined``): a delta
   costs an append, and the snapshot and the terminal response cost one join.
+- ``McpCall`` is an ``mcp_call`` the gateway runs itself: its arguments (from the model's
+  call, or given whole for a call approved on an earlier turn), then the server's result;
+  ``Whole`` is an item complete when it is announced (``mcp_list_tools``,
+  ``mcp_approval_request``).
 - ``as_dict`` gives the item as the Responses API shows it; a custom call shows only the
   input its deltas carried until its done events, and the input decoded from its final
   arguments after.
@@ -34,12 +38,13 @@ from ._items import (
     custom_input_of,
     custom_tool_call_item,
     function_call_item,
+    mcp_call_item,
     message_item,
     output_text_part,
     refusal_part,
 )
 
-__all__ = ["Call", "InputDecoder", "Message", "Part", "Reasoning", "joined"]
+__all__ = ["Call", "InputDecoder", "McpCall", "Message", "Part", "Reasoning", "Whole", "joined"]
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
@@ -161,6 +166,91 @@ class Call:
             joined(source.args),
             source.namespace,
         )
+
+
+class McpCall:
+    """An ``mcp_call`` item: open from its announcement until the MCP server's result.
+
+    ``source`` is the model's call (its arguments stream in); ``None`` for a call approved on
+    an earlier turn, whose ``arguments`` are given whole. ``tool`` is the plan's tool (kept
+    opaque here). ``final`` says the arguments are whole (``mcp_call_arguments.done`` sent):
+    only then may the call run.
+    """
+
+    __slots__ = (
+        "approval_request_id",
+        "error",
+        "final",
+        "id",
+        "index",
+        "label",
+        "name",
+        "output",
+        "source",
+        "status",
+        "template",
+        "tool",
+        "whole",
+    )
+
+    #: Its arguments stream as they are (no custom tool's input to decode).
+    decoder = None
+
+    def __init__(
+        self,
+        source: ChatCall | None,
+        tool: Any,
+        item_id: str,
+        index: int,
+        label: str,
+        name: str,
+        arguments: str = "",
+        approval_request_id: str | None = None,
+    ) -> None:
+        self.source = source
+        self.tool = tool
+        self.id = item_id
+        self.index = index
+        self.label = label
+        self.name = name
+        self.whole = arguments
+        self.approval_request_id = approval_request_id
+        self.status = "in_progress"
+        self.final = False
+        self.output: str | None = None
+        self.error: dict[str, Any] | None = None
+        self.template: Template = b""
+
+    def arguments(self) -> str:
+        return self.whole if self.source is None else joined(self.source.args)
+
+    def as_dict(self) -> dict[str, Any]:
+        return mcp_call_item(
+            self.id,
+            self.status,
+            self.label,
+            self.name,
+            self.arguments(),
+            output=self.output,
+            error=self.error,
+            approval_request_id=self.approval_request_id,
+        )
+
+
+class Whole:
+    """An item whole when it is announced: its ``output_item.added`` and ``.done`` carry the
+    same object but for ``status``."""
+
+    __slots__ = ("id", "index", "item", "status")
+
+    def __init__(self, item: dict[str, Any], index: int) -> None:
+        self.item = item
+        self.id: str = item["id"]
+        self.index = index
+        self.status: str = item["status"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.item
 
 
 _INPUT_START = re.compile(r'\s*\{\s*"input"\s*:\s*"')

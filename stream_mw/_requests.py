@@ -38,15 +38,19 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from ._errors import InvalidRequestError, RequestTooLargeError
+from ._mcp._plan import function_name_for
 from ._observe import logger
 from ._sealed import PREFIX, SealError, compaction_tenant, open_reasoning, reasoning_key
 from ._settings import Settings
 from ._tools import CUSTOM_TOOL_PARAMETERS, ToolMap
+
+if TYPE_CHECKING:
+    from ._mcp._plan import McpPlan
 
 __all__ = ["parse_request_body", "translate_request"]
 
@@ -88,16 +92,15 @@ _DROPPED_ITEMS: Final = frozenset(
         "shell_call_output",
         "apply_patch_call",
         "apply_patch_call_output",
-        "mcp_list_tools",
-        "mcp_approval_request",
-        "mcp_approval_response",
-        "mcp_call",
         "tool_search_call",
         "tool_search_output",
         "program",
         "program_output",
     }
 )
+
+#: What the backend reads for an MCP call the user declined (then the reason, if given).
+MCP_DECLINED: Final = "The user declined this call; it was not run."
 
 #: Logged at INFO the first time a hosted tool type is dropped (hosted_tools="drop").
 HOSTED_TOOL_DROPPED: Final = (
@@ -417,12 +420,31 @@ def _check_item(item: Any, path: str) -> None:
         _require(item, "id", path, _STRING)
     elif kind == "compaction":
         _optional(item, "encrypted_content", path, _STRING)
+    elif kind == "mcp_list_tools":
+        _require(item, "server_label", path, _STRING)
+        _require(item, "tools", path, _ARRAY)
+    elif kind in ("mcp_call", "mcp_approval_request"):
+        _require(item, "server_label", path, _STRING)
+        _require(item, "name", path, _STRING)
+        _require(item, "arguments", path, _STRING, "a JSON string")
+        if kind == "mcp_approval_request":
+            _require(item, "id", path, _STRING)
+        else:
+            _optional(item, "id", path, _STRING)
+            _optional(item, "output", path, _STRING)
+            error = item.get("error")
+            if error is not None and not isinstance(error, (str, Mapping)):
+                raise _wrong_type(f"{path}.error", "a string or an error object", error)
+    elif kind == "mcp_approval_response":
+        _require(item, "approval_request_id", path, _STRING)
+        _require(item, "approve", path, _BOOLEAN)
+        _optional(item, "reason", path, _STRING)
     elif kind not in _DROPPED_ITEMS:
         raise _wrong_value(
             f"{path}.type",
             "an input item type: 'message', 'function_call', 'function_call_output', "
-            "'custom_tool_call', 'custom_tool_call_output', 'reasoning', 'item_reference' "
-            "or a hosted-tool item",
+            "'custom_tool_call', 'custom_tool_call_output', 'reasoning', 'item_reference', "
+            "an MCP item or a hosted-tool item",
             kind,
         )
 
@@ -532,6 +554,9 @@ def _check_tool_choice(choice: Any) -> None:
     kind = _require(choice, "type", "tool_choice", _STRING)
     if kind in ("function", "custom"):
         _require(choice, "name", "tool_choice", _STRING)
+    elif kind == "mcp":
+        _require(choice, "server_label", "tool_choice", _STRING)
+        _optional(choice, "name", "tool_choice", _STRING)
     elif kind == "allowed_tools":
         mode = _require(choice, "mode", "tool_choice", _STRING)
         if mode not in _ALLOWED_TOOLS_MODES:
@@ -612,7 +637,7 @@ def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> str:
 
 
 def translate_request(
-    body: Mapping[str, Any], settings: Settings, *, tenant: str = ""
+    body: Mapping[str, Any], settings: Settings, *, tenant: str = "", mcp: McpPlan | None = None
 ) -> dict[str, Any]:
     """Translate a Responses request into a Chat Completions request body.
 
@@ -623,6 +648,10 @@ def translate_request(
             ``max_tokens_param`` and ``hosted_tools``.
         tenant: Who sends the request: a replayed reasoning item's ``encrypted_content``
             must have been made for this tenant (see ``StreamConverter``).
+        mcp: The response's MCP tools, as their servers listed them: offered to the backend
+            as functions beside the client's (the request's ``mcp`` tools are then not
+            hosted tools); ``tool_choice`` ``{"type": "mcp", ...}`` names them. Without a
+            plan an ``mcp`` tool is a hosted tool like any other.
 
     Returns:
         A new dict; ``body`` is not modified. With ``stream: true`` it always asks for usage
@@ -635,11 +664,16 @@ def translate_request(
             ``hosted_tools="reject"``), or replays a reasoning item whose
             ``encrypted_content`` stream_mw did not make for this tenant with this key.
     """
-    return _translate(body, settings, validated=False, tenant=tenant)
+    return _translate(body, settings, validated=False, tenant=tenant, mcp=mcp)
 
 
 def _translate(
-    body: Mapping[str, Any], settings: Settings, *, validated: bool, tenant: str = ""
+    body: Mapping[str, Any],
+    settings: Settings,
+    *,
+    validated: bool,
+    tenant: str = "",
+    mcp: McpPlan | None = None,
 ) -> dict[str, Any]:
     """``translate_request``; ``validated`` skips the validation ``parse_request_body`` already
     did, for the middleware's hot path. Only for a body that came from ``parse_request_body``
@@ -661,7 +695,7 @@ def _translate(
         _validate(body)
 
     tool_map = ToolMap.from_tools(body.get("tools"))
-    history = _History(settings, tool_map, tenant)
+    history = _History(settings, tool_map, tenant, mcp)
     instructions = body.get("instructions")
     if instructions:
         history.messages.append({"role": "system", "content": instructions})
@@ -669,16 +703,17 @@ def _translate(
     if isinstance(items, str):
         history.messages.append({"role": "user", "content": items})
     else:
+        history.answers = _approval_answers(items)
         for index, item in enumerate(items):
             history.add(item, f"input[{index}]")
     history.finish()
 
     chat: dict[str, Any] = {"model": body["model"], "messages": history.messages}
-    tools = _translate_tools(body.get("tools") or (), tool_map, settings)
+    tools = _translate_tools(body.get("tools") or (), tool_map, settings, mcp)
     if tools:
         # Chat backends reject tool_choice and parallel_tool_calls without tools.
         chat["tools"] = tools
-        choice = _translate_tool_choice(body.get("tool_choice"), tool_map)
+        choice = _translate_tool_choice(body.get("tool_choice"), tool_map, mcp, len(tools))
         if choice is not None:
             chat["tool_choice"] = choice
         if body.get("parallel_tool_calls") is not None:
@@ -734,18 +769,26 @@ class _History:
     __slots__ = (
         "_dropped",
         "_held",
+        "_mcp",
         "_open",
         "_reasoning",
         "_settings",
         "_tenant",
         "_tool_map",
+        "answers",
         "messages",
     )
 
-    def __init__(self, settings: Settings, tool_map: ToolMap, tenant: str) -> None:
+    def __init__(
+        self, settings: Settings, tool_map: ToolMap, tenant: str, mcp: McpPlan | None = None
+    ) -> None:
         self._settings = settings
         self._tool_map = tool_map
         self._tenant = tenant
+        self._mcp = mcp
+        #: The input's answers to MCP approval requests: ``approve`` and ``reason`` by
+        #: request id.
+        self.answers: dict[str, tuple[bool, str | None]] = {}
         self.messages: list[dict[str, Any]] = []
         # Call ids of the last assistant message that still await an output (a dict keeps order).
         self._open: dict[str, None] = {}
@@ -774,6 +817,21 @@ class _History:
             self._add_reasoning(item, path)
         elif kind == "compaction":
             self._add_compaction(item, path)
+        elif kind == "mcp_call":
+            self._add_mcp_call(item, path)
+        elif kind == "mcp_approval_request":
+            answer = self.answers.get(item["id"])
+            if answer is not None and not answer[0]:
+                # The model asked and was refused: it must learn so, or it asks again.
+                call_id = item["id"]
+                self._add_call(call_id, self._mcp_function(item), item["arguments"] or "{}")
+                reason = answer[1]
+                text = f"{MCP_DECLINED} Reason: {reason}" if reason else MCP_DECLINED
+                self._add_output({"call_id": call_id}, text)
+            # Approved: the MCP tool loop runs the call and records it as an mcp_call item;
+            # unanswered: nothing happened yet, so the backend sees nothing.
+        elif kind in ("mcp_list_tools", "mcp_approval_response"):
+            pass  # what the listing offered reaches the backend as its tools
         elif kind == "item_reference":
             # The middleware's store resolves references before translation; one still here
             # names an item nobody looked up, and dropping it would cut the conversation.
@@ -820,6 +878,24 @@ class _History:
                 return
             chat_role = "system" if role == "system" else self._settings.developer_role
             self._emit({"role": chat_role, "content": converted})
+
+    def _mcp_function(self, item: Mapping[str, Any]) -> str:
+        """The Chat function name of an MCP tool named by a replayed item: the one it is
+        offered under now, or the name it would have (a tool no longer offered)."""
+        label, name = item["server_label"], item["name"]
+        tool = self._mcp.find(label, name) if self._mcp is not None else None
+        return tool.function_name if tool is not None else function_name_for(label, name)
+
+    def _add_mcp_call(self, item: Mapping[str, Any], path: str) -> None:
+        # (An item replayed without its id still needs one to pair the call with its result.)
+        call_id = item.get("id") or "mcp_" + path.replace("[", "_").rstrip("]")
+        self._add_call(call_id, self._mcp_function(item), item["arguments"] or "{}")
+        output, error = item.get("output"), item.get("error")
+        if error is not None:
+            self._add_output({"call_id": call_id}, f"Error: {_mcp_error_text(error)}")
+        elif output is not None:
+            self._add_output({"call_id": call_id}, output)
+        # Neither: the call never returned; the batch's end answers it as having no output.
 
     def _add_call(self, call_id: str, name: str, arguments: str) -> None:
         last = self.messages[-1] if self.messages else None
@@ -933,6 +1009,35 @@ class _History:
             self._held.clear()
 
 
+def _approval_answers(items: Sequence[Any]) -> dict[str, tuple[bool, str | None]]:
+    """The ``mcp_approval_response`` items of an input: ``(approve, reason)`` by request id."""
+    return {
+        item["approval_request_id"]: (item["approve"], item.get("reason"))
+        for item in items
+        if isinstance(item, Mapping) and item.get("type") == "mcp_approval_response"
+    }
+
+
+def _mcp_error_text(error: str | Mapping[str, Any]) -> str:
+    """An ``mcp_call``'s ``error`` as text for the model: a message, the text blocks of a
+    tool's error result, or the object as JSON."""
+    if isinstance(error, str):
+        return error
+    message = error.get("message")
+    if isinstance(message, str) and message:
+        return message
+    content = error.get("content")
+    if isinstance(content, list):
+        texts = [
+            block["text"]
+            for block in content
+            if isinstance(block, Mapping) and isinstance(block.get("text"), str)
+        ]
+        if texts:
+            return _PART_SEPARATOR.join(texts)
+    return orjson.dumps(error).decode()
+
+
 def _user_content(content: str | Sequence[Mapping[str, Any]], path: str) -> Any:
     if isinstance(content, str):
         return content
@@ -1013,7 +1118,10 @@ def _tool_output_text(output: str | Sequence[Mapping[str, Any]]) -> str:
 
 
 def _translate_tools(
-    tools: Sequence[Mapping[str, Any]], tool_map: ToolMap, settings: Settings
+    tools: Sequence[Mapping[str, Any]],
+    tool_map: ToolMap,
+    settings: Settings,
+    mcp: McpPlan | None = None,
 ) -> list[dict[str, Any]]:
     chat_tools: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -1039,6 +1147,8 @@ def _translate_tools(
                 add(inner, tool["name"])
         elif kind in _CHAT_TOOL_TYPES:
             add(tool, None)
+        elif kind == "mcp" and mcp is not None:
+            continue  # its server's tools follow, as the plan offers them
         elif settings.hosted_tools == "reject":
             raise InvalidRequestError(
                 f"Tool type '{kind}' is a hosted tool, which a Chat Completions backend cannot "
@@ -1051,6 +1161,9 @@ def _translate_tools(
         if kind not in _HOSTED_LOGGED:
             _HOSTED_LOGGED.add(kind)
             logger.info(HOSTED_TOOL_DROPPED, kind)
+    if mcp is not None:
+        # Their names were made unique next to the client's (McpPlan's ``taken``).
+        chat_tools.extend(tool.chat_function() for tool in mcp.tools())
     return chat_tools
 
 
@@ -1079,18 +1192,44 @@ def _custom_function(tool: Mapping[str, Any], name: str) -> dict[str, Any]:
     return function
 
 
-def _translate_tool_choice(choice: Any, tool_map: ToolMap) -> Any:
+def _translate_tool_choice(
+    choice: Any, tool_map: ToolMap, mcp: McpPlan | None = None, offered: int = 0
+) -> Any:
     if choice is None or isinstance(choice, str):
         return choice
     kind = choice["type"]
     if kind in ("function", "custom"):
         return {"type": "function", "function": {"name": _choice_name(choice, tool_map)}}
+    if kind == "mcp" and mcp is not None:
+        names = _mcp_choice_names(choice, mcp)
+        if not names:
+            logger.debug("Dropped tool_choice for an MCP tool its server does not offer")
+            return None
+        if len(names) == 1:
+            return {"type": "function", "function": {"name": names[0]}}
+        if len(names) == offered:
+            return "required"  # the server's tools are all the backend has
+        # Several tools of one server among others: only they may be called.
+        return {
+            "type": "allowed_tools",
+            "allowed_tools": {
+                "mode": "required",
+                "tools": [{"type": "function", "function": {"name": n}} for n in names],
+            },
+        }
     if kind == "allowed_tools":
         allowed = [
             {"type": "function", "function": {"name": _choice_name(tool, tool_map)}}
             for tool in choice["tools"]
             if tool["type"] in ("function", "custom") and isinstance(tool.get("name"), str)
         ]
+        if mcp is not None:
+            allowed += [
+                {"type": "function", "function": {"name": name}}
+                for tool in choice["tools"]
+                if tool["type"] == "mcp"
+                for name in _mcp_choice_names(tool, mcp)
+            ]
         if not allowed:
             # Only hosted tools were allowed, and none of them reached the backend.
             return "none"
@@ -1100,6 +1239,16 @@ def _translate_tool_choice(choice: Any, tool_map: ToolMap) -> Any:
         }
     logger.debug("Dropped tool_choice for hosted tool type %s", kind)
     return None
+
+
+def _mcp_choice_names(choice: Mapping[str, Any], mcp: McpPlan) -> list[str]:
+    """The Chat function names an ``mcp`` tool choice names: its one tool, or every tool
+    its server offers when it names none."""
+    label, name = choice.get("server_label"), choice.get("name")
+    if isinstance(name, str):
+        tool = mcp.find(label, name) if isinstance(label, str) else None
+        return [tool.function_name] if tool is not None else []
+    return [tool.function_name for tool in mcp.tools() if tool.server.label == label]
 
 
 def _choice_name(choice: Mapping[str, Any], tool_map: ToolMap) -> str:

@@ -18,6 +18,15 @@ States (``State``) say which item is taking deltas:
   open until the end: fragments of parallel calls may interleave, and text after the calls
   opens a *new* message item at the next ``output_index``.
 - ``FINISH`` is only recorded (usage arrives after it); ``END`` or ``finalize()`` → ``DONE``.
+- With an MCP plan, a named call of one of its functions becomes an ``mcp_call`` item
+  (``response.mcp_call.in_progress``, then its arguments as ``mcp_call_arguments.delta``), or,
+  when the tool needs approval, is held back and announced whole as an
+  ``mcp_approval_request`` once the stream ends. ``END`` (``end_round``) after a stream that
+  finished and made MCP calls closes the round's items, writes each call's
+  ``mcp_call_arguments.done`` (only now are they final, so only now may they run) and moves
+  to ``BETWEEN_ROUNDS``: the caller hands in each result (``mcp_call_result``) and then
+  ``next_round()`` → ``IDLE`` for the backend's next stream, or ends the response. Output
+  indexes and sequence numbers run on; ``usage`` is summed over the rounds.
 
 Every move goes through ``_move``, which checks ``TRANSITIONS``; an illegal move raises, and
 like every other error it ends the stream with ``response.failed``.
@@ -41,6 +50,9 @@ What finalisation guarantees (``docs/design.md``, Guarantees):
 - a reasoning item's ``encrypted_content`` (when the request's ``include`` asks for it) is
   sealed once, when the item is done, and appears only in its ``output_item.done`` and the
   terminal response;
+- an ``mcp_call`` without its result (cut short, or still waiting when the response ends) is
+  listed ``incomplete`` and gets no further event: it never looks finished. A response that
+  would complete with such a call fails instead (the model never saw the answer);
 - then exactly one terminal event (``response.completed``, ``response.incomplete``, or
   ``response.failed``, preceded by an ``error`` event when ``Settings.error_event``), then
   ``[DONE]`` when ``Settings.done_marker``, then nothing. The terminal ``output`` lists every
@@ -56,7 +68,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ._errors import UpstreamError, UpstreamProtocolError, UpstreamReportedError
 from ._events import EventWriter, delta_template
@@ -84,15 +96,25 @@ from ._items import (
     function_call_item,
     item_id,
     map_usage,
+    mcp_approval_request_item,
+    mcp_call_item,
+    mcp_error,
+    mcp_list_tools_item,
     message_item,
     output_text_part,
     preview,
     random_part,
     reasoning_item,
     refusal_part,
+    sum_usage,
 )
 from ._observe import logger
-from ._output import Call, Message, Part, Reasoning, joined
+from ._output import Call, McpCall, Message, Part, Reasoning, Whole, joined
+
+if TYPE_CHECKING:
+    from ._mcp._plan import McpPlan, McpTool
+
+_Item = Message | Reasoning | Call | McpCall | Whole
 
 __all__ = ["TRANSITIONS", "State", "Translator"]
 
@@ -110,19 +132,23 @@ class State(enum.Enum):
     MESSAGE = "message"
     #: The latest item is a tool call; every call stays open until finalisation.
     TOOL_CALLS = "tool_calls"
+    #: A Chat stream ended with MCP calls for the gateway to run: their results, then
+    #: ``next_round()`` (another Chat stream) or the end.
+    BETWEEN_ROUNDS = "between_rounds"
     #: The terminal event has been sent; all further input is ignored.
     DONE = "done"
 
 
-_NEW, _IDLE, _REASONING, _MESSAGE, _TOOL_CALLS, _FINISHED = State
+_NEW, _IDLE, _REASONING, _MESSAGE, _TOOL_CALLS, _BETWEEN, _FINISHED = State
 
 #: The only moves the translator makes; anything else is a bug and fails the response.
 TRANSITIONS: dict[State, frozenset[State]] = {
     _NEW: frozenset({_IDLE}),
     _IDLE: frozenset({_REASONING, _MESSAGE, _TOOL_CALLS, _FINISHED}),
-    _REASONING: frozenset({_MESSAGE, _TOOL_CALLS, _FINISHED}),
-    _MESSAGE: frozenset({_REASONING, _TOOL_CALLS, _FINISHED}),
-    _TOOL_CALLS: frozenset({_REASONING, _MESSAGE, _FINISHED}),
+    _REASONING: frozenset({_MESSAGE, _TOOL_CALLS, _BETWEEN, _FINISHED}),
+    _MESSAGE: frozenset({_REASONING, _TOOL_CALLS, _BETWEEN, _FINISHED}),
+    _TOOL_CALLS: frozenset({_REASONING, _MESSAGE, _BETWEEN, _FINISHED}),
+    _BETWEEN: frozenset({_IDLE, _FINISHED}),
     _FINISHED: frozenset(),
 }
 
@@ -146,6 +172,9 @@ class Translator:
         seal: Makes a finished reasoning item's ``encrypted_content``, if asked for.
         clock: Read for ``completed_at``.
         think_tags: Whether text may be split by a ``<think>`` reader (no ``fast_part``).
+        mcp: The response's MCP tools: a call of one of their functions becomes an
+            ``mcp_call`` (or, needing approval, an ``mcp_approval_request``), and a stream
+            that made MCP calls ends a round rather than the response.
     """
 
     __slots__ = (
@@ -153,14 +182,18 @@ class Translator:
         "_calls",
         "_clock",
         "_close_partial",
+        "_earlier_usage",
         "_error_event",
         "_fast_parts",
         "_finish_reason",
+        "_held",
         "_id",
         "_items",
+        "_mcp",
         "_message",
         "_model",
         "_request",
+        "_round_mcp",
         "_seal",
         "_stem",
         "_summary",
@@ -170,6 +203,7 @@ class Translator:
         "fast_part",
         "reasoning",
         "response",
+        "round_ends_response",
         "state",
     )
 
@@ -186,8 +220,19 @@ class Translator:
         seal: Callable[[str], str] | None,
         clock: Callable[[], float] = time.time,
         think_tags: bool,
+        mcp: McpPlan | None = None,
     ) -> None:
         self._base = base
+        self._mcp = mcp
+        # This round's MCP calls, and the calls that wait for approval (announced only when
+        # the round ends, as ``mcp_approval_request`` items).
+        self._round_mcp: list[McpCall] = []
+        self._held: list[tuple[ChatCall, McpTool]] = []
+        # The usage of the rounds before this one, summed.
+        self._earlier_usage: dict[str, Any] | None = None
+        #: The last round also made client tool calls or approval requests: after its MCP
+        #: calls' results, the response ends rather than asking the backend again.
+        self.round_ends_response = False
         self._request = request
         self._w = writer
         self._id = response_id
@@ -198,7 +243,7 @@ class Translator:
         self._seal = seal
         self._clock = clock
         self.state = _NEW
-        self._items: list[Message | Reasoning | Call] = []
+        self._items: list[_Item] = []
         self._message: Message | None = None
         self._text_part: Part | None = None
         #: The open output_text part, when its deltas are never split by a ``<think>`` reader
@@ -214,6 +259,10 @@ class Translator:
         self._model: str | None = None
         #: The terminal Response object, once written.
         self.response: dict[str, Any] | None = None
+
+    def output_items(self) -> list[dict[str, Any]]:
+        """The output items so far, each as it stands (a finished one in its done form)."""
+        return [self._item_dict(item) for item in self._items]
 
     def snapshot(self) -> dict[str, Any]:
         """The Response object as it stands."""
@@ -270,7 +319,7 @@ class Translator:
             elif kind == FAIL:
                 raise fact[1]
             elif kind == END:
-                self.finalize(None)
+                self.end_round()
 
     def more_deltas(self, target: Part | Reasoning, texts: list[str]) -> None:
         """Deltas for the open ``fast_part`` or ``reasoning`` item, one event each."""
@@ -433,6 +482,11 @@ class Translator:
             self._close_reasoning("completed")
         if self.state is not _TOOL_CALLS:
             self._move(_TOOL_CALLS)
+        if self._mcp is not None:
+            tool = self._mcp.tool(source.name or "")
+            if tool is not None:
+                self._add_mcp_call(source, tool)
+                return
         index = len(self._items)
         response_id = self._id
         call_id = source.upstream_id or f"call_{self._stem}_{index}"
@@ -452,14 +506,15 @@ class Translator:
         if source.args:
             self._argument_delta(call, joined(source.args))
 
-    def _argument_delta(self, call: Call, text: str) -> None:
+    def _argument_delta(self, call: Call | McpCall, text: str) -> None:
         decoder = call.decoder
         if decoder is not None:
-            if not call.source.raw_input:
+            custom = cast(Call, call)  # (only a custom tool's call has a decoder)
+            if not custom.source.raw_input:
                 text = decoder.feed(text)
             if not text:
                 return
-            call.streamed.append(text)
+            custom.streamed.append(text)
         self._w.delta(call.template, text)
 
     def _close_call(self, call: Call, final: bool) -> None:
@@ -485,13 +540,195 @@ class Translator:
             )
         self._w.item_done(call.index, call.as_dict())
 
+    # --- MCP calls ------------------------------------------------------------------
+
+    def _add_mcp_call(self, source: ChatCall, tool: McpTool) -> None:
+        if tool.needs_approval:
+            # Nothing runs without the user's word: the call is shown, whole, as an approval
+            # request once the round ends (and its arguments are final).
+            source.held = True
+            self._held.append((source, tool))
+            return
+        index = len(self._items)
+        call = McpCall(
+            source, tool, item_id(self._id, "mcp", index), index, tool.server.label, tool.name
+        )
+        call.template = delta_template("response.mcp_call_arguments.delta", call.id, index)
+        source.item = call
+        self._items.append(call)
+        self._round_mcp.append(call)
+        self._w.item_added(index, mcp_call_item(call.id, "in_progress", call.label, call.name, ""))
+        self._w.item_event("response.mcp_call.in_progress", call.id, index)
+        if source.args:
+            self._argument_delta(call, joined(source.args))
+
+    def open_mcp_call(self, tool: McpTool, arguments: str, approval_request_id: str) -> str:
+        """An ``mcp_call`` the user approved on an earlier turn, its arguments whole; returns
+        its item id (the call waits for ``mcp_call_result``)."""
+        self._between_rounds("open_mcp_call")
+        index = len(self._items)
+        call = McpCall(
+            None,
+            tool,
+            item_id(self._id, "mcp", index),
+            index,
+            tool.server.label,
+            tool.name,
+            arguments,
+            approval_request_id,
+        )
+        call.final = True
+        self._items.append(call)
+        self._w.item_added(
+            index,
+            mcp_call_item(
+                call.id,
+                "in_progress",
+                call.label,
+                call.name,
+                arguments,
+                approval_request_id=approval_request_id,
+            ),
+        )
+        self._w.item_event("response.mcp_call.in_progress", call.id, index)
+        self._w.mcp_arguments_done(call.id, index, arguments)
+        return call.id
+
+    def mcp_call_result(
+        self, call_id: str, output: str | None, error: str | Mapping[str, Any] | None
+    ) -> None:
+        """The MCP server's answer to a pending call: ``response.mcp_call.completed`` (or
+        ``.failed``, with ``error``) and the call's ``output_item.done``."""
+        self._between_rounds("mcp_call_result")
+        call = next((c for c in self._items if isinstance(c, McpCall) and c.id == call_id), None)
+        if call is None or not call.final or call.status != "in_progress":
+            raise RuntimeError(f"{call_id!r} is not an MCP call waiting for its result")
+        if error is not None:
+            call.error = mcp_error(error)
+            call.status = "failed"
+        else:
+            call.output = output
+            call.status = "completed"
+        self._w.item_event(f"response.mcp_call.{call.status}", call.id, call.index)
+        self._w.item_done(call.index, call.as_dict())
+
+    def pending_mcp_calls(self) -> list[tuple[str, McpTool, str]]:
+        """The MCP calls to run now: ``(item id, tool, arguments)``, in output order."""
+        return [
+            (item.id, item.tool, item.arguments())
+            for item in self._items
+            if isinstance(item, McpCall) and item.final and item.status == "in_progress"
+        ]
+
+    def mcp_list_tools(
+        self, server_label: str, tools: list[dict[str, Any]] | None, error: str | None
+    ) -> None:
+        """An ``mcp_list_tools`` item: the tools ``server_label`` listed, or why listing
+        failed (``tools`` ``None``)."""
+        self._between_rounds("mcp_list_tools")
+        index = len(self._items)
+        listed_id = item_id(self._id, "mcpl", index)
+        self._w.item_added(index, mcp_list_tools_item(listed_id, "in_progress", server_label, []))
+        self._w.item_event("response.mcp_list_tools.in_progress", listed_id, index)
+        status = "completed" if tools is not None else "failed"
+        item = Whole(
+            mcp_list_tools_item(listed_id, status, server_label, tools or [], error), index
+        )
+        self._items.append(item)
+        self._w.item_event(f"response.mcp_list_tools.{status}", listed_id, index)
+        self._w.item_done(index, item.item)
+
+    def next_round(self) -> None:
+        """Take the next Chat stream of this response (after every MCP call's result)."""
+        if self.state is not _BETWEEN:
+            raise RuntimeError(
+                f"next_round() needs a round that ended; the state is {self.state.name}"
+            )
+        pending = self.pending_mcp_calls()
+        if pending:
+            raise RuntimeError(
+                f"next_round() before the result of MCP call {pending[0][0]!r}: the model "
+                "must see every result"
+            )
+        self._finish_reason = None
+        self._calls = []
+        self._round_mcp = []
+        self.round_ends_response = False
+        self._move(_IDLE)
+
+    def _between_rounds(self, what: str) -> None:
+        if self._mcp is None or self.state not in (_IDLE, _BETWEEN) or self._message is not None:
+            raise RuntimeError(
+                f"{what}() needs an MCP plan and a response between rounds; the state is "
+                f"{self.state.name}"
+            )
+
     # --- the end ----------------------------------------------------------------------
 
-    def finalize(self, error: UpstreamError | None) -> None:
-        """Close what is open, choose the outcome and write the terminal event."""
+    def end_round(self) -> None:
+        """The Chat stream ended (``[DONE]``, or its body ended after ``finish_reason``).
+        Without MCP calls to run, that ends the response; with some, the round: its items
+        are closed, its approval requests announced, and the response waits."""
+        if self._mcp is None:
+            self.finalize(None)
+            return
+        if self.state is _BETWEEN or self.state is _FINISHED:
+            return
+        outcome, _ = finish_outcome(self._finish_reason)
+        if (
+            outcome != "completed"
+            or not self._round_mcp
+            or any(not call.announced for call in self._calls)
+        ):
+            self.finalize(None)
+            return
+        self._close_round()
+        self._earlier_usage = sum_usage(self._earlier_usage, map_usage(self._usage))
+        self._usage = None
+        self._move(_BETWEEN)
+
+    def _close_round(self) -> None:
+        """Close a round that finished: its text and reasoning, the arguments of its MCP
+        calls (final now, so they may run), its client calls, then its approval requests."""
+        if self._message is not None:
+            self._close_message("completed")
+        if self.reasoning is not None:
+            self._close_reasoning("completed")
+        client_calls = False
+        for item in self._items:
+            if item.status != "in_progress":
+                continue
+            if isinstance(item, Call):
+                self._close_call(item, final=True)
+                client_calls = True
+            elif isinstance(item, McpCall) and not item.final:
+                item.final = True
+                self._w.mcp_arguments_done(item.id, item.index, item.arguments())
+        for source, tool in self._held:
+            index = len(self._items)
+            request = Whole(
+                mcp_approval_request_item(
+                    item_id(self._id, "mcpr", index),
+                    tool.server.label,
+                    tool.name,
+                    source.arguments(),
+                ),
+                index,
+            )
+            self._items.append(request)
+            self._w.item_added(index, {**request.item, "status": "in_progress"})
+            self._w.item_done(index, request.item)
+        self.round_ends_response = client_calls or bool(self._held)
+        self._held = []
+
+    def finalize(self, error: UpstreamError | None, *, round_bound: bool = False) -> None:
+        """Close what is open, choose the outcome and write the terminal event.
+
+        ``round_bound``: the MCP tool loop reached its bound on rounds, so the response
+        ends ``incomplete`` (``max_messages``: it may not ask the model again)."""
         reason: str | None = None
         outcome: Outcome
-        unnamed = [call for call in self._calls if call.item is None]
+        unnamed = [call for call in self._calls if not call.announced]
         if unnamed and error is None:
             # A call is announced once its name arrives; one that never got a name cannot be
             # executed, and announcing it nameless would invite a client to try.
@@ -502,6 +739,8 @@ class Translator:
             )
         if error is not None:
             outcome = "failed"
+        elif round_bound:
+            outcome, reason = "incomplete", "max_messages"
         else:
             outcome, reason = finish_outcome(self._finish_reason)
             if outcome == "failed":
@@ -513,6 +752,17 @@ class Translator:
                     error = UpstreamReportedError(
                         f"upstream finished with finish_reason {self._finish_reason!r}"
                     )
+            elif self._mcp is not None:
+                if self.state is not _BETWEEN:
+                    self._close_round()
+                waiting = self.pending_mcp_calls()
+                if waiting:
+                    # An MCP call that never ran: the model has no answer to go on.
+                    outcome = "failed"
+                    error = UpstreamError(
+                        f"the response ended before MCP call {waiting[0][0]} returned",
+                        code="server_error",
+                    )
         cut = outcome != "completed"
         status = "incomplete" if cut else "completed"
         # Close what is still open, in output order.
@@ -521,15 +771,18 @@ class Translator:
                 self._close_message(status)
             elif isinstance(item, Reasoning):
                 self._close_reasoning(status)
-            else:
+            elif isinstance(item, Call):
                 self._close_call(item, final=not cut)
+            else:
+                # An MCP call without a result: it is listed, never shown as finished.
+                item.status = "incomplete"
         self._move(_FINISHED)
         response = dict(self._base)
         if not isinstance(self._request.get("model"), str) and self._model:
             response["model"] = self._model
         response["status"] = outcome
         response["output"] = [self._item_dict(item) for item in self._items]
-        response["usage"] = map_usage(self._usage)
+        response["usage"] = sum_usage(self._earlier_usage, map_usage(self._usage))
         if outcome == "completed":
             response["completed_at"] = int(self._clock())
             event_type = "response.completed"
@@ -556,7 +809,7 @@ class Translator:
         self.response = response
         self._w.terminal("response.failed", response)
 
-    def _item_dict(self, item: Message | Reasoning | Call) -> dict[str, Any]:
+    def _item_dict(self, item: _Item) -> dict[str, Any]:
         if isinstance(item, Reasoning):
             return reasoning_item(
                 item.id,

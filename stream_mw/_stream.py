@@ -52,8 +52,8 @@ adds the delta to the open item and has the writer frame it, as the state machin
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -73,8 +73,11 @@ from ._observe import logger
 from ._settings import Settings
 from ._shortcut import Learned, Shortcut
 from ._sse import SSEDecoder
-from ._state import _FINISHED, _NEW, State, Translator
+from ._state import _BETWEEN, _FINISHED, _NEW, State, Translator
 from ._tools import ToolMap
+
+if TYPE_CHECKING:
+    from ._mcp._plan import McpPlan, McpTool
 
 __all__ = ["State", "StreamConverter"]
 
@@ -120,6 +123,36 @@ class StreamConverter:
             ``reasoning.encrypted_content``, each finished reasoning item carries a token of
             its reasoning signed with ``Settings.reasoning_key`` and bound to this tenant
             (in ``output_item.done`` and the terminal response, as OpenAI sends it).
+        mcp: The response's remote MCP tools (see "MCP rounds" below).
+
+    MCP rounds
+    ----------
+    With an ``mcp`` plan, a Chat call of one of its functions becomes an ``mcp_call`` item
+    (``response.mcp_call.in_progress``, ``response.mcp_call_arguments.delta`` as the
+    arguments stream, ``.done`` when the stream ends), or, for a tool that needs approval,
+    an ``mcp_approval_request`` item once the stream ends. A stream that made MCP calls ends
+    a *round*, not the response: ``awaiting_mcp`` turns true, the caller runs
+    ``pending_mcp_calls()`` and hands each result to ``mcp_call_result()``, then either
+    ``next_round()`` and feeds the backend's next stream, or ``close()`` (when
+    ``round_ends_response``: the round also made client calls or approval requests; or
+    ``close(incomplete=True)`` at its bound on rounds). Sequence numbers and output indexes
+    run on across rounds and ``usage`` is their sum::
+
+        send(converter.start())
+        for label, tools in listed:  # each server's tools, as the plan offers them
+            send(converter.mcp_list_tools(label, tools))
+        while True:
+            for data in backend(chat_request(converter.output_items())):
+                send(converter.feed(data))
+            send(converter.end_round())
+            if not converter.awaiting_mcp:
+                break  # the response ended with this round
+            for item_id, tool, arguments in converter.pending_mcp_calls():
+                send(converter.mcp_call_result(item_id, output=run(tool, arguments)))
+            if converter.round_ends_response:
+                break
+            converter.next_round()
+        send(converter.close())
     """
 
     __slots__ = (
@@ -127,6 +160,7 @@ class StreamConverter:
         "_calls",
         "_decoder",
         "_id",
+        "_max_event",
         "_max_read",
         "_reader",
         "_reasoning",
@@ -146,10 +180,12 @@ class StreamConverter:
         created_at: int | None = None,
         clock: Callable[[], float] = time.time,
         tenant: str = "",
+        mcp: McpPlan | None = None,
     ) -> None:
         settings = settings if settings is not None else _DEFAULT_SETTINGS
         request = request if request is not None else {}
         self._id = response_id if response_id is not None else new_id("resp")
+        self._max_event = settings.max_event_bytes
         self._decoder = SSEDecoder(settings.max_event_bytes)
         # The largest plain event read without the decoder (its blank line included).
         self._max_read = settings.max_event_bytes + 2
@@ -177,6 +213,7 @@ class StreamConverter:
             seal=reasoning_sealer(request, settings, tenant),
             clock=clock,
             think_tags=settings.think_tags,
+            mcp=mcp,
         )
         self._text = Learned()
         self._arguments = Learned()
@@ -273,7 +310,8 @@ class StreamConverter:
                 self._tail = data
                 return b""
         state = translator.state
-        if state is _FINISHED:
+        if state is _FINISHED or state is _BETWEEN:
+            # (Between rounds: bytes after the stream's ``[DONE]`` belong to no round.)
             return b""
         if state is _NEW:
             translator.start()
@@ -299,6 +337,9 @@ class StreamConverter:
             self._fail(error)
         except Exception as error:
             self._fail(unexpected(error))
+        if translator.state is _BETWEEN:
+            # The round is over: no shortcut may add to its calls.
+            self._calls.fast_call = None
         out = self._writer.out
         if len(out) == 1:
             return out.pop()
@@ -316,16 +357,20 @@ class StreamConverter:
         self._writer.keepalive()
         return self._writer.take()
 
-    def close(self, error: BaseException | None = None) -> bytes:
+    def close(self, error: BaseException | None = None, *, incomplete: bool = False) -> bytes:
         """End the stream: the done events, one terminal event and ``[DONE]``.
 
         Args:
             error: Why the upstream stopped, if it failed. An ``UpstreamError`` keeps its code
                 and message; any other exception becomes ``server_error``. Either way the
                 response fails, unless the upstream had already sent its ``finish_reason``
-                (the reply arrived whole). Without an error, an unterminated last event is
-                still read (and dropped when it is cut short after ``finish_reason``), and a
-                stream that never sent a ``finish_reason`` fails.
+                (the reply arrived whole) and no MCP call is waiting. Without an error, an
+                unterminated last event is still read (and dropped when it is cut short
+                after ``finish_reason``), and a stream that never sent a ``finish_reason``
+                fails, as does an MCP call that never got its result.
+            incomplete: The MCP tool loop reached its bound on rounds: the response ends
+                ``incomplete`` (reason ``max_messages``, the value both the openai SDK and
+                Open Responses accept for "no more model turns").
 
         Works from any state; returns ``b""`` when already finished.
         """
@@ -336,24 +381,14 @@ class StreamConverter:
             translator.start()
         reader = self._reader
         try:
-            if error is None:
-                tail = self._take_tail()
-                if tail:
-                    self._decoder.feed_data(tail)  # no blank line in it: nothing to dispatch
-                for message in self._decoder.flush():
-                    try:
-                        translator.apply(reader.read_message(message))
-                    except UpstreamProtocolError as unfinished:
-                        if reader.finish_reason is None:
-                            raise
-                        # The body broke off inside the usage chunk or ``[DONE]``: the reply
-                        # itself arrived whole, so the unfinished event is dropped.
-                        logger.debug("%s: dropped after finish_reason: %s", self._id, unfinished)
-                        break
-                    if self.finished:
-                        return self._writer.take()
-                self._finish(None)
-            elif reader.finish_reason is not None:
+            if incomplete and error is None:
+                translator.apply(reader.flush([]))
+                translator.finalize(None, round_bound=True)
+            elif error is None:
+                self._drain()
+                if not self.finished:
+                    self._finish(None)
+            elif reader.finish_reason is not None and translator.state is not _BETWEEN:
                 logger.debug("%s: upstream failed after finish_reason: %r", self._id, error)
                 self._finish(None)
             else:
@@ -364,7 +399,122 @@ class StreamConverter:
             self._fail(unexpected(failure))
         return self._writer.take()
 
+    # --- MCP rounds -----------------------------------------------------------------------
+
+    @property
+    def awaiting_mcp(self) -> bool:
+        """A round ended with MCP calls: their results, then ``next_round()`` or ``close()``."""
+        return self._translator.state is _BETWEEN
+
+    @property
+    def round_ends_response(self) -> bool:
+        """The last round also made client tool calls or approval requests: once its MCP
+        calls have their results, ``close()`` rather than ``next_round()``."""
+        return self._translator.round_ends_response
+
+    def end_round(self) -> bytes:
+        """The backend's Chat body ended: read what it left unterminated, then end the round
+        (with MCP calls to run) or the response. ``b""`` when ``[DONE]`` already did."""
+        translator = self._translator
+        if translator.state is _FINISHED or translator.state is _BETWEEN:
+            return b""
+        if translator.state is _NEW:
+            translator.start()
+        try:
+            self._drain()
+            if translator.state is not _FINISHED and translator.state is not _BETWEEN:
+                translator.apply(self._reader.flush([]))
+                translator.end_round()
+        except UpstreamError as failure:
+            self._fail(failure)
+        except Exception as failure:
+            self._fail(unexpected(failure))
+        self._calls.fast_call = None
+        return self._writer.take()
+
+    def next_round(self) -> None:
+        """Read the backend's next Chat stream into the same response: a new message item
+        for its text, calls counted from index 0 again. Raises ``RuntimeError`` unless a
+        round ended and every MCP call has its result."""
+        self._translator.next_round()
+        self._reader.next_stream()
+        self._decoder = SSEDecoder(self._max_event)
+        self._tail = b""
+        self._text = Learned()
+        self._arguments = Learned()
+        self._reasoning = Learned()
+
+    def pending_mcp_calls(self) -> list[tuple[str, McpTool, str]]:
+        """The MCP calls to run before the next round: ``(item id, tool, arguments)``."""
+        return self._translator.pending_mcp_calls()
+
+    def mcp_call_result(
+        self,
+        item_id: str,
+        *,
+        output: str | None = None,
+        error: str | Mapping[str, Any] | None = None,
+    ) -> bytes:
+        """The MCP server's answer to a pending call: ``response.mcp_call.completed`` and
+        the call's ``output_item.done``; with ``error``, ``response.mcp_call.failed``.
+        ``error`` is a message (an ``mcp_tool_execution_error``) or an object already shaped
+        as one of the openai SDK's ``McpToolCallError`` types."""
+        self._translator.mcp_call_result(item_id, output, error)
+        return self._writer.take()
+
+    def mcp_list_tools(
+        self, server_label: str, tools: Iterable[McpTool | Mapping[str, Any]]
+    ) -> bytes:
+        """An ``mcp_list_tools`` item for the tools ``server_label`` offers (``McpTool``s or
+        entries already in the item's shape): added, in progress, completed, done."""
+        listed = [tool.listing() if not isinstance(tool, Mapping) else dict(tool) for tool in tools]
+        head = self.start()
+        self._translator.mcp_list_tools(server_label, listed, None)
+        return head + self._writer.take()
+
+    def mcp_list_tools_failed(self, server_label: str, message: str) -> bytes:
+        """An ``mcp_list_tools`` item that failed (its ``error`` says why); the caller then
+        ends the response with ``close(error)``."""
+        head = self.start()
+        self._translator.mcp_list_tools(server_label, None, message)
+        return head + self._writer.take()
+
+    def open_mcp_call(
+        self, tool: McpTool, arguments: str, approval_request_id: str
+    ) -> tuple[str, bytes]:
+        """An ``mcp_call`` the user approved on the previous turn (its arguments whole),
+        waiting for ``mcp_call_result``: its item id, and its events."""
+        head = self.start()
+        call_id = self._translator.open_mcp_call(tool, arguments, approval_request_id)
+        return call_id, head + self._writer.take()
+
+    def output_items(self) -> list[dict[str, Any]]:
+        """The output items so far (finished ones in their done form), to replay to the
+        backend in the next round's request."""
+        return self._translator.output_items()
+
     # --- reads ----------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Read what the body left unterminated (its last event may lack the blank line),
+        stopping where the stream or the round ended."""
+        translator = self._translator
+        reader = self._reader
+        tail = self._take_tail()
+        if tail:
+            self._decoder.feed_data(tail)  # no blank line in it: nothing to dispatch
+        for message in self._decoder.flush():
+            try:
+                translator.apply(reader.read_message(message))
+            except UpstreamProtocolError as unfinished:
+                if reader.finish_reason is None:
+                    raise
+                # The body broke off inside the usage chunk or ``[DONE]``: the reply
+                # itself arrived whole, so the unfinished event is dropped.
+                logger.debug("%s: dropped after finish_reason: %s", self._id, unfinished)
+                return
+            if translator.state is _FINISHED or translator.state is _BETWEEN:
+                return
 
     def _take_tail(self) -> bytes:
         tail = self._tail
@@ -439,7 +589,7 @@ class StreamConverter:
                     arguments = []
                 if data.startswith(b"data: ", pos):
                     self._parsed_event(data, pos, stop)
-                    if translator.state is _FINISHED:
+                    if translator.state is _FINISHED or translator.state is _BETWEEN:
                         return
                     pos = stop
                     target, shortcut, call, call_shortcut = self._shortcuts()
@@ -537,7 +687,7 @@ class StreamConverter:
                 translator.apply(reader.read_payload(message))
             else:
                 translator.apply(reader.read_message(message))  # type: ignore[arg-type]
-            if translator.state is _FINISHED:
+            if translator.state is _FINISHED or translator.state is _BETWEEN:
                 return
         if decoder.error is not None:
             raise decoder.error

@@ -34,8 +34,19 @@ Items and parts
     refusal, reasoning text, summary, arguments, custom input); each item closes in order
     (text done, part done, item done) and its ``output_item.done`` item matches what was
     streamed, with the same id and call_id.
+MCP items
+    ``mcp_list_tools`` (``mcpl_``): added with ``tools: []``, ``in_progress``, then
+    ``completed`` or ``failed``, then done (with ``error`` when failed). ``mcp_call``
+    (``mcp_``): ``mcp_call.in_progress`` first, argument deltas, ``mcp_call_arguments.done``
+    (equal to the added arguments plus the deltas), then ``mcp_call.completed`` or
+    ``.failed`` and ``output_item.done`` with the matching status (and ``error`` only when
+    failed, in the shape of the SDK's ``McpToolCallError``); a call cut short gets no
+    result and is listed ``incomplete``. ``mcp_approval_request`` (``mcpr_``): added whole
+    and done at once. An echoed ``mcp`` tool never carries ``headers`` or
+    ``authorization``.
 Terminal state
-    ``completed``: every item done, none incomplete, no error. ``incomplete``:
+    ``completed``: every item done, none incomplete (an ``mcp_call`` may have failed: the
+    model was told), no error. ``incomplete``:
     ``incomplete_details.reason`` set. ``failed``: ``error`` is ``{code, message}``. Every
     message and reasoning item is done before the terminal event; a function/custom call gets
     its ``arguments.done`` / ``input.done`` exactly when it gets ``output_item.done``, and
@@ -84,13 +95,19 @@ __all__ = [
 TERMINAL_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
 LIFECYCLE_TYPES = TERMINAL_TYPES | {"response.created", "response.in_progress"}
 CALL_TYPES = frozenset({"function_call", "custom_tool_call"})
+MCP_TYPES = frozenset({"mcp_call", "mcp_list_tools", "mcp_approval_request"})
 ITEM_PREFIXES = {
     "message": "msg_",
     "reasoning": "rs_",
     "function_call": "fc_",
     "custom_tool_call": "ctc_",
+    "mcp_call": "mcp_",
+    "mcp_list_tools": "mcpl_",
+    "mcp_approval_request": "mcpr_",
 }
-INCOMPLETE_REASONS = frozenset({"max_output_tokens", "content_filter"})
+# max_messages: the MCP tool loop's bound on rounds (an openai SDK value; Open Responses
+# allows any string).
+INCOMPLETE_REASONS = frozenset({"max_output_tokens", "content_filter", "max_messages"})
 DONE_FRAME = "data: [DONE]"
 
 # A JSON string literal; removing them leaves only structural characters to inspect.
@@ -131,6 +148,9 @@ class CheckedItem:
     arguments: str = ""
     #: ``function_call_arguments.done`` / ``custom_tool_call_input.done`` arrived.
     arguments_done: bool = False
+    #: The ``mcp_call`` / ``mcp_list_tools`` progress events seen, in order (without the
+    #: ``response.`` prefix): ``in_progress``, then ``completed`` or ``failed``.
+    progress: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -446,6 +466,12 @@ class _State:
         for item in self.items:
             if item.type in ("message", "reasoning"):
                 _expect(item.done, self.where, f"{item.type} {item.id} was never done")
+            if item.type == "mcp_call":
+                _expect(
+                    not item.done or item.arguments_done,
+                    self.where,
+                    f"mcp_call {item.id} done without mcp_call_arguments.done",
+                )
             if item.type in CALL_TYPES:
                 # The done events say "final": a call cut short gets neither (Guarantee 3).
                 _expect(
@@ -472,7 +498,8 @@ class _State:
                 _expect(item.done, self.where, f"completed but {item.id} was never done")
                 assert item.done_item is not None
                 _expect(
-                    item.done_item.get("status") == "completed",
+                    item.done_item.get("status") == "completed"
+                    or (item.type == "mcp_call" and item.done_item.get("status") == "failed"),
                     self.where,
                     f"completed but {item.id} has status {item.done_item.get('status')!r}",
                 )
@@ -577,6 +604,8 @@ class _State:
             _expect(added.get("content") == [], self.where, "added message content must be []")
         elif kind == "reasoning":
             _expect(added.get("summary") == [], self.where, "added reasoning summary must be []")
+        elif kind in MCP_TYPES:
+            self._mcp_added(kind, added)
         else:
             for key in ("call_id", "name"):
                 _expect(
@@ -588,6 +617,31 @@ class _State:
             _expect(added.get(field_name) == "", self.where, f"added {field_name} must be ''")
         self.ids.add(item_id)
         self.items.append(CheckedItem(len(self.items), item_id, kind, added))
+        if kind == "mcp_call":
+            # An approved call is announced with its arguments whole.
+            self.items[-1].arguments = added["arguments"]
+
+    def _mcp_added(self, kind: str, added: dict[str, Any]) -> None:
+        _expect(
+            isinstance(added.get("server_label"), str) and bool(added["server_label"]),
+            self.where,
+            f"{kind} needs a non-empty server_label",
+        )
+        if kind == "mcp_list_tools":
+            _expect(added.get("tools") == [], self.where, "added mcp_list_tools tools must be []")
+            return
+        _expect(
+            isinstance(added.get("name"), str) and bool(added["name"]),
+            self.where,
+            f"{kind} needs a non-empty name",
+        )
+        _expect(isinstance(added.get("arguments"), str), self.where, "arguments must be a string")
+        if kind == "mcp_call":
+            _expect(
+                added.get("output") is None and added.get("error") is None,
+                self.where,
+                "an added mcp_call has neither output nor error",
+            )
 
     def item_done(self, event: dict[str, Any]) -> None:
         item = self._item(event)
@@ -599,8 +653,11 @@ class _State:
             self.where,
             f"done item is {done.get('type')} {done.get('id')}, added {item.type} {item.id}",
         )
+        statuses = (
+            ("completed", "failed") if item.type in MCP_TYPES else ("completed", "incomplete")
+        )
         _expect(
-            done.get("status") in ("completed", "incomplete"),
+            done.get("status") in statuses,
             self.where,
             f"done status {done.get('status')!r}",
         )
@@ -633,6 +690,8 @@ class _State:
                 self.where,
                 f"done reasoning summary {summary!r} differs from the streamed summary",
             )
+        elif item.type in MCP_TYPES:
+            self._mcp_done(item, done)
         else:
             _expect(
                 item.arguments_done,
@@ -642,6 +701,46 @@ class _State:
             self._check_call_identity(self.where, item, done)
         item.done_item = done
 
+    def _mcp_done(self, item: CheckedItem, done: dict[str, Any]) -> None:
+        status = done.get("status")
+        for key in ("server_label", "name"):
+            _expect(
+                done.get(key) == item.added.get(key),
+                self.where,
+                f"{key} changed from {item.added.get(key)!r} to {done.get(key)!r}",
+            )
+        if item.type == "mcp_approval_request":
+            _expect(
+                done == {**item.added, "status": status} and status == "completed",
+                self.where,
+                f"an approval request is done as it was added, got {done!r}",
+            )
+            return
+        _expect(
+            item.progress == ["in_progress", status],
+            self.where,
+            f"{item.type} done {status} after {item.progress!r}; expected in_progress, {status}",
+        )
+        failed = status == "failed"
+        if item.type == "mcp_list_tools":
+            _expect(
+                isinstance(done.get("error"), str) == failed,
+                self.where,
+                f"a {status} mcp_list_tools has error {done.get('error')!r}",
+            )
+            return
+        _expect(item.arguments_done, self.where, "mcp_call done before its arguments were done")
+        _expect(
+            done.get("arguments") == item.arguments,
+            self.where,
+            f"arguments {done.get('arguments')!r} differ from the streamed {item.arguments!r}",
+        )
+        _expect(
+            (done.get("error") is not None) == failed,
+            self.where,
+            f"a {status} mcp_call has error {done.get('error')!r}",
+        )
+
     def _check_call_identity(self, where: str, item: CheckedItem, final: dict[str, Any]) -> None:
         for key in ("call_id", "name", "namespace"):
             _expect(
@@ -649,7 +748,7 @@ class _State:
                 where,
                 f"{key} changed from {item.added.get(key)!r} to {final.get(key)!r}",
             )
-        field_name = "arguments" if item.type == "function_call" else "input"
+        field_name = "input" if item.type == "custom_tool_call" else "arguments"
         _expect(
             final.get(field_name) == item.arguments,
             where,
@@ -854,6 +953,32 @@ class _State:
         )
         item.arguments_done = True
 
+    def mcp_progress(self, event: dict[str, Any]) -> None:
+        kind = "mcp_list_tools" if ".mcp_list_tools." in event["type"] else "mcp_call"
+        item = self._item(event, kind)
+        step = event["type"].rsplit(".", 1)[1]
+        expected = "in_progress" if not item.progress else "completed or failed"
+        _expect(
+            step in expected.split(" or ") and len(item.progress) < 2,
+            self.where,
+            f"{kind} {step} after {item.progress!r}; expected {expected}",
+        )
+        if kind == "mcp_call" and step != "in_progress":
+            _expect(item.arguments_done, self.where, "an mcp_call ended before its arguments")
+        item.progress.append(step)
+
+    def mcp_args_delta(self, event: dict[str, Any]) -> None:
+        item = self._item(event, "mcp_call")
+        _expect(
+            item.progress == ["in_progress"],
+            self.where,
+            "mcp_call_arguments.delta before mcp_call.in_progress",
+        )
+        self._call_delta(event, "mcp_call")
+
+    def mcp_args_done(self, event: dict[str, Any]) -> None:
+        self._call_done(event, "mcp_call", "arguments")
+
     def args_delta(self, event: dict[str, Any]) -> None:
         self._call_delta(event, "function_call")
 
@@ -893,6 +1018,14 @@ _HANDLERS = {
     "response.function_call_arguments.done": _State.args_done,
     "response.custom_tool_call_input.delta": _State.input_delta,
     "response.custom_tool_call_input.done": _State.input_done,
+    "response.mcp_list_tools.in_progress": _State.mcp_progress,
+    "response.mcp_list_tools.completed": _State.mcp_progress,
+    "response.mcp_list_tools.failed": _State.mcp_progress,
+    "response.mcp_call.in_progress": _State.mcp_progress,
+    "response.mcp_call.completed": _State.mcp_progress,
+    "response.mcp_call.failed": _State.mcp_progress,
+    "response.mcp_call_arguments.delta": _State.mcp_args_delta,
+    "response.mcp_call_arguments.done": _State.mcp_args_done,
 }
 
 
@@ -927,7 +1060,8 @@ def _check_usage(where: str, usage: Any) -> None:
 #   another entry's name (capitalised), or a union of entries chosen by the value's "type";
 #   "[X]" for a list of X; a trailing "?" when the value may be null.
 # A key is required unless written "~key": then it may be absent, but when present it must
-# match (so "~encrypted_content": "str" allows no key or a string, never null).
+# match (so "~encrypted_content": "str" allows no key or a string, never null); "!key" must be
+# absent.
 # Where the openai SDK's models and Open Responses differ, the table asks for what satisfies
 # both; what Open Responses leaves out (OpenAI's custom_tool_call items, custom/namespace and
 # hosted tools other than file_search and web_search) is held to OpenAI's required keys.
@@ -1033,6 +1167,46 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "input": "str",
         "status": "str",
     },
+    # Not in Open Responses (OpenAI's remote MCP items): held to the openai SDK's required
+    # keys, plus the status every item carries here.
+    "McpCall": {
+        "type": "str",
+        "id": "str",
+        "server_label": "str",
+        "name": "str",
+        "arguments": "str",
+        "status": "str",
+        "output": "str?",
+        "error": "McpError?",
+        "~approval_request_id": "str?",
+    },
+    "McpListTools": {
+        "type": "str",
+        "id": "str",
+        "server_label": "str",
+        "tools": "[McpListedTool]",
+        "status": "str",
+        "~error": "str?",
+    },
+    "McpListedTool": {
+        "name": "str",
+        "input_schema": "obj",
+        "~description": "str?",
+        "~annotations": "obj?",
+    },
+    "McpApprovalRequest": {
+        "type": "str",
+        "id": "str",
+        "server_label": "str",
+        "name": "str",
+        "arguments": "str",
+        "status": "str",
+    },
+    "McpCodedError": {"type": "str", "code": "int", "message": "str"},
+    "McpExecutionError": {"type": "str", "content": "any"},
+    # The headers and token for an MCP server go to it alone: never echoed ("!": absent).
+    "McpTool": {"type": "str", "server_label": "str", "!headers": "any", "!authorization": "any"},
+    "McpToolChoice": {"type": "str", "server_label": "str", "~name": "str?"},
     "ReasoningItem": {
         "type": "str",
         "id": "str",
@@ -1070,6 +1244,14 @@ _UNIONS: dict[str, dict[str, str]] = {
         "function_call": "FunctionCall",
         "custom_tool_call": "CustomToolCall",
         "reasoning": "ReasoningItem",
+        "mcp_call": "McpCall",
+        "mcp_list_tools": "McpListTools",
+        "mcp_approval_request": "McpApprovalRequest",
+    },
+    "McpError": {
+        "mcp_protocol_error": "McpCodedError",
+        "http_error": "McpCodedError",
+        "mcp_tool_execution_error": "McpExecutionError",
     },
     "Part": {
         "output_text": "OutputText",
@@ -1077,9 +1259,15 @@ _UNIONS: dict[str, dict[str, str]] = {
         "reasoning_text": "TextPart",
         "summary_text": "TextPart",
     },
-    "Tool": {"function": "FunctionTool", "file_search": "FileSearchTool", "*": "OtherTool"},
+    "Tool": {
+        "function": "FunctionTool",
+        "file_search": "FileSearchTool",
+        "mcp": "McpTool",
+        "*": "OtherTool",
+    },
     "ToolChoice": {
         "function": "FunctionToolChoice",
+        "mcp": "McpToolChoice",
         "allowed_tools": "AllowedToolChoice",
         "*": "OtherToolChoice",
     },
@@ -1128,6 +1316,13 @@ _EVENT_KEYS: dict[str, dict[str, str]] = {
     "response.function_call_arguments.done": {**_AT_ITEM, "arguments": "str"},
     "response.custom_tool_call_input.delta": {**_AT_ITEM, **_DELTA},
     "response.custom_tool_call_input.done": {**_AT_ITEM, "input": "str"},
+    **{
+        f"response.{kind}.{step}": _AT_ITEM
+        for kind in ("mcp_call", "mcp_list_tools")
+        for step in ("in_progress", "completed", "failed")
+    },
+    "response.mcp_call_arguments.delta": {**_AT_ITEM, **_DELTA},
+    "response.mcp_call_arguments.done": {**_AT_ITEM, "arguments": "str"},
     "error": {},
 }
 
@@ -1191,6 +1386,9 @@ def _check_value(where: str, value: Any, spec: str) -> None:
 
 def _check_keys(where: str, obj: dict[str, Any], keys: dict[str, str]) -> None:
     for key, spec in keys.items():
+        if key.startswith("!"):
+            _expect(key[1:] not in obj, where, f"key {key[1:]!r} must not be there")
+            continue
         optional = key.startswith("~")
         name = key.removeprefix("~")
         if name not in obj:
