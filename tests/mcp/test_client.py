@@ -166,7 +166,8 @@ async def test_a_tool_slower_than_mcp_timeout_is_a_timeout_error_and_the_session
     assert after.output == "2"
 
 
-async def test_a_server_that_is_down_is_an_http_error(listener: Listener) -> None:
+async def test_a_server_that_is_down_is_an_http_error() -> None:
+    # A port that was free a moment ago: nothing listens there.
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
