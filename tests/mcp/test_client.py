@@ -22,7 +22,7 @@ from stream_mw import Settings
 from stream_mw._mcp._client import McpConnection, McpError, open_mcp
 from stream_mw._mcp._plan import McpServer, servers_from_request
 from stream_mw._mcp._policy import AllowList, forbidden
-from tests.mcp.conftest import TLS_NAME, Listener, McpServerProcess, server_mcp_major
+from tests.mcp.servers import TLS_NAME, Listener, McpServerProcess, server_mcp_major
 
 pytestmark = pytest.mark.anyio
 
