@@ -58,3 +58,15 @@ def test_mcp_servers_without_the_mcp_package_is_a_one_line_error_naming_the_extr
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "pip install 'stream-mw[mcp]'" in err
+
+
+def test_require_mcp_extra_names_the_extra_when_mcp_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream_mw._errors import ConfigurationError
+    from stream_mw._mcp._client import require_mcp_extra
+
+    require_mcp_extra()
+    monkeypatch.setitem(sys.modules, "mcp", None)
+    with pytest.raises(ConfigurationError, match=r"pip install 'stream-mw\[mcp\]'"):
+        require_mcp_extra()
