@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def self_signed(directory: Path, *names: str) -> tuple[Path, Path]:
-    """``(certificate, key)`` PEM files for ``127.0.0.1`` and ``localhost`` (and ``names``).
+def self_signed(directory: Path, *names: str, loopback: bool = True) -> tuple[Path, Path]:
+    """``(certificate, key)`` PEM files for ``127.0.0.1`` and ``localhost`` (unless
+    ``loopback`` is false) and ``names``.
 
     The certificate is its own CA, so a client trusts the server by loading that one file.
     """
@@ -33,9 +34,15 @@ def self_signed(directory: Path, *names: str) -> tuple[Path, Path]:
         .add_extension(
             x509.SubjectAlternativeName(
                 [
-                    x509.DNSName("localhost"),
                     *(x509.DNSName(name) for name in names),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    *(
+                        [
+                            x509.DNSName("localhost"),
+                            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        ]
+                        if loopback
+                        else []
+                    ),
                 ]
             ),
             critical=False,

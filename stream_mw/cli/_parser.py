@@ -190,6 +190,15 @@ def _parser() -> argparse.ArgumentParser:
         "optionally followed by a name) [STREAM_MW_CLIENT_KEYS]",
     )
     server.add_argument(
+        "--mcp-server",
+        action="append",
+        dest="mcp_servers",
+        metavar="URL",
+        help="an MCP server URL requests' mcp tools may name (exact, or a prefix ending in "
+        "'/'); repeat for more; loopback and private hosts only when named (needs "
+        "stream-mw[mcp]) [STREAM_MW_MCP_SERVERS]",
+    )
+    server.add_argument(
         "--cors-origins",
         metavar="ORIGINS",
         help="comma-separated browser origins allowed by CORS, or '*' [STREAM_MW_CORS_ORIGINS]",

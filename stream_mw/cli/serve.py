@@ -24,7 +24,7 @@ from typing import Any
 from .. import __version__
 from .._auth import ClientKeys
 from .._errors import ConfigurationError
-from .._settings import Settings
+from .._settings import ENV_PREFIX, Settings
 from ._common import (
     ENV_CLIENT_KEYS,
     ENV_GRACEFUL_TIMEOUT,
@@ -58,6 +58,9 @@ def serve_command(args: argparse.Namespace) -> int:
         os.environ[ENV_CLIENT_KEYS] = args.client_keys
     if args.metrics and args.workers > 1:
         os.environ[METRICS_VARIABLE] = "true"
+    if args.mcp_servers and args.workers > 1:
+        # A Settings field: the workers' Settings.from_env reads it.
+        os.environ[ENV_PREFIX + "MCP_SERVERS"] = ",".join(args.mcp_servers)
     with _metrics_directory(settings.metrics and args.workers > 1):
         return _run_uvicorn(app, config, sock, args, limits)
 
@@ -87,6 +90,8 @@ def _prepare_serve(args: argparse.Namespace) -> tuple[Any, GatewayConfig, Settin
             overrides["client_keys"] = ClientKeys.from_file(args.client_keys)
         if args.metrics:
             overrides["metrics"] = True
+        if args.mcp_servers:
+            overrides["mcp_servers"] = tuple(args.mcp_servers)
         settings = gateway_settings(config, **overrides)
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from None
@@ -94,6 +99,8 @@ def _prepare_serve(args: argparse.Namespace) -> tuple[Any, GatewayConfig, Settin
         require_extra("prometheus_client", "metrics", "metrics")
     if settings.traces:
         require_extra("opentelemetry", "traces", "otel")
+    if settings.mcp_servers:
+        require_extra("mcp", "remote MCP tools (mcp_servers)", "mcp")
     _check_deployment(config, settings, args)
     # Fails early, before the port is taken, on a bad URL, script or missing extra. With
     # several workers each builds its own app (and connection pool); the parent only checks,
