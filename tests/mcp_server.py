@@ -18,7 +18,9 @@ endpoint is ``/mcp`` (streamable HTTP) or ``/sse`` (SSE). Tools:
 
 Besides MCP, for the redirect rules of the gateway's client: ``/redirect?to=URL`` answers
 ``307`` to ``URL``, and ``/slash`` answers ``307`` to ``/slash/``, another name of the MCP
-endpoint.
+endpoint. ``GET /stats`` answers what the server was asked, for the tool loop's tests:
+``{"methods": {"tools/list": n, "tools/call": n, ...}, "headers": {...}}`` (the headers of
+the last MCP request, lower-cased).
 """
 
 # No `from __future__ import annotations`: FastMCP (1.x) finds the Context parameter by
@@ -156,8 +158,23 @@ class Redirects:
     def __init__(self, app: Any, endpoint: str) -> None:
         self.app = app
         self.endpoint = endpoint
+        self.methods: dict[str, int] = {}
+        self.headers: dict[str, str] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/stats":
+            body = json.dumps({"methods": self.methods, "headers": self.headers}).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            receive = self._counting(scope, receive)
         if scope["type"] == "http" and scope["path"] == "/redirect":
             query = parse_qs(scope.get("query_string", b"").decode())
             target = query.get("to", ["/"])[0]
@@ -183,6 +200,31 @@ class Redirects:
         if scope["type"] == "http" and scope["path"] == "/slash/":
             scope = {**scope, "path": self.endpoint, "raw_path": self.endpoint.encode()}
         await self.app(scope, receive, send)
+
+    def _counting(self, scope: Any, receive: Any) -> Any:
+        """``receive``, noting each JSON-RPC method the request body carries."""
+        parts: list[bytes] = []
+
+        async def counted() -> Any:
+            message = await receive()
+            if message["type"] == "http.request":
+                parts.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self._note(scope, b"".join(parts))
+            return message
+
+        return counted
+
+    def _note(self, scope: Any, body: bytes) -> None:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return
+        for call in payload if isinstance(payload, list) else [payload]:
+            method = call.get("method") if isinstance(call, dict) else None
+            if isinstance(method, str):
+                self.methods[method] = self.methods.get(method, 0) + 1
+        self.headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
 
 
 def main(argv: list[str] | None = None) -> None:
