@@ -46,6 +46,7 @@ from ._errors import (
     clip,
 )
 from ._input_tokens import count_input_tokens
+from ._mcp._client import require_mcp_extra
 from ._observe import (
     UNAUTHORIZED_LOG_MESSAGE,
     ResponseRecord,
@@ -177,6 +178,9 @@ class ResponsesMiddleware:
             settings = Settings(**overrides)
         elif overrides:
             settings = settings.replace(**overrides)
+        if settings.mcp_servers:
+            # Now, not at the first request that names an MCP server.
+            require_mcp_extra()
         self.app = app
         self.settings = settings
         self.gateway = StoreGateway(settings)

@@ -30,13 +30,15 @@ every streaming delivery carries (a background run's log relies on them to show 
 alive). The request side (reading, expanding, translating, the app's scope) is
 ``_run_request``.
 
-Rounds: ``drive(chat_body)`` runs the app once and may be called again on the same run, so
-one response can span several Chat requests feeding the same converter and delivery (a
-remote tool called between them). ``rounds`` is what ``_respond`` calls: by default one
-drive. When the app's body ends before the converter finished, ``more_rounds()`` is
-consulted first: ``False`` (the default) ends the stream as always; ``True`` delivers the
-round's events and leaves the stream open, so that ``rounds`` can ``emit`` events of its own
-and ``drive`` the next request, whose ``http.response.start`` continues the stream.
+Rounds: a request naming remote MCP servers is one response over several Chat requests
+(``_mcp/_loop.py`` runs the tool loop): the stream begins before the first, ``drive``
+runs the app once per round on the same converter and delivery, and the loop ``emit``s
+its own events (tool listings, call results) between rounds. The whole loop runs inside one
+``guarded`` scope, so a client that leaves cancels an MCP call as it cancels the app. When
+the app's body ends before the converter finished, ``round_end()`` is consulted: ``None``
+(no loop) ends the stream as always; otherwise the round's last events go out and, when the
+converter waits for tool results, the stream stays open for the next ``drive``, whose
+``http.response.start`` continues it.
 
 The hot path: one upstream chunk is ``converter.feed`` and one ``Delivery.events`` call with
 the body message HTTP sends (HTTP's ``events`` is the server's ``send`` itself), all in
@@ -61,6 +63,7 @@ Deliberate behaviour, do not "fix":
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -77,6 +80,8 @@ from ._continuation import LocalHistory
 from ._delivery import Delivery, Headers
 from ._errors import RequestError, UpstreamError, UpstreamProtocolError, error_body
 from ._items import new_id, translate_completion
+from ._mcp._loop import McpLoop, has_mcp_tools
+from ._mcp._plan import McpPlan
 from ._observe import (
     REQUEST_LOG_MESSAGE,
     ResponseRecord,
@@ -84,9 +89,9 @@ from ._observe import (
     logger,
     notify_observer,
 )
-from ._requests import parse_request_body
+from ._requests import _translate, parse_request_body
 from ._run_keepalive import KeepAlive
-from ._run_request import chat_scope, read_body, translate_request
+from ._run_request import chat_scope, expand_request, read_body, translate_request
 from ._service import REQUEST_ID_HEADER
 from ._store_gateway import normalize_input, tenant_key
 from ._stream import StreamConverter
@@ -176,6 +181,7 @@ class ResponseRun:
         "disconnect_event",
         "disconnected",
         "events",
+        "expanded",
         "first_output_at",
         "gateway",
         "history",
@@ -186,6 +192,7 @@ class ResponseRun:
         "keepalives",
         "last_send",
         "loop",
+        "mcp",
         "mode",
         "mw",
         "on_body",
@@ -258,6 +265,10 @@ class ResponseRun:
         #: The full input, when ``previous_response_id`` expanded it.
         self.input_items: list[dict[str, Any]] | None = None
         self.chat_body = b""
+        #: The request with its whole input, for an MCP tool loop's rounds.
+        self.expanded: dict[str, Any] = {}
+        #: The MCP tool loop, when the request names remote MCP servers.
+        self.mcp: McpLoop | None = None
         self.converter: StreamConverter | None = None
         #: On asyncio: a converter built while the app waited for its upstream.
         self.prepared: StreamConverter | None = None
@@ -342,13 +353,13 @@ class ResponseRun:
 
     async def _respond(self, body: bytes | None) -> None:
         try:
-            chat = await self._prepare(body)
+            body = await self._prepare(body)
         except RequestError as exc:
             await self._answer(exc.status_code, exc.body())
             error = {"code": exc.code or exc.error_type, "message": exc.message}
             await self._report("failed", error=error)
             return
-        if chat is None:
+        if body is None:
             self.http_status = 499
             await self._report("failed", error=_CLIENT_GONE)
             return
@@ -361,7 +372,7 @@ class ResponseRun:
             await self._send_upstream_error(stopping)
             return
 
-        app_error = await self.rounds(orjson.dumps(chat))
+        app_error = await self.rounds(body)
         if self.watch_error is not None:
             self.http_status = self.http_status or 500
             message = f"The server's receive failed ({type(self.watch_error).__name__})."
@@ -386,7 +397,9 @@ class ResponseRun:
 
     # --- the request ----------------------------------------------------------------------
 
-    async def _prepare(self, body: bytes | None) -> dict[str, Any] | None:
+    async def _prepare(self, body: bytes | None) -> bytes | None:
+        """The first Chat request body (empty for an MCP tool loop, which makes its own
+        each round), or ``None`` when the client left before its request arrived."""
         if body is None:
             body = await read_body(self.scope, self.receive, self.mw._max_request_bytes)
             if body is None:
@@ -400,20 +413,94 @@ class ResponseRun:
         )
         # Sealed reasoning is bound to the tenant both ways: issued for it, accepted from it.
         self.tenant = tenant_key(self.scope, self.settings)
+        if has_mcp_tools(request):
+            # Before anything is expanded or started: an unlisted server is the client's 400.
+            self.mcp = McpLoop(request, self.settings)
+            self.expanded, self.input_items = await expand_request(
+                request, self.scope, self.gateway, self.history
+            )
+            # Translated once now, tools not yet listed, for its 400s: once the response
+            # began they could only fail it.
+            _translate(
+                self.expanded,
+                self.settings,
+                validated=self.input_items is None,
+                tenant=self.tenant,
+                mcp=McpPlan(self.mcp.servers),
+            )
+            return b""
         chat, self.input_items = await translate_request(
             request, self.scope, self.settings, self.gateway, self.history, self.tenant
         )
-        return chat
+        return orjson.dumps(chat)
 
     def _inner_scope(self) -> Scope:
-        return chat_scope(self.scope, self.mw._chat_path, len(self.chat_body), stream=self.stream)
+        # MCP rounds always stream: a JSON answer would hold a whole round back.
+        stream = self.stream or self.mcp is not None
+        return chat_scope(self.scope, self.mw._chat_path, len(self.chat_body), stream=stream)
 
     # --- running the app --------------------------------------------------------------------
 
     async def rounds(self, chat_body: bytes) -> Exception | None:
-        """Drive the app for the response; one round unless overridden (see the module
-        docstring). Returns what the app raised."""
-        return await self.drive(chat_body)
+        """Drive the app for the response: one round, or the MCP tool loop's (see the
+        module docstring). Returns what the app raised."""
+        if self.mcp is None:
+            return await self.drive(chat_body)
+        return await self.guarded(self._mcp_rounds)
+
+    async def _mcp_rounds(self) -> Exception | None:
+        """The MCP tool loop (``_mcp/_loop.py``), watched as one: a client that leaves
+        cancels an MCP call as it cancels the app. Returns what the app raised."""
+        loop = self.mcp
+        assert loop is not None
+        converter = self.converter = self._new_converter()
+        base = _STREAM if self.stream else _SSE_TO_JSON
+        if self.stream:
+            # The response begins before the tools are listed, so the client sees it at once.
+            await self._start_stream()
+            self.streaming = False  # until the first round's answer begins
+        app_error: Exception | None = None
+
+        async def drive(chat_body: bytes) -> bool:
+            nonlocal app_error
+            app_error = await self._call_app(chat_body)
+            if not self.complete:
+                self.mode = base
+            return (
+                app_error is None
+                and not self.complete
+                and not self.disconnected
+                and self.stopping is None
+            )
+
+        async def emit(data: bytes) -> None:
+            if self.stream and data and not self.disconnected:
+                await self.emit(data)
+
+        def translate(body: dict[str, Any], plan: McpPlan) -> dict[str, Any]:
+            return _translate(body, self.settings, validated=False, tenant=self.tenant, mcp=plan)
+
+        items = self.input_items
+        if items is None:
+            items = normalize_input(self.request.get("input"))
+        try:
+            error = await loop.run(self.expanded, items, converter, drive, emit, translate)
+        except RequestError as exc:
+            # A later round's request could not be made from what the rounds produced.
+            error = UpstreamError(exc.message, code="invalid_prompt", status_code=400)
+        except Exception as exc:
+            logger.exception("%s: the MCP tool loop failed", self.response_id)
+            error = UpstreamError(
+                f"The MCP tool loop failed ({type(exc).__name__}).", status_code=500
+            )
+        if app_error is not None or self.complete or self.disconnected or self.stopping:
+            return app_error
+        if self.stream:
+            await self._end_stream(b"", error, incomplete=loop.bound_reached)
+        else:
+            converter.close(error, incomplete=loop.bound_reached)
+            await self._answer_json(converter.response)
+        return None
 
     async def drive(self, chat_body: bytes) -> Exception | None:
         """Run the wrapped app on one Chat Completions request body, cancelled if the client
@@ -422,13 +509,16 @@ class ResponseRun:
         May be called again once it returned (a round, see the module docstring): the same
         converter and delivery go on, and ``emit`` may deliver events between rounds.
         """
-        self.chat_body = chat_body
-        self.replayed = False
-        self.upstream_status = 0
-        self.mode, self.on_body = _WAITING, self._body_before_start
+        if self.cancel_scope is not None:
+            # Inside guarded(): the rounds are watched and cancelled as one.
+            return await self._call_app(chat_body)
+        return await self.guarded(functools.partial(self._call_app, chat_body))
+
+    async def guarded(self, work: Callable[[], Awaitable[Exception | None]]) -> Exception | None:
+        """Run ``work`` (the app, or rounds of it) cancelled if the client leaves."""
         task = current_asyncio_task()
         if task is None:
-            return await self._run_app_in_task_group()
+            return await self._guarded_in_task_group(work)
         # On asyncio, a plain task and a cancel scope do what a task group does here for a
         # fraction of its cost: entering, spawning into and leaving an anyio task group costs
         # more than everything else on the way to the first byte. The watcher cannot run
@@ -440,10 +530,7 @@ class ResponseRun:
         try:
             with new_asyncio_cancel_scope() as scope:
                 self.cancel_scope = scope
-                try:
-                    await self.app(self._inner_scope(), self._receive_for_app, self._send_from_app)
-                except Exception as exc:
-                    app_error = exc
+                app_error = await work()
         finally:
             # The helpers end with the app, as a task group would end them.
             self.cancel_scope = None
@@ -452,6 +539,17 @@ class ResponseRun:
                 self.watcher.cancel()
             self._stop_keepalive()
         return app_error
+
+    async def _call_app(self, chat_body: bytes) -> Exception | None:
+        self.chat_body = chat_body
+        self.replayed = False
+        self.upstream_status = 0
+        self.mode, self.on_body = _WAITING, self._body_before_start
+        try:
+            await self.app(self._inner_scope(), self._receive_for_app, self._send_from_app)
+        except Exception as exc:
+            return exc
+        return None
 
     def _spawn_watcher(self) -> None:
         if self.cancel_scope is not None and self.loop is not None:
@@ -468,18 +566,18 @@ class ResponseRun:
             response_id=self.response_id,
             created_at=self.created_at,
             tenant=self.tenant,
+            mcp=self.mcp.plan if self.mcp is not None else None,
         )
 
-    async def _run_app_in_task_group(self) -> Exception | None:
+    async def _guarded_in_task_group(
+        self, work: Callable[[], Awaitable[Exception | None]]
+    ) -> Exception | None:
         app_error: Exception | None = None
         async with anyio.create_task_group() as tg:
             self.task_group = tg
             self.cancel_scope = tg.cancel_scope
             tg.start_soon(self._watch_disconnect)
-            try:
-                await self.app(self._inner_scope(), self._receive_for_app, self._send_from_app)
-            except Exception as exc:
-                app_error = exc
+            app_error = await work()
             tg.cancel_scope.cancel()
         self.task_group = self.cancel_scope = None
         return app_error
@@ -558,13 +656,17 @@ class ResponseRun:
             else:
                 out = b""
             if converter.finished or not message.get("more_body", False):
-                if not converter.finished and self.more_rounds():
-                    # The app's body ended but the response goes on: this round's events
-                    # go out, and the next drive() continues the stream.
-                    self.streaming = False
-                    if out:
-                        await self.emit(out)
-                    return
+                if not converter.finished:
+                    tail = self.round_end()
+                    if tail is not None:
+                        out += tail
+                        if not converter.finished:
+                            # Only the round ended: its events go out, and the next
+                            # drive() continues the stream.
+                            self.streaming = False
+                            if out:
+                                await self.emit(out)
+                            return
                 await self._end_stream(out)
                 if message.get("more_body", False) and converter.response["status"] == "failed":
                     # Failed mid-body (a limit, an in-band error): the rest of a body that
@@ -630,10 +732,12 @@ class ResponseRun:
             # A later round of a stream that began: its chunks feed the same converter.
             self.mode, self.on_body = _STREAM, self._body_ignored
             self.streaming = not self.disconnected
-            if self.keepalives is not None and self.streaming:
+            if self.keepalives is not None and self.streaming and not self.keepalives.armed:
                 self.keepalives.arm()
         else:
-            self.converter = self.prepared or self._new_converter()
+            if self.converter is None:
+                # (An MCP tool loop's converter exists before the first round.)
+                self.converter = self.prepared or self._new_converter()
             self.prepared = None
             if self.stream:
                 # Bodies take the hot path in _send_from_app while self.streaming.
@@ -670,20 +774,26 @@ class ResponseRun:
             self.keepalives = KeepAlive(self, self.keepalive)
             self.keepalives.arm()
 
-    async def _end_stream(self, out: bytes, error: BaseException | None = None) -> None:
+    async def _end_stream(
+        self, out: bytes, error: BaseException | None = None, *, incomplete: bool = False
+    ) -> None:
         converter = self.converter
         assert converter is not None
         self.streaming = False
         self.complete = True
-        final = out + converter.close(error)
+        final = out + converter.close(error, incomplete=incomplete)
         await self._store(converter.response)
         await self._emit(final, more_body=False)
         await self._report_response(converter.response)
 
-    def more_rounds(self) -> bool:
-        """Consulted when the app's body ended before the converter finished: ``True``
-        keeps the stream open for another ``drive()`` (see the module docstring)."""
-        return False
+    def round_end(self) -> bytes | None:
+        """Consulted when the app's body ended before the converter finished: ``None`` ends
+        the response as always; bytes end the round (the events to deliver), and a
+        converter that is then still unfinished waits for another ``drive()``."""
+        if self.mcp is None:
+            return None
+        assert self.converter is not None
+        return self.converter.end_round()
 
     async def emit(self, data: bytes) -> None:
         """Deliver events of a stream that began, between or within rounds."""
@@ -724,7 +834,11 @@ class ResponseRun:
                 self._cancel_app()
                 return
             converter.feed(body)
-        if not message.get("more_body", False) and not converter.finished:
+        if (
+            not message.get("more_body", False)
+            and not converter.finished
+            and self.round_end() is None
+        ):
             converter.close()
         if converter.finished:
             await self._answer_json(converter.response)
@@ -779,6 +893,10 @@ class ResponseRun:
                     f"The upstream's JSON body is larger than max_event_bytes ({limit} bytes)."
                 )
             completion = parse_completion(b"".join(self.parts), self.upstream_status)
+            if self.mcp is not None:
+                # A round of the tool loop: the answer goes on in the same converter.
+                await self._feed_round(completion_as_sse(completion))
+                return
             response = translate_completion(
                 completion,
                 self.request,
@@ -809,6 +927,21 @@ class ResponseRun:
             return
         await self._report_response(converter.response)
 
+    async def _feed_round(self, data: bytes) -> None:
+        """A whole round's Chat events at once (an upstream's JSON answer in a tool loop)."""
+        converter = self.converter
+        assert converter is not None
+        out = converter.feed(data)
+        if not converter.finished:
+            out += self.round_end() or b""
+        if converter.finished:
+            if self.stream:
+                await self._end_stream(out)
+            else:
+                await self._answer_json(converter.response)
+        elif self.stream and out:
+            await self.emit(out)
+
     # --- upstream HTTP error ----------------------------------------------------------------
 
     async def _body_error(self, message: Message) -> None:
@@ -821,10 +954,19 @@ class ResponseRun:
     async def _finish_error(self) -> None:
         raw = b"".join(self.parts)[:_MAX_ERROR_BODY]
         status, body, error = upstream_error_answer(self.upstream_status, raw)
+        if self.started:
+            # A later round of a stream that began: the stream ends with the error.
+            await self._end_stream(
+                b"", UpstreamError(error["message"], code=error["code"], status_code=status)
+            )
+            return
         await self._answer(status, body, self.upstream_headers)
         await self._report("failed", error=error)
 
     async def _send_upstream_error(self, exc: UpstreamError) -> None:
+        if self.started and self.converter is not None:
+            await self._end_stream(b"", exc)
+            return
         status = exc.status_code if exc.status_code and exc.status_code >= 400 else None
         status = status or CODE_STATUS.get(exc.code, 502)
         body = error_body(exc.message, status_error_type(status), code=exc.code)

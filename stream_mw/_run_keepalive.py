@@ -31,7 +31,7 @@ __all__ = ["KeepAlive"]
 class KeepAlive:
     """The keep-alives of one run's stream, every ``interval`` seconds of silence."""
 
-    __slots__ = ("interval", "run", "task", "timer")
+    __slots__ = ("interval", "looping", "run", "task", "timer")
 
     def __init__(self, run: ResponseRun, interval: float) -> None:
         self.run = run
@@ -39,6 +39,13 @@ class KeepAlive:
         #: On asyncio: the pending check's loop callback, and the task sending one.
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
+        #: Off asyncio: the checking task is running.
+        self.looping = False
+
+    @property
+    def armed(self) -> bool:
+        """A check is pending: arming again would send keep-alives twice as often."""
+        return self.timer is not None or self.task is not None or self.looping
 
     def arm(self) -> None:
         """Start checking, ``interval`` seconds from now."""
@@ -90,11 +97,15 @@ class KeepAlive:
             self._keepalive_due()
 
     async def _keepalive_loop(self) -> None:
-        while (delay := self._delay()) is not None:
-            if delay > 0:
-                await anyio.sleep(delay)
-            elif not await self._send():
-                return
+        self.looping = True
+        try:
+            while (delay := self._delay()) is not None:
+                if delay > 0:
+                    await anyio.sleep(delay)
+                elif not await self._send():
+                    return
+        finally:
+            self.looping = False
 
     async def _send(self) -> bool:
         """Send one keep-alive event; ``False`` when the client is gone."""

@@ -21,7 +21,7 @@ from ._settings import Settings
 from ._store_gateway import StoreGateway, has_item_references, normalize_input
 from ._upstream_answer import too_large
 
-__all__ = ["chat_scope", "read_body", "translate_request"]
+__all__ = ["chat_scope", "expand_request", "read_body", "translate_request"]
 
 # Request headers the wrapped app must not see: they describe the client's body, not ours.
 _DROP_REQUEST_HEADERS: Final = frozenset(
@@ -91,13 +91,31 @@ async def translate_request(
     Raises:
         RequestError: what was named is not stored, or the continuation does not fit it.
     """
+    expanded, input_items = await expand_request(request, scope, gateway, history)
+    # parse_request_body validated an unexpanded body: it is not validated twice.
+    validated = input_items is None
+    return _translate(expanded, settings, validated=validated, tenant=tenant), input_items
+
+
+async def expand_request(
+    request: dict[str, Any],
+    scope: Scope,
+    gateway: StoreGateway,
+    history: LocalHistory | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """``request`` with what it names (a previous response, a conversation, item
+    references) expanded into its input, and that whole input; ``(request, None)`` when it
+    names nothing stored.
+
+    Raises:
+        RequestError: what was named is not stored, or the continuation does not fit it.
+    """
     if (
         request.get("previous_response_id") is None
         and request.get("conversation") is None
         and not has_item_references(request.get("input"))
     ):
-        # parse_request_body validated exactly this body: do not validate it twice.
-        return _translate(request, settings, validated=True, tenant=tenant), None
+        return request, None
     previous = request.get("previous_response_id")
     earlier = history.items(previous) if history is not None else None
     input_items: list[dict[str, Any]]
@@ -112,7 +130,7 @@ async def translate_request(
         expanded, input_items = await gateway.expand(scope, request)
     if previous is not None:
         check_tool_outputs(input_items, request.get("input"))
-    return _translate(expanded, settings, validated=False, tenant=tenant), input_items
+    return expanded, input_items
 
 
 def chat_scope(scope: Scope, chat_path: str, length: int, *, stream: bool) -> Scope:

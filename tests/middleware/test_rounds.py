@@ -23,8 +23,8 @@ pytestmark = pytest.mark.anyio
 class TwoRounds(ResponseRun):
     """Drives the app twice: the first answer's body ends before its finish reason."""
 
-    def more_rounds(self) -> bool:
-        return self.upstream_calls < 2
+    def round_end(self) -> bytes | None:
+        return b"" if self.upstream_calls < 2 else None
 
     async def rounds(self, chat_body: bytes) -> Exception | None:
         error = await self.drive(chat_body)
