@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,17 @@ def test_require_mcp_extra_names_the_extra_when_mcp_is_missing(
     monkeypatch.setitem(sys.modules, "mcp", None)
     with pytest.raises(ConfigurationError, match=r"pip install 'stream-mw\[mcp\]'"):
         require_mcp_extra()
+
+
+def test_the_middleware_with_mcp_servers_refuses_to_start_without_the_mcp_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream_mw import ConfigurationError, ResponsesMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None: ...
+
+    ResponsesMiddleware(app, mcp_servers=("https://mcp.example/mcp",))
+    monkeypatch.setitem(sys.modules, "mcp", None)
+    ResponsesMiddleware(app)  # without MCP servers the package is not needed
+    with pytest.raises(ConfigurationError, match=r"pip install 'stream-mw\[mcp\]'"):
+        ResponsesMiddleware(app, mcp_servers=("https://mcp.example/mcp",))
