@@ -24,10 +24,10 @@ from ._delivery import Headers
 from ._errors import InvalidRequestError, RequestError, UpstreamError
 from ._items import new_id
 from ._run import ResponseRun
+from ._run_request import read_body
 from ._sealed import compaction_tenant, reasoning_key, seal_reasoning
 from ._service import request_id
 from ._store_gateway import normalize_input, tenant_key
-from ._upstream_answer import too_large
 
 if TYPE_CHECKING:
     from ._middleware import ResponsesMiddleware
@@ -47,7 +47,7 @@ _ZERO_USAGE: Final = {
 async def compact(mw: ResponsesMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one ``POST {path_prefix}/responses/compact``."""
     try:
-        body = await read_json_body(receive, mw.settings.max_request_bytes)
+        body = await read_json_body(scope, receive, mw.settings.max_request_bytes)
         if body is None:
             return  # the client left
         request = _summary_request(body, mw.settings.compaction_prompt)
@@ -124,22 +124,17 @@ class _Collected:
         raise RuntimeError("a compaction's run is not streamed")
 
 
-async def read_json_body(receive: Receive, limit: int) -> dict[str, Any] | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+async def read_json_body(scope: Scope, receive: Receive, limit: int) -> dict[str, Any] | None:
+    """The request's JSON object body (``read_body``'s bounds); ``None`` when the client left.
+
+    Raises:
+        RequestError: too large (413), or not a JSON object (400).
+    """
+    raw = await read_body(scope, receive, limit)
+    if raw is None:
+        return None
     try:
-        body = orjson.loads(b"".join(chunks))
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidRequestError("The request body is not valid JSON.") from None
     if not isinstance(body, dict):

@@ -36,7 +36,7 @@ async def count_input_tokens(
     """Answer one ``POST {path_prefix}/responses/input_tokens``."""
     settings = mw.settings
     try:
-        body = await read_json_body(receive, settings.max_request_bytes)
+        body = await read_json_body(scope, receive, settings.max_request_bytes)
         if body is None:
             return  # the client left
         # The SDK's count() takes no stream or store; the request is otherwise a create's.

@@ -10,7 +10,6 @@ virtual environment of its own (made once, in a cache folder), with this checkou
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import subprocess
@@ -22,6 +21,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+
+from tests.venvs import cache_dir, cached_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "03_litellm_proxy.py"
@@ -37,33 +38,14 @@ def _venv_dir() -> Path:
     configured = os.environ.get("LITELLM_PROXY_VENV")
     if configured:
         return Path(configured)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     tag = PROXY_REQUIREMENTS[0].split("==")[1]
-    return cache / "stream-mw" / f"litellm-proxy-{tag}-py{sys.version_info[0]}{sys.version_info[1]}"
+    return cache_dir() / f"litellm-proxy-{tag}-py{sys.version_info[0]}{sys.version_info[1]}"
 
 
 @pytest.fixture(scope="module")
 def proxy_python() -> Path:
     """A Python with ``litellm[proxy]`` installed, in a virtual environment made on first use."""
-    venv = _venv_dir()
-    python = venv / "bin" / "python"
-    ready = venv / ".installed"
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
-        # Two test runs installing into one folder at once would corrupt it.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not ready.exists():
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-            install = subprocess.run(
-                [str(python), "-m", "pip", "install", "--quiet", *PROXY_REQUIREMENTS],
-                capture_output=True,
-                text=True,
-                timeout=900,
-                check=False,
-            )
-            assert install.returncode == 0, f"installing litellm[proxy] failed:\n{install.stderr}"
-            ready.touch()
-    return python
+    return cached_venv(_venv_dir(), PROXY_REQUIREMENTS, "litellm[proxy]")
 
 
 def _free_port() -> int:

@@ -9,7 +9,6 @@ which is how the gateway's guard gets between the transports and the network.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import subprocess
@@ -17,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.venvs import cache_dir, cached_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 LOWEST = "1.9.2"
@@ -37,35 +38,16 @@ pytestmark = pytest.mark.separate_venv
 
 
 def _venv_dir() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     # Named after what it holds, so that changing the requirements makes a new one.
     digest = hashlib.sha256("\n".join(REQUIREMENTS).encode()).hexdigest()[:8]
     python = f"py{sys.version_info[0]}{sys.version_info[1]}"
-    return cache / "stream-mw" / f"mcp-{LOWEST}-{python}-{digest}"
+    return cache_dir() / f"mcp-{LOWEST}-{python}-{digest}"
 
 
 @pytest.fixture(scope="module")
 def lowest_python() -> Path:
     """A Python with the lowest supported mcp, in a virtual environment made on first use."""
-    venv = _venv_dir()
-    python = venv / "bin" / "python"
-    ready = venv / ".installed"
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
-        # Two test runs installing into one folder at once would corrupt it.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not ready.exists():
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-            install = subprocess.run(
-                [str(python), "-m", "pip", "install", "--quiet", *REQUIREMENTS],
-                capture_output=True,
-                text=True,
-                timeout=900,
-                check=False,
-            )
-            assert install.returncode == 0, f"installing mcp=={LOWEST} failed:\n{install.stderr}"
-            ready.touch()
-    return python
+    return cached_venv(_venv_dir(), REQUIREMENTS, f"mcp=={LOWEST}")
 
 
 def test_the_mcp_extra_names_the_lowest_tested_version() -> None:
