@@ -99,6 +99,13 @@ def mcp_tool(url: str, **extra: Any) -> dict[str, Any]:
     return {"type": "mcp", "server_label": LABEL, "server_url": url, **extra}
 
 
+async def streamed(client: AsyncOpenAI, model: str, text: str, url: str) -> list[Any]:
+    """The events of one streamed response whose MCP server needs no approvals."""
+    tool: Any = mcp_tool(url, require_approval="never")
+    stream = await client.responses.create(model=model, input=text, tools=[tool], stream=True)
+    return [event async for event in stream]
+
+
 class McpServer:
     """The real MCP server of ``tests/mcp_server.py``, and what it was asked."""
 
@@ -214,13 +221,7 @@ async def test_a_streamed_response_lists_the_tools_calls_one_and_answers_from_it
     client: AsyncOpenAI, upstream: ScriptedChat, mcp_server: McpServer
 ) -> None:
     upstream.requests.clear()
-    stream = await client.responses.create(
-        model="mcp-add",
-        input="What is 2 + 3?",
-        tools=[mcp_tool(mcp_server.url, require_approval="never")],  # type: ignore[list-item]
-        stream=True,
-    )
-    events = [event async for event in stream]
+    events = await streamed(client, "mcp-add", "What is 2 + 3?", mcp_server.url)
     types = [e.type for e in events]
 
     assert types[:2] == ["response.created", "response.in_progress"]
@@ -331,13 +332,7 @@ async def test_reaching_the_rounds_bound_ends_the_response_incomplete(
     client: AsyncOpenAI, upstream: ScriptedChat, mcp_server: McpServer
 ) -> None:
     upstream.requests.clear()
-    stream = await client.responses.create(
-        model="mcp-loop",
-        input="Loop.",
-        tools=[mcp_tool(mcp_server.url, require_approval="never")],  # type: ignore[list-item]
-        stream=True,
-    )
-    events = [event async for event in stream]
+    events = await streamed(client, "mcp-loop", "Loop.", mcp_server.url)
     assert events[-1].type == "response.incomplete"
     assert len(upstream.requests) == 3  # mcp_max_rounds
     calls = [item for item in events[-1].response.output if item.type == "mcp_call"]
@@ -356,13 +351,7 @@ async def test_a_tool_error_reaches_the_model_as_a_failed_call(
         return _what_was_said(request)
 
     upstream.scripts["mcp-fail"] = _fail_then_answer
-    stream = await client.responses.create(
-        model="mcp-fail",
-        input="Fail.",
-        tools=[mcp_tool(mcp_server.url, require_approval="never")],  # type: ignore[list-item]
-        stream=True,
-    )
-    events = [event async for event in stream]
+    events = await streamed(client, "mcp-fail", "Fail.", mcp_server.url)
     types = [e.type for e in events]
     assert "response.mcp_call.failed" in types
     assert types[-1] == "response.completed"
@@ -481,13 +470,7 @@ async def test_a_listing_that_fails_ends_the_response_failed_without_asking_the_
     client: AsyncOpenAI, upstream: ScriptedChat, down_url: str
 ) -> None:
     upstream.requests.clear()
-    stream = await client.responses.create(
-        model="mcp-add",
-        input="2 + 3?",
-        tools=[mcp_tool(down_url, require_approval="never")],  # type: ignore[list-item]
-        stream=True,
-    )
-    events = [event async for event in stream]
+    events = await streamed(client, "mcp-add", "2 + 3?", down_url)
     types = [e.type for e in events]
     assert "response.mcp_list_tools.failed" in types
     assert types[-1] == "response.failed"
