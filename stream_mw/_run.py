@@ -459,6 +459,8 @@ class ResponseRun:
             # The response begins before the tools are listed, so the client sees it at once.
             await self._start_stream()
             self.streaming = False  # until the first round's answer begins
+        # What a shutdown or a failure before the first round's answer finds.
+        self.mode = base
         app_error: Exception | None = None
 
         async def drive(chat_body: bytes) -> bool:

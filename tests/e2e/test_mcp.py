@@ -620,3 +620,25 @@ async def test_a_background_response_runs_the_tool_loop_detached(
     assert [item.type for item in final.output] == [
         "mcp_list_tools", "message", "mcp_call", "message"]  # fmt: skip
     assert final.output_text.endswith("The sum is 5")
+
+
+async def test_an_upstream_error_in_a_later_round_fails_the_stream_that_began(
+    client: AsyncOpenAI, upstream: ScriptedChat, mcp_server: McpServer
+) -> None:
+    def _add_then_429(request: Mapping[str, Any]) -> Reply:
+        if not _tool_results(request):
+            return _add_then_answer(request)
+        error = {"message": "Rate limit reached; try again in 2s.", "type": "requests",
+                 "code": "rate_limit_exceeded", "param": None}  # fmt: skip
+        return Reply(status=429, error={"error": error})
+
+    upstream.scripts["mcp-429"] = _add_then_429
+    events = await streamed(client, "mcp-429", "2 + 3?", mcp_server.url)
+    assert events[-1].type == "response.failed"
+    final = events[-1].response
+    assert final.error is not None
+    assert final.error.code == "rate_limit_exceeded"
+    assert "try again in 2s" in final.error.message
+    # What the first round did stays in the failed response.
+    call = next(item for item in final.output if item.type == "mcp_call")
+    assert call.output == "5"
