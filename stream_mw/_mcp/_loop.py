@@ -93,7 +93,7 @@ class McpLoop:
             error = await self._list_tools(input_items, converter, emit)
             if error is not None:
                 return error
-            await self._run_approved(input_items, request.get("input"), converter, emit)
+            await self._run_approved(input_items, converter, emit)
             for _ in range(self._settings.mcp_max_rounds):
                 body = _chat_body(request, input_items, converter, self.plan, translate)
                 if not await drive(body) or converter.finished or not converter.awaiting_mcp:
@@ -134,19 +134,16 @@ class McpLoop:
                 return UpstreamError(
                     f"The MCP server {server.label!r} could not list its tools: {exc.message}",
                     code="server_error",
-                    status_code=424,
                 )
             offered = self.plan.add(server, tools)
             await emit(converter.mcp_list_tools(server.label, [t.listing() for t in offered]))
         return None
 
     async def _run_approved(
-        self,
-        input_items: Sequence[Mapping[str, Any]],
-        new_input: Any,
-        converter: StreamConverter,
-        emit: Emit,
+        self, input_items: Sequence[Mapping[str, Any]], converter: StreamConverter, emit: Emit
     ) -> None:
+        """Run each call an ``mcp_approval_response`` approved that has not run yet (the
+        input may be a whole conversation, earlier turns' answers included)."""
         requests = {
             item.get("id"): item
             for item in input_items
@@ -157,9 +154,8 @@ class McpLoop:
             for item in input_items
             if item.get("type") == "mcp_call"
         }
-        answers = new_input if isinstance(new_input, list) else []
-        for answer in answers:
-            if not isinstance(answer, Mapping) or answer.get("type") != "mcp_approval_response":
+        for answer in input_items:
+            if answer.get("type") != "mcp_approval_response":
                 continue
             approval_id = answer.get("approval_request_id")
             asked = requests.get(approval_id)
