@@ -167,3 +167,26 @@ def test_a_chunk_read_by_the_shortcut_skips_the_reader() -> None:
         converter.feed(_event({"content": word}))
     calls = calls_between_parts(converter, _event({"content": "e"}))
     assert [callee for _, callee in calls] == ["_shortcut", "_events"]
+
+
+REQUEST_MODULES = {
+    "_requests",
+    "_request_validation",
+    "_request_history",
+    "_request_content",
+    "_request_tools",
+}
+
+
+def test_the_request_modules_import_each_other_in_one_direction_only() -> None:
+    # No part calls back into the entry points, and the validator, which every part trusts
+    # to have checked the body, depends on no translation.
+    assert imported_modules("_requests") & REQUEST_MODULES == {
+        "_request_validation",
+        "_request_history",
+        "_request_tools",
+    }
+    assert imported_modules("_request_validation") & REQUEST_MODULES == set()
+    assert imported_modules("_request_content") & REQUEST_MODULES == {"_request_validation"}
+    assert imported_modules("_request_history") & REQUEST_MODULES == {"_request_content"}
+    assert imported_modules("_request_tools") & REQUEST_MODULES == set()

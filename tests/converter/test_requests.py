@@ -15,7 +15,7 @@ from stream_mw import (
     InvalidRequestError,
     RequestTooLargeError,
     Settings,
-    _requests,
+    _request_tools,
     translate_request,
 )
 from stream_mw._requests import parse_request_body
@@ -988,14 +988,14 @@ def test_translation_does_not_modify_the_request() -> None:
 def test_a_dropped_hosted_tool_type_is_logged_at_info_once_per_process(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_requests, "_HOSTED_LOGGED", set())
+    monkeypatch.setattr(_request_tools, "_HOSTED_LOGGED", set())
     caplog.set_level(logging.INFO, logger="stream_mw")
     for _ in range(3):
         translate({"tools": [HOSTED[0], WEATHER, HOSTED[2]], "input": [user("hi")]})
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert info == [
-        _requests.HOSTED_TOOL_DROPPED % "web_search",
-        _requests.HOSTED_TOOL_DROPPED % "file_search",
+        _request_tools.HOSTED_TOOL_DROPPED % "web_search",
+        _request_tools.HOSTED_TOOL_DROPPED % "file_search",
     ]
 
 
