@@ -8,7 +8,7 @@ tenants, limits and upstream errors are exactly those of that route), delivered 
 compact resource OpenAI's SDKs parse: the conversation's user messages, then one
 ``compaction`` item whose ``encrypted_content`` carries the summary, sealed for the tenant
 (``_sealed``, in a domain of its own). Passed back as input, that item becomes a user message
-holding the summary (``_requests``); another server's compaction items are dropped as before.
+holding the summary (``_request_history``); another server's compaction items are dropped as before.
 """
 
 from __future__ import annotations

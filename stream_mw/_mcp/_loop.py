@@ -160,8 +160,8 @@ class McpLoop:
             approval_id = answer.get("approval_request_id")
             asked = requests.get(approval_id)
             if answer.get("approve") is not True or asked is None or approval_id in done:
-                # Declined calls reach the model as a refusal (see _requests); an answer to
-                # a request not in the conversation, or already run, runs nothing.
+                # Declined calls reach the model as a refusal (see _request_history); an
+                # answer to a request not in the conversation, or already run, runs nothing.
                 continue
             done.add(approval_id)
             tool = self.plan.find(str(asked.get("server_label")), str(asked.get("name")))
