@@ -10,35 +10,31 @@ the response and reports it (log line, metrics, span). What it produces goes to 
 (``_deliver/websocket``), a background response's event log (``_deliver/background``) or a
 compaction's collected answer (``_compact``). A delivery only carries: it never decides.
 
-Everything the app sends back is judged at ``http.response.start``:
+Everything the app sends back is judged at ``http.response.start``: a 2xx
+``text/event-stream`` for a streaming request is converted here, chunk by chunk, and is the
+only answer this module delivers itself: ``Delivery.start`` with ``response.created`` at
+once, then each upstream body message is fed to the ``StreamConverter`` and whatever it
+returns goes to ``Delivery.events``, before the app can produce the next one. When the
+converter finishes, ``Delivery.end`` ends the stream then and there; the app's later sends
+are swallowed. Every other answer (2xx JSON, 2xx SSE for a non-streaming request, an
+upstream error, an app that returned or raised before its answer was complete) is
+``_run_answers``.
 
-- 2xx ``text/event-stream`` and a streaming request: ``Delivery.start`` with
-  ``response.created`` goes out at once, then each upstream body message is fed to the
-  ``StreamConverter`` and whatever it returns goes to ``Delivery.events``, before the app can
-  produce the next one. When the converter finishes, ``Delivery.end`` ends the stream then
-  and there; the app's later sends are swallowed.
-- 2xx JSON: ``translate_completion``; for a streaming request the completion is replayed
-  through a converter as a one-chunk stream (``start(..., end=True)``), so the client still
-  gets a full event stream.
-- 2xx SSE for a non-streaming request: the converter runs silently and its terminal response
-  is answered as JSON (``Delivery.answer``).
-- anything else: the upstream status with an OpenAI-shaped error carrying its message.
-
-Keep-alives (a repeated ``response.in_progress`` while the upstream is silent,
-``_run_keepalive``) belong to the run, not to HTTP: they are events of the stream, which
-every streaming delivery carries (a background run's log relies on them to show it is
-alive). The request side (reading, expanding, translating, the app's scope) is
-``_run_request``.
+The run's other jobs each have a module that takes the run: the request side (reading,
+expanding, translating, the app's scope) is ``_run_request``; keep-alives (a repeated
+``response.in_progress`` while the upstream is silent: events of the stream, which every
+streaming delivery carries) are ``_run_keepalive``; the report (log line, metrics, span,
+observer) is ``_run_report``.
 
 Rounds: a request naming remote MCP servers is one response over several Chat requests
-(``_mcp/_loop.py`` runs the tool loop): the stream begins before the first, ``drive``
-runs the app once per round on the same converter and delivery, and the loop ``emit``s
-its own events (tool listings, call results) between rounds. The whole loop runs inside one
-``guarded`` scope, so a client that leaves cancels an MCP call as it cancels the app. When
-the app's body ends before the converter finished, ``round_end()`` is consulted: ``None``
-(no loop) ends the stream as always; otherwise the round's last events go out and, when the
-converter waits for tool results, the stream stays open for the next ``drive``, whose
-``http.response.start`` continues it.
+(``_run_mcp`` binds the run to ``_mcp/_loop.py``): the stream begins before the first,
+``drive`` runs the app once per round on the same converter and delivery, and the loop
+``emit``s its own events between rounds, all inside one ``guarded`` scope, so a client that
+leaves cancels an MCP call as it cancels the app. When the app's body ends before the
+converter finished, ``round_end()`` is consulted: ``None`` (no loop) ends the stream as
+always; otherwise the round's last events go out and, when the converter waits for tool
+results, the stream stays open for the next ``drive``, whose ``http.response.start``
+continues it.
 
 The hot path: one upstream chunk is ``converter.feed`` and one ``Delivery.events`` call with
 the body message HTTP sends (HTTP's ``events`` is the server's ``send`` itself), all in
@@ -64,7 +60,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from time import monotonic as _monotonic
@@ -78,30 +73,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope
 from ._asyncio_path import current_asyncio_task, new_asyncio_cancel_scope
 from ._continuation import LocalHistory
 from ._delivery import Delivery, Headers
-from ._errors import RequestError, UpstreamError, UpstreamProtocolError, error_body
-from ._items import new_id, translate_completion
+from ._errors import RequestError, UpstreamError
+from ._items import new_id
 from ._mcp._loop import McpLoop, has_mcp_tools
-from ._mcp._plan import McpPlan
-from ._observe import (
-    REQUEST_LOG_MESSAGE,
-    ResponseRecord,
-    access_logger,
-    logger,
-    notify_observer,
-)
-from ._requests import _translate, parse_request_body
+from ._observe import logger
+from ._requests import parse_request_body
+from ._run_answers import ERROR, JSON, SSE_TO_JSON, STREAM, WAITING, Answers, stream_too_long
 from ._run_keepalive import KeepAlive
-from ._run_request import chat_scope, expand_request, read_body, translate_request
+from ._run_mcp import mcp_rounds
+from ._run_mcp import prepare as prepare_mcp
+from ._run_report import report, report_response
+from ._run_request import chat_scope, read_body, translate_request
 from ._service import REQUEST_ID_HEADER
 from ._store_gateway import normalize_input, tenant_key
 from ._stream import StreamConverter
-from ._upstream_answer import (
-    CODE_STATUS,
-    completion_as_sse,
-    parse_completion,
-    status_error_type,
-    upstream_error_answer,
-)
 
 if TYPE_CHECKING:
     from ._middleware import ResponsesMiddleware
@@ -128,15 +113,6 @@ _DROP_RESPONSE_HEADERS: Final = frozenset(
     }
 )
 _EVENT_STREAM: Final = b"text/event-stream"
-# Upstream error bodies are only read for their message; the rest is drained and dropped.
-_MAX_ERROR_BODY: Final = 64 * 1024
-
-# What the wrapped app answered, decided at its http.response.start.
-_WAITING: Final = "waiting"
-_STREAM: Final = "stream"
-_SSE_TO_JSON: Final = "sse-to-json"
-_JSON: Final = "json"
-_ERROR: Final = "error"
 
 _CLIENT_GONE: Final = {
     "code": "client_disconnected",
@@ -169,6 +145,7 @@ class ResponseRun:
     """
 
     __slots__ = (
+        "answers",
         "app",
         "cancel_scope",
         "chat_body",
@@ -196,8 +173,6 @@ class ResponseRun:
         "mode",
         "mw",
         "on_body",
-        "parts",
-        "parts_size",
         "prepared",
         "receive",
         "receive_closed",
@@ -272,14 +247,14 @@ class ResponseRun:
         self.converter: StreamConverter | None = None
         #: On asyncio: a converter built while the app waited for its upstream.
         self.prepared: StreamConverter | None = None
-        #: What the app's answer turned out to be (``_WAITING`` until its start message).
-        self.mode = _WAITING
+        #: What the app's answer turned out to be (``WAITING`` until its start message).
+        self.mode = WAITING
         #: Handles the app's body messages (except on the streaming hot path).
         self.on_body = self._body_before_start
+        #: The answers off the streaming hot path (JSON, errors, the app's unfinished ones).
+        self.answers = Answers(self)
         #: Converting the app's stream to the client: bodies take the hot path.
         self.streaming = False
-        self.parts: list[bytes] = []
-        self.parts_size = 0
         #: Bytes of upstream event stream read so far (``max_response_bytes``).
         self.upstream_bytes = 0
         self.upstream_status = 0
@@ -346,22 +321,22 @@ class ResponseRun:
             # Nothing more of the app's is taken: its cancellation lands at its next
             # suspension, which an app sending without one does not reach before it ends.
             self.streaming = False
-            if self.mode != _WAITING:
+            if self.mode != WAITING:
                 self.on_body = self._body_ignored
             self._stop_keepalive()
-            self._cancel_app()
+            self.cancel_app()
 
     async def _respond(self, body: bytes | None) -> None:
         try:
             body = await self._prepare(body)
         except RequestError as exc:
-            await self._answer(exc.status_code, exc.body())
+            await self.answers.answer(exc.status_code, exc.body())
             error = {"code": exc.code or exc.error_type, "message": exc.message}
-            await self._report("failed", error=error)
+            await report(self, "failed", error=error)
             return
         if body is None:
             self.http_status = 499
-            await self._report("failed", error=_CLIENT_GONE)
+            await report(self, "failed", error=_CLIENT_GONE)
             return
         if self.detach is not None and self.request.get("background") is True:
             await self.detach(self)
@@ -369,29 +344,29 @@ class ResponseRun:
         stopping = self.stopping or self.mw._stopping
         if stopping is not None:
             # The server stopped while the request was read: the app is not started.
-            await self._send_upstream_error(stopping)
+            await self.answers.send_upstream_error(stopping)
             return
 
         app_error = await self.rounds(body)
         if self.watch_error is not None:
             self.http_status = self.http_status or 500
             message = f"The server's receive failed ({type(self.watch_error).__name__})."
-            await self._report("failed", error={"code": "server_error", "message": message})
+            await report(self, "failed", error={"code": "server_error", "message": message})
             raise self.watch_error
         if self.disconnected:
             logger.debug("%s: the client disconnected; the app was cancelled", self.response_id)
             self.http_status = self.http_status or 499
-            await self._report("failed", error=_CLIENT_GONE)
+            await report(self, "failed", error=_CLIENT_GONE)
             return
         if self.stopping is not None:
             # The app was cancelled for the shutdown: whatever it raised on the way out is
             # that cancellation, not a server error to log.
             if not self.complete:
-                await self._finish_after_app(self.stopping)
+                await self.answers.finish_after_app(self.stopping)
             return
         if not self.complete:
             self.closing = app_error is not None
-            await self._finish_after_app(app_error)
+            await self.answers.finish_after_app(app_error)
         if app_error is not None:
             raise app_error
 
@@ -414,20 +389,7 @@ class ResponseRun:
         # Sealed reasoning is bound to the tenant both ways: issued for it, accepted from it.
         self.tenant = tenant_key(self.scope, self.settings)
         if has_mcp_tools(request):
-            # Before anything is expanded or started: an unlisted server is the client's 400.
-            self.mcp = McpLoop(request, self.settings)
-            self.expanded, self.input_items = await expand_request(
-                request, self.scope, self.gateway, self.history
-            )
-            # Translated once now, tools not yet listed, for its 400s: once the response
-            # began they could only fail it.
-            _translate(
-                self.expanded,
-                self.settings,
-                validated=self.input_items is None,
-                tenant=self.tenant,
-                mcp=McpPlan(self.mcp.servers),
-            )
+            await prepare_mcp(self)
             return b""
         chat, self.input_items = await translate_request(
             request, self.scope, self.settings, self.gateway, self.history, self.tenant
@@ -446,63 +408,7 @@ class ResponseRun:
         module docstring). Returns what the app raised."""
         if self.mcp is None:
             return await self.drive(chat_body)
-        return await self.guarded(self._mcp_rounds)
-
-    async def _mcp_rounds(self) -> Exception | None:
-        """The MCP tool loop (``_mcp/_loop.py``), watched as one: a client that leaves
-        cancels an MCP call as it cancels the app. Returns what the app raised."""
-        loop = self.mcp
-        assert loop is not None
-        converter = self.converter = self._new_converter()
-        base = _STREAM if self.stream else _SSE_TO_JSON
-        if self.stream:
-            # The response begins before the tools are listed, so the client sees it at once.
-            await self._start_stream()
-            self.streaming = False  # until the first round's answer begins
-        # What a shutdown or a failure before the first round's answer finds.
-        self.mode = base
-        app_error: Exception | None = None
-
-        async def drive(chat_body: bytes) -> bool:
-            nonlocal app_error
-            app_error = await self._call_app(chat_body)
-            if not self.complete:
-                self.mode = base
-            return (
-                app_error is None
-                and not self.complete
-                and not self.disconnected
-                and self.stopping is None
-            )
-
-        async def emit(data: bytes) -> None:
-            if self.stream and data and not self.disconnected:
-                await self.emit(data)
-
-        def translate(body: dict[str, Any], plan: McpPlan) -> dict[str, Any]:
-            return _translate(body, self.settings, validated=False, tenant=self.tenant, mcp=plan)
-
-        items = self.input_items
-        if items is None:
-            items = normalize_input(self.request.get("input"))
-        try:
-            error = await loop.run(self.expanded, items, converter, drive, emit, translate)
-        except RequestError as exc:
-            # A later round's request could not be made from what the rounds produced.
-            error = UpstreamError(exc.message, code="invalid_prompt", status_code=400)
-        except Exception as exc:
-            logger.exception("%s: the MCP tool loop failed", self.response_id)
-            error = UpstreamError(
-                f"The MCP tool loop failed ({type(exc).__name__}).", status_code=500
-            )
-        if app_error is not None or self.complete or self.disconnected or self.stopping:
-            return app_error
-        if self.stream:
-            await self._end_stream(b"", error, incomplete=loop.bound_reached)
-        else:
-            converter.close(error, incomplete=loop.bound_reached)
-            await self._answer_json(converter.response)
-        return None
+        return await self.guarded(functools.partial(mcp_rounds, self))
 
     async def drive(self, chat_body: bytes) -> Exception | None:
         """Run the wrapped app on one Chat Completions request body, cancelled if the client
@@ -513,8 +419,8 @@ class ResponseRun:
         """
         if self.cancel_scope is not None:
             # Inside guarded(): the rounds are watched and cancelled as one.
-            return await self._call_app(chat_body)
-        return await self.guarded(functools.partial(self._call_app, chat_body))
+            return await self.call_app(chat_body)
+        return await self.guarded(functools.partial(self.call_app, chat_body))
 
     async def guarded(self, work: Callable[[], Awaitable[Exception | None]]) -> Exception | None:
         """Run ``work`` (the app, or rounds of it) cancelled if the client leaves."""
@@ -542,11 +448,13 @@ class ResponseRun:
             self._stop_keepalive()
         return app_error
 
-    async def _call_app(self, chat_body: bytes) -> Exception | None:
+    async def call_app(self, chat_body: bytes) -> Exception | None:
+        """Run the app once on ``chat_body`` inside a ``guarded`` scope; returns what it
+        raised."""
         self.chat_body = chat_body
         self.replayed = False
         self.upstream_status = 0
-        self.mode, self.on_body = _WAITING, self._body_before_start
+        self.mode, self.on_body = WAITING, self._body_before_start
         try:
             await self.app(self._inner_scope(), self._receive_for_app, self._send_from_app)
         except Exception as exc:
@@ -556,12 +464,13 @@ class ResponseRun:
     def _spawn_watcher(self) -> None:
         if self.cancel_scope is not None and self.loop is not None:
             self.watcher = self.loop.create_task(self._watch_disconnect())
-            if self.stream and self.mode == _WAITING and self.converter is None:
+            if self.stream and self.mode == WAITING and self.converter is None:
                 # The app is waiting for its upstream: build the converter now rather than
                 # on the way to the first byte once the upstream answers.
-                self.prepared = self._new_converter()
+                self.prepared = self.new_converter()
 
-    def _new_converter(self) -> StreamConverter:
+    def new_converter(self) -> StreamConverter:
+        """A converter for this run's response (its id, tenant and MCP plan)."""
         return StreamConverter(
             self.request,
             self.settings,
@@ -633,9 +542,10 @@ class ResponseRun:
         self.on_body = self._body_ignored
         self._close_receive()
         self._stop_keepalive()
-        self._cancel_app()
+        self.cancel_app()
 
-    def _cancel_app(self) -> None:
+    def cancel_app(self) -> None:
+        """Cancel the app (and an MCP call) now; a no-op outside a ``guarded`` scope."""
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
 
@@ -651,8 +561,8 @@ class ResponseRun:
             if body:
                 self.upstream_bytes += len(body)
                 if self.upstream_bytes > self.mw._max_upstream_stream:
-                    await self._end_stream(b"", self._stream_too_long())
-                    self._cancel_app()
+                    await self.end_stream(b"", stream_too_long(self))
+                    self.cancel_app()
                     return
                 out = converter.feed(body)
             else:
@@ -669,11 +579,11 @@ class ResponseRun:
                             if out:
                                 await self.emit(out)
                             return
-                await self._end_stream(out)
+                await self.end_stream(out)
                 if message.get("more_body", False) and converter.response["status"] == "failed":
                     # Failed mid-body (a limit, an in-band error): the rest of a body that
                     # may never end would only keep the upstream generating for nobody.
-                    self._cancel_app()
+                    self.cancel_app()
             elif out:
                 if not self.first_output_at:
                     self.first_output_at = time.perf_counter()
@@ -727,33 +637,34 @@ class ResponseRun:
         self.upstream_headers = kept
         is_sse = content_type.partition(b";")[0].strip().lower() == _EVENT_STREAM
         if not 200 <= status < 300:
-            self.mode, self.on_body = _ERROR, self._body_error
+            self.mode, self.on_body = ERROR, self.answers.body_error
         elif not is_sse:
-            self.mode, self.on_body = _JSON, self._body_json
+            self.mode, self.on_body = JSON, self.answers.body_json
         elif self.started and self.stream:
             # A later round of a stream that began: its chunks feed the same converter.
-            self.mode, self.on_body = _STREAM, self._body_ignored
+            self.mode, self.on_body = STREAM, self._body_ignored
             self.streaming = not self.disconnected
             if self.keepalives is not None and self.streaming and not self.keepalives.armed:
                 self.keepalives.arm()
         else:
             if self.converter is None:
                 # (An MCP tool loop's converter exists before the first round.)
-                self.converter = self.prepared or self._new_converter()
+                self.converter = self.prepared or self.new_converter()
             self.prepared = None
             if self.stream:
                 # Bodies take the hot path in _send_from_app while self.streaming.
-                self.mode, self.on_body = _STREAM, self._body_ignored
-                await self._start_stream()
+                self.mode, self.on_body = STREAM, self._body_ignored
+                await self.start_stream()
             else:
-                self.mode, self.on_body = _SSE_TO_JSON, self._body_sse_to_json
+                self.mode, self.on_body = SSE_TO_JSON, self.answers.body_sse_to_json
         logger.debug(
             "%s: upstream answered %d %s", self.response_id, status, content_type.decode("latin-1")
         )
 
     # --- streaming: upstream SSE to Responses SSE -------------------------------------------
 
-    async def _start_stream(self) -> None:
+    async def start_stream(self) -> None:
+        """Begin the stream: ``response.created`` goes out, then the hot path takes over."""
         assert self.converter is not None
         # Built before the head is sent, so that the head and the first events leave back to
         # back: a client woken by the head alone would have to be woken again for them.
@@ -776,17 +687,19 @@ class ResponseRun:
             self.keepalives = KeepAlive(self, self.keepalive)
             self.keepalives.arm()
 
-    async def _end_stream(
+    async def end_stream(
         self, out: bytes, error: BaseException | None = None, *, incomplete: bool = False
     ) -> None:
+        """End a stream that began: ``out``, then the converter's terminal events, stored
+        before they go and reported after."""
         converter = self.converter
         assert converter is not None
         self.streaming = False
         self.complete = True
         final = out + converter.close(error, incomplete=incomplete)
-        await self._store(converter.response)
+        await self.store(converter.response)
         await self._emit(final, more_body=False)
-        await self._report_response(converter.response)
+        await report_response(self, converter.response)
 
     def round_end(self) -> bytes | None:
         """Consulted when the app's body ended before the converter finished: ``None`` ends
@@ -817,215 +730,8 @@ class ResponseRun:
         self.sending = False
         self.last_send = _monotonic()
 
-    # --- non-streaming request, streaming upstream ------------------------------------------
-
-    async def _body_sse_to_json(self, message: Message) -> None:
-        if self.complete:
-            return
-        converter = self.converter
-        assert converter is not None
-        body: bytes = message.get("body", b"")
-        if body:
-            self.upstream_bytes += len(body)
-            if self.upstream_bytes > self.mw._max_upstream_stream:
-                # Not through the converter: its done events would copy the output it holds
-                # several times over, only for the client to get an error.
-                self.converter = None
-                self.complete = True
-                await self._send_upstream_error(self._stream_too_long())
-                self._cancel_app()
-                return
-            converter.feed(body)
-        if (
-            not message.get("more_body", False)
-            and not converter.finished
-            and self.round_end() is None
-        ):
-            converter.close()
-        if converter.finished:
-            await self._answer_json(converter.response)
-
-    def _stream_too_long(self) -> UpstreamProtocolError:
-        limit = self.mw._max_upstream_stream
-        logger.warning("%s: upstream stream over max_response_bytes, failed", self.response_id)
-        return UpstreamProtocolError(
-            f"The upstream's event stream is longer than max_response_bytes ({limit} bytes); "
-            "raise Settings.max_response_bytes to allow longer responses."
-        )
-
-    async def _answer_json(self, response: dict[str, Any]) -> None:
-        error = response.get("error")
-        if response.get("status") == "failed" and isinstance(error, dict):
-            code = str(error.get("code") or "server_error")
-            status = CODE_STATUS.get(code, 502)
-            message = str(error.get("message") or "The upstream failed.")
-            body = error_body(message, status_error_type(status), code=code)
-            await self._answer(status, body, self.upstream_headers)
-            await self._report("failed", response=response)
-            return
-        await self._store(response)
-        await self._answer(200, response, self.upstream_headers)
-        await self._report_response(response)
-
-    # --- upstream JSON ----------------------------------------------------------------------
-
-    async def _body_json(self, message: Message) -> None:
-        if self.complete:
-            return
-        limit = self.mw._max_upstream_json
-        self._collect(message.get("body", b""), limit)
-        if self.parts_size > limit:
-            # The answer is decided (an error): reading the rest of a body that may never end
-            # would only keep the upstream busy, so the app is stopped as if the client left.
-            await self._finish_json()
-            self._cancel_app()
-        elif not message.get("more_body", False):
-            await self._finish_json()
-
-    def _collect(self, body: bytes, limit: int) -> None:
-        if body and self.parts_size <= limit:
-            self.parts.append(body)
-            self.parts_size += len(body)
-
-    async def _finish_json(self) -> None:
-        limit = self.mw._max_upstream_json
-        try:
-            if self.parts_size > limit:
-                raise UpstreamProtocolError(
-                    f"The upstream's JSON body is larger than max_event_bytes ({limit} bytes)."
-                )
-            completion = parse_completion(b"".join(self.parts), self.upstream_status)
-            if self.mcp is not None:
-                # A round of the tool loop: the answer goes on in the same converter.
-                await self._feed_round(completion_as_sse(completion))
-                return
-            response = translate_completion(
-                completion,
-                self.request,
-                self.settings,
-                response_id=self.response_id,
-                created_at=self.created_at,
-                tenant=self.tenant,
-            )
-        except UpstreamError as exc:
-            await self._send_upstream_error(exc)
-            return
-        if not self.stream:
-            await self._answer_json(response)
-            return
-        # The client asked for a stream: replay the completion as a one-chunk stream through
-        # a converter, so ids, items and events follow exactly the streaming rules.
-        converter = self.converter = self._new_converter()
-        data = converter.start() + converter.feed(completion_as_sse(completion))
-        data += converter.close()
-        self.started = True
-        self.complete = True
-        self.http_status = 200
-        await self._store(converter.response)
-        try:
-            await self.delivery.start(self.upstream_headers, data, end=True)
-        except OSError:
-            self.client_gone()
-            return
-        await self._report_response(converter.response)
-
-    async def _feed_round(self, data: bytes) -> None:
-        """A whole round's Chat events at once (an upstream's JSON answer in a tool loop)."""
-        converter = self.converter
-        assert converter is not None
-        out = converter.feed(data)
-        if not converter.finished:
-            out += self.round_end() or b""
-        if converter.finished:
-            if self.stream:
-                await self._end_stream(out)
-            else:
-                await self._answer_json(converter.response)
-        elif self.stream and out:
-            await self.emit(out)
-
-    # --- upstream HTTP error ----------------------------------------------------------------
-
-    async def _body_error(self, message: Message) -> None:
-        if self.complete:
-            return
-        self._collect(message.get("body", b""), _MAX_ERROR_BODY)
-        if not message.get("more_body", False):
-            await self._finish_error()
-
-    async def _finish_error(self) -> None:
-        raw = b"".join(self.parts)[:_MAX_ERROR_BODY]
-        status, body, error = upstream_error_answer(self.upstream_status, raw)
-        if self.started:
-            # A later round of a stream that began: the stream ends with the error.
-            await self._end_stream(
-                b"", UpstreamError(error["message"], code=error["code"], status_code=status)
-            )
-            return
-        await self._answer(status, body, self.upstream_headers)
-        await self._report("failed", error=error)
-
-    async def _send_upstream_error(self, exc: UpstreamError) -> None:
-        if self.started and self.converter is not None:
-            await self._end_stream(b"", exc)
-            return
-        status = exc.status_code if exc.status_code and exc.status_code >= 400 else None
-        status = status or CODE_STATUS.get(exc.code, 502)
-        body = error_body(exc.message, status_error_type(status), code=exc.code)
-        await self._answer(status, body, self.upstream_headers)
-        await self._report("failed", error={"code": exc.code, "message": exc.message})
-
-    # --- after the app returned or raised ----------------------------------------------------
-
-    async def _finish_after_app(self, app_error: Exception | None) -> None:
-        mode = self.mode
-        if mode == _WAITING:
-            if isinstance(app_error, UpstreamError):
-                await self._send_upstream_error(app_error)
-                return
-            if app_error is not None:
-                message = (
-                    "The server had an error while processing your request "
-                    f"({type(app_error).__name__} in the wrapped app)."
-                )
-            else:
-                message = "The wrapped app returned without sending a response."
-            await self._answer(500, error_body(message, "server_error", code="server_error"))
-            await self._report("failed", error={"code": "server_error", "message": message})
-        elif mode == _STREAM:
-            await self._end_stream(b"", app_error)
-        elif mode == _SSE_TO_JSON:
-            assert self.converter is not None
-            self.converter.close(app_error)
-            await self._answer_json(self.converter.response)
-        elif isinstance(app_error, UpstreamError):
-            await self._send_upstream_error(app_error)
-        elif app_error is not None:
-            await self._send_upstream_error(
-                UpstreamError(
-                    f"The wrapped app failed mid-response ({type(app_error).__name__}).",
-                    status_code=500,
-                )
-            )
-        elif mode == _JSON:
-            await self._finish_json()
-        else:
-            await self._finish_error()
-
-    # --- output helpers ---------------------------------------------------------------------
-
-    async def _answer(
-        self, status: int, payload: dict[str, Any], headers: Headers | None = None
-    ) -> None:
-        self.started = True
-        self.complete = True
-        self.http_status = status
-        try:
-            await self.delivery.answer(status, payload, headers or [], close=self.closing)
-        except OSError:
-            self.client_gone()
-
-    async def _store(self, response: dict[str, Any]) -> None:
+    async def store(self, response: dict[str, Any]) -> None:
+        """Save ``response`` (unless the client left or the request is not stored)."""
         # Runs just before the last byte: a client that sees the terminal event may continue
         # with previous_response_id at once, through any gateway process sharing the store,
         # so the response must be readable by then. save() is bounded by the store timeout
@@ -1038,53 +744,3 @@ class ResponseRun:
             # so they are not built on the way to the first byte.
             items = normalize_input(self.request.get("input"))
         await self.gateway.save(self.scope, items, response, self.request)
-
-    async def _report_response(self, response: dict[str, Any]) -> None:
-        if not self.disconnected:
-            await self._report(str(response.get("status") or "completed"), response=response)
-
-    async def _report(
-        self,
-        status: str,
-        *,
-        response: dict[str, Any] | None = None,
-        error: dict[str, Any] | None = None,
-    ) -> None:
-        if self.reported:
-            return
-        self.reported = True
-        observer = self.mw._on_response
-        log = access_logger.isEnabledFor(logging.INFO)
-        metrics, tracer = self.mw.metrics, self.mw.tracer
-        if observer is None and not log and metrics is None and tracer is None:
-            return  # nobody would see the record
-        usage = None
-        model = self.request.get("model")
-        if response is not None:
-            usage = response.get("usage")
-            model = response.get("model") or model
-            error = error or response.get("error")
-        record = ResponseRecord(
-            response_id=self.response_id,
-            model=model if isinstance(model, str) else None,
-            status=status,
-            stream=self.stream,
-            usage=usage if isinstance(usage, dict) else None,
-            duration=time.perf_counter() - self.started_at,
-            http_status=self.http_status,
-            error=error,
-            request_id=self.request_id[1].decode("ascii"),
-        )
-        if log:
-            access_logger.info(REQUEST_LOG_MESSAGE, record.log_fields("POST", self.scope["path"]))
-        if metrics is not None:
-            first = self.first_output_at
-            metrics.observe(
-                record,
-                self.route,
-                first - self.started_at if first and self.stream else None,
-            )
-        if tracer is not None:
-            ended = time.time_ns()
-            tracer.record(record, self.request, ended - int(record.duration * 1e9), ended)
-        await notify_observer(observer, record)
