@@ -454,6 +454,7 @@ class ResponseRun:
         self.chat_body = chat_body
         self.replayed = False
         self.upstream_status = 0
+        self.answers.next_body()
         self.mode, self.on_body = WAITING, self._body_before_start
         try:
             await self.app(self._inner_scope(), self._receive_for_app, self._send_from_app)

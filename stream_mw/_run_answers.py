@@ -69,6 +69,12 @@ class Answers:
         self.parts: list[bytes] = []
         self.parts_size = 0
 
+    def next_body(self) -> None:
+        """Forget the body collected so far: another round's answer begins."""
+        if self.parts_size:
+            self.parts = []
+            self.parts_size = 0
+
     # --- non-streaming request, streaming upstream ------------------------------------------
 
     async def body_sse_to_json(self, message: Message) -> None:

@@ -642,3 +642,49 @@ async def test_an_upstream_error_in_a_later_round_fails_the_stream_that_began(
     # What the first round did stays in the failed response.
     call = next(item for item in final.output if item.type == "mcp_call")
     assert call.output == "5"
+
+
+class JsonAnswers:
+    """A Chat app that answers every request with JSON, whatever its ``stream`` says (some
+    backends do): the tool loop must carry such answers round after round."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def unstreamed() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                body = json.loads(message["body"])
+                body.pop("stream_options", None)
+                message = {**message, "body": json.dumps({**body, "stream": False}).encode()}
+            return message
+
+        await self.app(scope, unstreamed, send)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_json_answers_in_every_round_make_one_response(
+    mcp_server: McpServer, stream: bool
+) -> None:
+    upstream = ScriptedChat(SCRIPTS)
+    app = ResponsesMiddleware(
+        JsonAnswers(upstream), keepalive_interval=0, mcp_servers=(mcp_server.url,)
+    )
+    body = {
+        "model": "mcp-add",
+        "input": "What is 2 + 3?",
+        "stream": stream,
+        "tools": [mcp_tool(mcp_server.url, require_approval="never")],
+    }
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as http:
+        answer = await http.post("/v1/responses", json=body)
+    assert answer.status_code == 200
+    content = answer.content
+    response = check_stream(content).response if stream else check_response(answer.json())
+    assert [item["type"] for item in response["output"]] == [
+        "mcp_list_tools", "message", "mcp_call", "message"]  # fmt: skip
+    assert response["output"][-1]["content"][0]["text"] == "The sum is 5"
+    assert len(upstream.requests) == 2
