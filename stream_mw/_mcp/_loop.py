@@ -37,7 +37,7 @@ import orjson
 
 from .._errors import UpstreamError
 from ._client import McpConnection, McpError, open_mcp
-from ._plan import McpPlan, McpServer, McpTool, servers_from_request
+from ._plan import McpPlan, McpServer, McpTool, function_name_for, servers_from_request
 from ._policy import AllowList
 
 if TYPE_CHECKING:
@@ -164,10 +164,27 @@ class McpLoop:
                 # answer to a request not in the conversation, or already run, runs nothing.
                 continue
             done.add(approval_id)
-            tool = self.plan.find(str(asked.get("server_label")), str(asked.get("name")))
+            label, name = str(asked.get("server_label")), str(asked.get("name"))
             arguments = str(asked.get("arguments") or "{}")
+            tool = self.plan.find(label, name)
+            server = self.plan.servers.get(label)
+            if tool is None and server is None:
+                logger.info("approved MCP call %s names a server not in this request", approval_id)
+                continue
             if tool is None:
-                logger.info("approved MCP call %s names a tool no longer offered", approval_id)
+                # The server no longer offers it (its allowed_tools changed): the call is
+                # not made, and the model hears why rather than nothing.
+                assert server is not None
+                gone = McpTool(server, name, function_name_for(label, name), {})
+                item_id, out = converter.open_mcp_call(gone, arguments, str(approval_id))
+                await emit(out)
+                await emit(
+                    converter.mcp_call_result(
+                        item_id,
+                        error=f"The tool {name!r} is not offered by {label!r} in this request "
+                        "(allowed_tools); the approved call was not made.",
+                    )
+                )
                 continue
             item_id, out = converter.open_mcp_call(tool, arguments, str(approval_id))
             await emit(out)

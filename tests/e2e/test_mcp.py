@@ -688,3 +688,28 @@ async def test_json_answers_in_every_round_make_one_response(
         "mcp_list_tools", "message", "mcp_call", "message"]  # fmt: skip
     assert response["output"][-1]["content"][0]["text"] == "The sum is 5"
     assert len(upstream.requests) == 2
+
+
+async def test_an_approved_call_of_a_tool_no_longer_allowed_is_not_made_and_the_model_is_told(
+    client: AsyncOpenAI, upstream: ScriptedChat, mcp_server: McpServer
+) -> None:
+    first = await client.responses.create(
+        model="mcp-add",
+        input="What is 2 + 3?",
+        tools=[mcp_tool(mcp_server.url)],  # type: ignore[list-item]
+    )
+    asked = first.output[-1]
+    calls = mcp_server.calls()
+    upstream.requests.clear()
+    second = await client.responses.create(
+        model="echo",
+        previous_response_id=first.id,
+        input=[{"type": "mcp_approval_response", "approval_request_id": asked.id, "approve": True}],
+        tools=[mcp_tool(mcp_server.url, allowed_tools=["echo_headers"])],  # type: ignore[list-item]
+    )
+    assert mcp_server.calls() == calls
+    call = second.output[0]
+    assert call.type == "mcp_call"
+    assert call.status == "failed"
+    assert call.approval_request_id == asked.id
+    assert "not offered" in second.output_text
