@@ -47,15 +47,18 @@ class RunningServer:
 
 
 @contextmanager
-def serve(app: ASGIApp, *, lifespan: str = "auto", **config: Any) -> Iterator[RunningServer]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 at a free port for the ``with`` block.
+def serve(
+    app: ASGIApp, *, lifespan: str = "auto", port: int = 0, **config: Any
+) -> Iterator[RunningServer]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 at ``port`` (default: a free one) for the
+    ``with`` block.
 
     ``config`` goes to ``uvicorn.Config`` (defaults: asyncio loop, warnings only, no access
     log; ``log_config=None`` lets pytest's caplog see uvicorn's records).
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(128)
     port = sock.getsockname()[1]
     options: dict[str, Any] = {"log_level": "warning", "access_log": False, "loop": "asyncio"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import socket
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -45,7 +46,7 @@ def sdk(app: Any) -> openai.AsyncOpenAI:
 
 def test_the_examples_are_numbered_and_all_in_the_readme_table() -> None:
     readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
-    assert [p.name[:2] for p in NUMBERED] == ["01", "02", "03", "04", "05"]
+    assert [p.name[:2] for p in NUMBERED] == ["01", "02", "03", "04", "05", "06"]
     for path in NUMBERED:
         assert f"[`{path.name}`]({path.name})" in readme, path.name
         source = path.read_text(encoding="utf-8")
@@ -155,3 +156,36 @@ def test_the_gateway_config_routes_each_model_to_its_upstream(tmp_path: Path) ->
     assert listed == {"llama-3.1-8b-instruct", "gpt-4o"}
     assert hosted.requests[0].headers["authorization"] == "Bearer sk-h"
     assert hosted.requests[0].headers["x-team"] == "research"
+
+
+@pytest.mark.anyio
+async def test_06_the_gateway_runs_the_mcp_tool_the_example_serves_itself() -> None:
+    pytest.importorskip("mcp.server.mcpserver", reason="the example is written for mcp 2.x")
+    example = load_example("06_remote_mcp_tools")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tool = {
+        "type": "mcp",
+        "server_label": "demo",
+        "server_url": f"http://127.0.0.1:{port}/tools/mcp",
+        "require_approval": "never",
+    }
+    # Served by uvicorn with its lifespan (the MCP server's sessions), as `python` runs it.
+    with serve(example.build_app(port), port=port) as gateway:
+        client = openai.AsyncOpenAI(
+            base_url=gateway.url + "/v1", api_key="x", _strict_response_validation=True
+        )
+        async with client:
+            stream = await client.responses.create(
+                model="demo",
+                input="Use demo__word_count on `the quick brown fox`",
+                tools=[tool],  # type: ignore[list-item]
+                stream=True,
+            )
+            events = [event async for event in stream]
+    final = events[-1].response
+    assert events[-1].type == "response.completed"
+    assert [item.type for item in final.output] == ["mcp_list_tools", "mcp_call", "message"]
+    assert final.output[1].output == "4"
+    assert "4" in final.output_text
