@@ -99,6 +99,13 @@ def mcp_tool(url: str, **extra: Any) -> dict[str, Any]:
     return {"type": "mcp", "server_label": LABEL, "server_url": url, **extra}
 
 
+async def post_in_process(app: ASGIApp, body: dict[str, Any]) -> httpx.Response:
+    """``POST /v1/responses`` to ``app`` in process (for a middleware of a test's own)."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        return await http.post("/v1/responses", json=body)
+
+
 async def streamed(client: AsyncOpenAI, model: str, text: str, url: str) -> list[Any]:
     """The events of one streamed response whose MCP server needs no approvals."""
     tool: Any = mcp_tool(url, require_approval="never")
@@ -486,17 +493,14 @@ async def test_a_private_address_under_a_prefix_entry_is_refused_before_connecti
     """``http://`` allows any host but the private ones: loopback needs an entry naming it."""
     app = ResponsesMiddleware(ScriptedChat(SCRIPTS), mcp_servers=("http://",))
     before = mcp_server.listings()
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as http:
-        answer = await http.post(
-            "/v1/responses",
-            json={
-                "model": "mcp-add",
-                "input": "2 + 3?",
-                "tools": [mcp_tool(mcp_server.url, require_approval="never")],
-            },
-        )
+    answer = await post_in_process(
+        app,
+        {
+            "model": "mcp-add",
+            "input": "2 + 3?",
+            "tools": [mcp_tool(mcp_server.url, require_approval="never")],
+        },
+    )
     assert answer.status_code == 502
     assert "mcp_servers" in answer.json()["error"]["message"]
     assert mcp_server.listings() == before
@@ -557,17 +561,14 @@ async def test_an_mcp_call_past_mcp_timeout_fails_and_the_model_is_told(
     app = ResponsesMiddleware(
         upstream, keepalive_interval=0, mcp_servers=(mcp_server.url,), mcp_timeout=0.5
     )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as http:
-        answer = await http.post(
-            "/v1/responses",
-            json={
-                "model": "mcp-slow",
-                "input": "Wait.",
-                "tools": [mcp_tool(mcp_server.url, require_approval="never")],
-            },
-        )
+    answer = await post_in_process(
+        app,
+        {
+            "model": "mcp-slow",
+            "input": "Wait.",
+            "tools": [mcp_tool(mcp_server.url, require_approval="never")],
+        },
+    )
     response = check_response(answer.json())
     call = next(item for item in response["output"] if item["type"] == "mcp_call")
     assert call["status"] == "failed"
@@ -677,10 +678,7 @@ async def test_json_answers_in_every_round_make_one_response(
         "stream": stream,
         "tools": [mcp_tool(mcp_server.url, require_approval="never")],
     }
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as http:
-        answer = await http.post("/v1/responses", json=body)
+    answer = await post_in_process(app, body)
     assert answer.status_code == 200
     content = answer.content
     response = check_stream(content).response if stream else check_response(answer.json())
