@@ -24,7 +24,7 @@ from ._delivery import Headers
 from ._errors import InvalidRequestError, RequestError, UpstreamError
 from ._items import new_id
 from ._run import ResponseRun
-from ._run_request import read_body
+from ._run_request import read_json_body
 from ._sealed import compaction_tenant, reasoning_key, seal_reasoning
 from ._service import request_id
 from ._store_gateway import normalize_input, tenant_key
@@ -32,7 +32,7 @@ from ._store_gateway import normalize_input, tenant_key
 if TYPE_CHECKING:
     from ._middleware import ResponsesMiddleware
 
-__all__ = ["compact", "read_json_body", "send_json"]
+__all__ = ["compact", "send_json"]
 
 _JSON_TYPE: Final = (b"content-type", b"application/json")
 _ZERO_USAGE: Final = {
@@ -122,24 +122,6 @@ class _Collected:
 
     async def end(self, data: bytes) -> None:
         raise RuntimeError("a compaction's run is not streamed")
-
-
-async def read_json_body(scope: Scope, receive: Receive, limit: int) -> dict[str, Any] | None:
-    """The request's JSON object body (``read_body``'s bounds); ``None`` when the client left.
-
-    Raises:
-        RequestError: too large (413), or not a JSON object (400).
-    """
-    raw = await read_body(scope, receive, limit)
-    if raw is None:
-        return None
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequestError("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
-    return body
 
 
 def _summary_request(body: dict[str, Any], prompt: str) -> dict[str, Any]:

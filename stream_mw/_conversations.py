@@ -25,7 +25,6 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
 from starlette.datastructures import QueryParams
 
 from ._errors import (
@@ -33,11 +32,11 @@ from ._errors import (
     MethodNotAllowedError,
     NotFoundError,
     RequestError,
-    RequestTooLargeError,
     clip,
 )
 from ._items import new_id
 from ._requests import _check_item
+from ._run_request import json_object, read_body
 from ._store_gateway import (
     StoreGateway,
     conversation_not_found,
@@ -214,35 +213,12 @@ class ConversationsAPI:
         }
 
     async def _read_body(self, receive: Receive, scope: Scope) -> dict[str, Any]:
-        limit = self._settings.max_request_bytes
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                # Nobody would read the answer: change nothing.
-                raise _ClientGone
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLargeError(
-                    f"The request body is larger than the server's limit of {limit} bytes "
-                    "(max_request_bytes).",
-                    code="request_too_large",
-                )
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        raw = b"".join(chunks)
-        if not raw.strip():
-            return {}
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise InvalidRequestError("The request body is not valid JSON.") from None
-        if not isinstance(body, dict):
-            raise InvalidRequestError("The request body must be a JSON object.")
-        return body
+        raw = await read_body(scope, receive, self._settings.max_request_bytes)
+        if raw is None:
+            # Nobody would read the answer: change nothing.
+            raise _ClientGone
+        # An empty body is an empty object: ``POST /conversations`` needs no fields.
+        return json_object(raw) if raw.strip() else {}
 
     def route(self, scope: Scope) -> str:
         """The route template of a request ``matches`` accepted, for the metrics."""

@@ -13,15 +13,24 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import orjson
 from starlette.types import Receive, Scope
 
 from ._continuation import LocalHistory, check_tool_outputs
+from ._errors import InvalidRequestError
 from ._requests import _translate
 from ._settings import Settings
 from ._store_gateway import StoreGateway, has_item_references, normalize_input
 from ._upstream_answer import too_large
 
-__all__ = ["chat_scope", "expand_request", "read_body", "translate_request"]
+__all__ = [
+    "chat_scope",
+    "expand_request",
+    "json_object",
+    "read_body",
+    "read_json_body",
+    "translate_request",
+]
 
 # Request headers the wrapped app must not see: they describe the client's body, not ours.
 _DROP_REQUEST_HEADERS: Final = frozenset(
@@ -75,6 +84,31 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+async def read_json_body(scope: Scope, receive: Receive, limit: int) -> dict[str, Any] | None:
+    """The request's JSON object body (``read_body``'s bounds); ``None`` when the client left.
+
+    Raises:
+        RequestError: too large (413), or not a JSON object (400).
+    """
+    raw = await read_body(scope, receive, limit)
+    return None if raw is None else json_object(raw)
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """``raw`` as a JSON object.
+
+    Raises:
+        InvalidRequestError: it is not JSON, or not an object.
+    """
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    return body
 
 
 async def translate_request(
