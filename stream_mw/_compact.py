@@ -27,14 +27,13 @@ from ._run import ResponseRun
 from ._run_request import read_json_body
 from ._sealed import compaction_tenant, reasoning_key, seal_reasoning
 from ._service import request_id
-from ._store_gateway import normalize_input, tenant_key
+from ._store_gateway import normalize_input, send_json, tenant_key
 
 if TYPE_CHECKING:
     from ._middleware import ResponsesMiddleware
 
-__all__ = ["compact", "send_json"]
+__all__ = ["compact"]
 
-_JSON_TYPE: Final = (b"content-type", b"application/json")
 _ZERO_USAGE: Final = {
     "input_tokens": 0,
     "input_tokens_details": {"cached_tokens": 0},
@@ -164,10 +163,3 @@ def _error(exc: UpstreamError) -> dict[str, Any]:
     return {
         "error": {"message": exc.message, "type": "server_error", "param": None, "code": exc.code}
     }
-
-
-async def send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
-    body = orjson.dumps(payload)
-    headers = [_JSON_TYPE, (b"content-length", str(len(body)).encode("ascii"))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})

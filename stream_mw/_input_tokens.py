@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from ._compact import send_json
 from ._errors import RequestError
 from ._requests import _translate, parse_request_body
 from ._run_request import read_json_body
-from ._store_gateway import tenant_key
+from ._store_gateway import send_json, tenant_key
 
 if TYPE_CHECKING:
     from ._middleware import ResponsesMiddleware

@@ -132,7 +132,7 @@ class BackgroundRuns:
                 "are delivered from the store.",
                 param="background",
             )
-            await _answer_json(send, error.status_code, error.body(), rid)
+            await send_json(send, error.status_code, error.body(), (rid,))
             return
         if running_asyncio_loop() is None:
             # The run must outlive the request, and only asyncio lets a task do that
@@ -140,7 +140,7 @@ class BackgroundRuns:
             error = InvalidRequestError(
                 "'background' needs the server to run on asyncio.", param="background"
             )
-            await _answer_json(send, error.status_code, error.body(), rid)
+            await send_json(send, error.status_code, error.body(), (rid,))
             return
         if len(self._runs) >= self._max:
             body = error_body(
@@ -149,7 +149,7 @@ class BackgroundRuns:
                 "rate_limit_error",
                 code="too_many_background_responses",
             )
-            await _answer_json(send, 429, body, rid)
+            await send_json(send, 429, body, (rid,))
             return
         run = _Run(creating.tenant, creating.response_id)
         self._runs[(run.tenant, run.response_id)] = run
@@ -160,7 +160,7 @@ class BackgroundRuns:
         await run.started.wait()
         if run.error is not None:
             status, payload = run.error
-            await _answer_json(send, status, payload, rid)
+            await send_json(send, status, payload, (rid,))
             return
         if creating.stream and run.first is not None:
             send = send_with_request_id(send, rid[1])
@@ -172,9 +172,9 @@ class BackgroundRuns:
                 "The background response could not start: the response store is "
                 "unavailable; try again later."
             )
-            await _answer_json(send, unavailable.status_code, unavailable.body(), rid)
+            await send_json(send, unavailable.status_code, unavailable.body(), (rid,))
             return
-        await _answer_json(send, 200, run.first, rid)
+        await send_json(send, 200, run.first, (rid,))
 
     async def _run(self, run: _Run, scope: Scope, body: bytes, rid: bytes) -> None:
         finished = anyio.Event()
@@ -488,21 +488,3 @@ async def _events_after(
     tenant: str, response_id: str, after: int, store: Store
 ) -> list[tuple[int, bytes]]:
     return await store.events_after(tenant, response_id, after, FOLLOW_WAIT_SECONDS)
-
-
-async def _answer_json(
-    send: Send, status: int, payload: dict[str, Any], request_id: tuple[bytes, bytes]
-) -> None:
-    body = orjson.dumps(payload)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode("ascii")),
-                request_id,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
