@@ -237,7 +237,7 @@ class ResponseRun:
         self.stream = False
         #: The request is to be stored (a store is configured and ``store`` is not false).
         self.storing = False
-        #: The full input, when ``previous_response_id`` expanded it.
+        #: The full input, when ``previous_response_id`` expanded it (or a tool loop needed it).
         self.input_items: list[dict[str, Any]] | None = None
         self.chat_body = b""
         #: The request with its whole input, for an MCP tool loop's rounds.

@@ -82,7 +82,8 @@ async def mcp_rounds(run: ResponseRun) -> Exception | None:
 
     items = run.input_items
     if items is None:
-        items = normalize_input(run.request.get("input"))
+        # Kept on the run, so the response is stored with the very items the rounds read.
+        items = run.input_items = normalize_input(run.request.get("input"))
     try:
         error = await loop.run(run.expanded, items, converter, drive, emit, translate)
     except RequestError as exc:
