@@ -115,7 +115,7 @@ def build_app(transport: str, *, any_host: bool = False) -> Any:
         app = server.sse_app(**app_options)
     else:
         app = server.streamable_http_app(**app_options)
-    return Redirects(app, "/sse" if transport == "sse" else "/mcp")
+    return AroundMcp(app, "/sse" if transport == "sse" else "/mcp")
 
 
 def open_hosts() -> Any:
@@ -150,10 +150,11 @@ def build_paged_app(page_size: int) -> Any:
     return server.streamable_http_app(host="127.0.0.1")
 
 
-class Redirects:
-    """``/redirect?to=URL`` answers 307 to ``URL``; ``/slash`` answers 307 to ``/slash/``,
-    which serves the MCP endpoint (as 1.x servers mounted at ``/mcp/`` do); everything else
-    goes to the MCP app."""
+class AroundMcp:
+    """The routes around the MCP app: ``/redirect?to=URL`` answers 307 to ``URL``;
+    ``/slash`` answers 307 to ``/slash/``, which serves the MCP endpoint (as 1.x servers
+    mounted at ``/mcp/`` do); ``/stats`` says what the MCP app was asked (every POST's
+    JSON-RPC methods are counted on the way); everything else goes to the MCP app."""
 
     def __init__(self, app: Any, endpoint: str) -> None:
         self.app = app
